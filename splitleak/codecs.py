@@ -1,0 +1,104 @@
+"""Tensor codecs for the wire: fp32 (exact), fp16 (half precision), int8 (per-tensor affine).
+
+encode() turns a float32 array into (codec message, payload array); decode() inverts it
+into float32. Both are vectorised numpy: no per-element Python.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from splitleak.errors import SplitleakError
+from splitleak.v1 import splitleak_pb2 as pb
+from splitleak.wire import serde
+
+Encoded = tuple[pb.Codec, np.ndarray]
+
+
+def _encode_fp32(x: np.ndarray) -> Encoded:
+    return pb.Codec(name="fp32"), np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _encode_fp16(x: np.ndarray) -> Encoded:
+    return pb.Codec(name="fp16"), x.astype(np.float16)
+
+
+def _encode_int8(x: np.ndarray) -> Encoded:
+    """Per-tensor affine quantisation with an integer zero point, as torch.quantize_per_tensor.
+
+    The range always holds 0 (so the zero point fits in int8) and keeps one step of headroom
+    at each end, so rounding never clips: every element decodes within scale / 2.
+    """
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / 253.0 or 1.0
+    zero_point = int(round(-127 - lo / scale))
+    q = x * np.float32(1.0 / scale)
+    q += zero_point
+    np.rint(q, out=q)
+    np.clip(q, -128, 127, out=q)
+    return pb.Codec(name="int8", scale=scale, zero_point=zero_point), q.astype(np.int8)
+
+
+def _decode_fp32(codec: pb.Codec, data: np.ndarray) -> np.ndarray:
+    return _require(data, np.float32, codec)
+
+
+def _decode_fp16(codec: pb.Codec, data: np.ndarray) -> np.ndarray:
+    return _require(data, np.float16, codec).astype(np.float32)
+
+
+def _decode_int8(codec: pb.Codec, data: np.ndarray) -> np.ndarray:
+    if not np.isfinite(codec.scale) or codec.scale <= 0:
+        raise serde.WireError(f"int8 codec needs a positive finite scale, got {codec.scale}")
+    if not -128 <= codec.zero_point <= 127:
+        raise serde.WireError(f"int8 zero point {codec.zero_point} outside [-128, 127]")
+    q = _require(data, np.int8, codec).astype(np.float32)
+    q -= codec.zero_point
+    q *= np.float32(codec.scale)
+    return q
+
+
+def _require(data: np.ndarray, dtype: type, codec: pb.Codec) -> np.ndarray:
+    if data.dtype != dtype:
+        raise serde.WireError(f"codec {codec.name} carries {np.dtype(dtype).name}, got {data.dtype.name}")
+    return data
+
+
+ENCODERS: dict[str, Callable[[np.ndarray], Encoded]] = {
+    "fp32": _encode_fp32,
+    "fp16": _encode_fp16,
+    "int8": _encode_int8,
+}
+DECODERS: dict[str, Callable[[pb.Codec, np.ndarray], np.ndarray]] = {
+    "fp32": _decode_fp32,
+    "fp16": _decode_fp16,
+    "int8": _decode_int8,
+}
+NAMES = tuple(ENCODERS)
+
+
+def check_name(name: str) -> str:
+    if name not in ENCODERS:
+        raise SplitleakError(f"unknown codec {name!r}; choose one of {', '.join(NAMES)}")
+    return name
+
+
+def encode(name: str, x: np.ndarray, out: pb.Tensor) -> pb.Codec:
+    """Encode float32 `x` with codec `name` into the tensor message `out`; return the codec."""
+    codec, payload = ENCODERS[check_name(name)](x)
+    serde.to_proto(payload, out)
+    return codec
+
+
+def decode(codec: pb.Codec, tensor: pb.Tensor) -> np.ndarray:
+    """Validate and decode a tensor message into float32 (a view for fp32, no copy)."""
+    decoder = DECODERS.get(codec.name)
+    if decoder is None:
+        raise serde.WireError(f"unknown codec {codec.name!r}; expected one of {', '.join(NAMES)}")
+    return decoder(codec, serde.from_proto(tensor))
+
+
+def max_error(codec: pb.Codec) -> float:
+    """The stated worst-case absolute error of a decoded element (relative for fp16)."""
+    return {"fp32": 0.0, "fp16": 2.0**-11, "int8": codec.scale / 2}[codec.name]

@@ -1,0 +1,1 @@
+"""The wire: generated stubs live in splitleak.v1; conversion and channel options live here."""
