@@ -1,0 +1,70 @@
+"""Record a cloud's tap remotely: subscribe, write every item as the cloud decoded it."""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import grpc
+
+from splitleak.errors import SplitleakError
+from splitleak.recording import RecordingWriter
+from splitleak.v1 import splitleak_pb2 as pb
+from splitleak.wire.channel import TlsFiles, auth_metadata, open_channel
+from splitleak.wire.tapitems import from_tap_item, write_event
+
+
+class TapRecorder:
+    """Subscribes to the tap and appends items to a recording until stopped or `limit` items."""
+
+    def __init__(self, cloud: str, folder: str, *, tls: TlsFiles = TlsFiles(), token: str | None = None,
+                 stream_ids: tuple[str, ...] = (), queue_size: int = 0, limit: int | None = None,
+                 on_item: Callable[[], None] = lambda: None):
+        self.channel = open_channel(cloud, tls)
+        self.cloud = cloud
+        self.request = pb.TapRequest(stream_ids=list(stream_ids), queue_size=queue_size)
+        self.metadata = auth_metadata(token)
+        self.writer = RecordingWriter(folder, {"cloud": cloud, "stream_ids": list(stream_ids), "via": "tap"})
+        self.limit, self.on_item = limit, on_item
+        self.dropped = 0
+        self._call = None
+        self._stopped = threading.Event()
+
+    def run(self, connect_timeout: float = 10.0) -> int:
+        """Record until stop(), the limit, or the cloud ends the subscription; returns items written."""
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise SplitleakError(f"cloud {self.cloud} unreachable for {connect_timeout:g}s") from None
+        subscribe = self.channel.unary_stream("/splitleak.v1.Tap/Subscribe",
+                                              request_serializer=pb.TapRequest.SerializeToString,
+                                              response_deserializer=pb.TapItem.FromString)
+        self._call = subscribe(self.request, metadata=self.metadata)
+        try:
+            for item in self._call:
+                self._write(item)
+                if self.limit is not None and self.writer.count >= self.limit:
+                    break
+        except grpc.RpcError as err:
+            if not self._stopped.is_set() and err.code() != grpc.StatusCode.CANCELLED:
+                raise SplitleakError(f"tap on {self.cloud} failed: {err.code().name}: {err.details()}") from None
+        finally:
+            self.close()
+        return self.writer.count
+
+    def _write(self, item: pb.TapItem) -> None:
+        kind, _, meta, codec, tensors = from_tap_item(item)
+        write_event(self.writer, kind, meta, codec, tensors)
+        self.dropped = item.dropped
+        self.on_item()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        self.writer.dropped = self.dropped
+        self.writer.close(cloud=self.cloud)
+        self.channel.close()

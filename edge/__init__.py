@@ -1,0 +1,1 @@
+"""The edge service: capture -> preprocess -> head F1 -> codec -> link -> gRPC."""

@@ -1,0 +1,114 @@
+"""The edge's gRPC uplink: sends what leaves the link emulator, reads the answers, reconnects.
+
+Frames handed to a call that then breaks are counted lost (the edge cannot know whether
+the cloud saw them); frames still inside the link emulator wait for the next connection.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterator
+
+import grpc
+
+from edge.link import LinkClosed, LinkEmulator
+from edge.stats import StreamStats
+from splitleak.v1 import splitleak_pb2 as pb
+from splitleak.wire.channel import TlsFiles, auth_metadata, open_channel
+
+FATAL = {
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+}
+CONNECT_TIMEOUT_S = 1.0
+BACKOFF_START_S, BACKOFF_MAX_S = 0.1, 2.0
+
+
+class Uplink:
+    """Runs on its own thread until the link is closed and drained, or the cloud is gone for good."""
+
+    def __init__(self, target: str, link: LinkEmulator, stats: StreamStats, *, tls: TlsFiles = TlsFiles(),
+                 token: str | None = None, retry_for: float = 30.0, on_answer: Callable[[], None] = lambda: None):
+        self.target, self.link, self.stats = target, link, stats
+        self.tls, self.token, self.retry_for = tls, token, retry_for
+        self.on_answer = on_answer
+        self.error: str | None = None  # why the uplink gave up, if it did
+        self._lock = threading.Lock()
+        self._handed: set[int] = set()
+        self._alive = False
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+
+    def start(self) -> "Uplink":
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        down_since: float | None = None
+        attempts, backoff = 0, BACKOFF_START_S
+        while True:
+            channel = open_channel(self.target, self.tls)
+            try:
+                grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+                if attempts:
+                    self.stats.reconnects += 1
+                down_since, backoff = None, BACKOFF_START_S
+                self._stream(channel)
+                return
+            except grpc.FutureTimeoutError:
+                pass
+            except grpc.RpcError as err:
+                self._drop_handed()
+                if err.code() in FATAL:
+                    return self._give_up(f"cloud {self.target} refused the stream: {err.details()}")
+            finally:
+                channel.close()
+            attempts += 1
+            down_since = down_since or time.time()
+            if time.time() - down_since > self.retry_for:
+                return self._give_up(f"cloud {self.target} unreachable after {attempts} attempts over {self.retry_for:g}s")
+            time.sleep(backoff)
+            backoff = min(2 * backoff, BACKOFF_MAX_S)
+
+    def _stream(self, channel: grpc.Channel) -> None:
+        with self._lock:
+            self._alive, self._handed = True, set()
+        infer = channel.stream_stream(
+            "/splitleak.v1.SplitInference/Infer",
+            request_serializer=pb.FeatureFrame.SerializeToString,
+            response_deserializer=pb.FrameResult.FromString,
+        )
+        for answer in infer(self._requests(), metadata=auth_metadata(self.token)):
+            error = answer.error.message if answer.HasField("error") else None
+            if self.stats.on_answer(answer.seq, error):
+                self.on_answer()
+
+    def _requests(self) -> Iterator[pb.FeatureFrame]:
+        while True:
+            try:
+                frame = self.link.receive(timeout=0.1)
+            except LinkClosed:
+                return
+            with self._lock:
+                if not self._alive:
+                    if frame is not None:  # pulled after the call broke: keep it for the next call
+                        self.link.requeue(frame)
+                    return
+                if frame is None:
+                    continue
+                self._handed.add(frame.meta.seq)
+            yield frame
+
+    def _drop_handed(self) -> None:
+        with self._lock:
+            self._alive = False
+            handed, self._handed = self._handed, set()
+        self.stats.on_lost(handed)
+
+    def _give_up(self, reason: str) -> None:
+        self.error = reason
+        self.link.close()

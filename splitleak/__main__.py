@@ -1,0 +1,5 @@
+import sys
+
+from splitleak.cli.main import main
+
+sys.exit(main())
