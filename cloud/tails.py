@@ -7,7 +7,8 @@ from collections import OrderedDict
 import torch
 
 from splitleak.errors import SplitleakError
-from splitleak.models import build_split_model, feature_shape, weights_tag
+from splitleak.models import build_split_model, feature_shape
+from splitleak.models.weights import file_tag
 
 MIN_SIZE, MAX_SIZE = 8, 1024
 
@@ -21,7 +22,7 @@ class TailCache:
 
     def __init__(self, device: str = "cpu", weight_files: tuple[str, ...] = (), max_models: int = 8):
         self.device = device
-        self.files = {weights_tag(path): path for path in weight_files}
+        self.files = {file_tag(path): path for path in weight_files}
         self.max_models = max_models
         self._tails: OrderedDict[tuple, tuple[torch.nn.Module, tuple[int, ...]]] = OrderedDict()
         self._lock = threading.Lock()

@@ -36,8 +36,7 @@ class Uplink:
         self.on_answer = on_answer
         self.error: str | None = None  # why the uplink gave up, if it did
         self._lock = threading.Lock()
-        self._handed: set[int] = set()
-        self._alive = False
+        self._call: _CallState | None = None
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
 
     def start(self) -> "Uplink":
@@ -75,40 +74,51 @@ class Uplink:
             backoff = min(2 * backoff, BACKOFF_MAX_S)
 
     def _stream(self, channel: grpc.Channel) -> None:
-        with self._lock:
-            self._alive, self._handed = True, set()
+        self._call = call = _CallState()
         infer = channel.stream_stream(
             "/splitleak.v1.SplitInference/Infer",
             request_serializer=pb.FeatureFrame.SerializeToString,
             response_deserializer=pb.FrameResult.FromString,
         )
-        for answer in infer(self._requests(), metadata=auth_metadata(self.token)):
+        for answer in infer(self._requests(call), metadata=auth_metadata(self.token)):
             error = answer.error.message if answer.HasField("error") else None
             if self.stats.on_answer(answer.seq, error):
                 self.on_answer()
 
-    def _requests(self) -> Iterator[pb.FeatureFrame]:
+    def _requests(self, call: "_CallState") -> Iterator[pb.FeatureFrame]:
+        """Feeds one call; a call that broke stops pulling, and gives back what it pulled too late."""
         while True:
             try:
                 frame = self.link.receive(timeout=0.1)
             except LinkClosed:
                 return
             with self._lock:
-                if not self._alive:
-                    if frame is not None:  # pulled after the call broke: keep it for the next call
+                if not call.alive:
+                    if frame is not None:
                         self.link.requeue(frame)
                     return
                 if frame is None:
                     continue
-                self._handed.add(frame.meta.seq)
+                call.handed.add(frame.meta.seq)
             yield frame
 
     def _drop_handed(self) -> None:
+        """The call broke: what it was handed may or may not have reached the cloud, so it is lost."""
+        call = self._call
+        if call is None:
+            return
         with self._lock:
-            self._alive = False
-            handed, self._handed = self._handed, set()
-        self.stats.on_lost(handed)
+            call.alive = False
+        self.stats.on_lost(call.handed)
 
     def _give_up(self, reason: str) -> None:
         self.error = reason
         self.link.close()
+
+
+class _CallState:
+    """One gRPC call's view: whether it still runs, and which frames it was handed."""
+
+    def __init__(self) -> None:
+        self.alive = True
+        self.handed: set[int] = set()
