@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge.link import LinkEmulator, LinkSpec
+from edge.link import LinkClosed, LinkEmulator, LinkSpec
 from edge.stats import StreamStats
 from edge.uplink import Uplink
 from splitleak import codecs
@@ -70,6 +70,7 @@ class EdgeStreamer:
         self.link = LinkEmulator(self.spec, seed=config.seed, on_drop=lambda frame: self.stats.on_lost([frame.meta.seq]))
 
     def run(self) -> dict[str, Any]:
+        self.stats.started = time.time()
         bar = tqdm(total=self.config.frames, unit="frame", desc=f"edge {self.config.stream_id}",
                    disable=not self.config.progress, leave=False)
         uplink = Uplink(self.config.cloud, self.link, self.stats, tls=self.config.tls, token=self.config.token,
@@ -79,7 +80,11 @@ class EdgeStreamer:
                 for frame in self.source:
                     if uplink.error:
                         break
-                    self._send(frame.index, frame.image, frame.capture_ts)
+                    try:
+                        self._send(frame.index, frame.image, frame.capture_ts)
+                    except LinkClosed:  # the uplink gave up while this frame waited for the window
+                        self.stats.on_lost([frame.index])
+                        break
         finally:
             self.link.close()
             uplink.join()

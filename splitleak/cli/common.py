@@ -11,6 +11,18 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda when available; default)")
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int,
+                        help="torch CPU threads for this service (default: torch's; give co-located services one each)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def resolve_device(name: str) -> str:
     import torch
 

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from splitleak.cli.common import add_device, add_tls, positive_int, resolve_device, tls_files
+from splitleak.cli.common import add_device, add_threads, add_tls, apply_threads, positive_int, resolve_device, tls_files
 from splitleak.codecs import NAMES as CODECS
 
 LINK_HELP = ("network conditions, e.g. 'rate=10mbit,delay=20ms,jitter=5ms,loss=1%%'; keys: rate, delay, jitter, "
@@ -25,6 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cloud.add_argument("--token", help="bearer token every edge must present")
     cloud.add_argument("--tap-token", help="bearer token for the tap (required for the tap when --token is set)")
     add_device(cloud)
+    add_threads(cloud)
     add_tls(cloud, server=True)
     cloud.set_defaults(run=run_cloud)
 
@@ -50,6 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     edge.add_argument("--retry-for", type=float, default=30.0, help="give up after the cloud is unreachable this long (s)")
     edge.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(edge)
+    add_threads(edge)
     add_tls(edge, server=False)
     edge.set_defaults(run=run_edge)
 
@@ -68,6 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_cloud(args: argparse.Namespace) -> int:
     from cloud.server import CloudConfig, CloudServer
 
+    apply_threads(args)
     config = CloudConfig(listen=args.listen, record=args.record, device=resolve_device(args.device),
                          weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls_files(args))
     server = CloudServer(config)
@@ -88,6 +91,7 @@ def run_cloud(args: argparse.Namespace) -> int:
 def run_edge(args: argparse.Namespace) -> int:
     from edge.streamer import EdgeConfig, EdgeStreamer
 
+    apply_threads(args)
     config = EdgeConfig(cloud=args.cloud, source=args.source, model=args.model, split=args.split,
                         frames=args.frames, size=args.size, codec=args.codec, link=args.link, truth=args.truth,
                         stats=args.stats, device=resolve_device(args.device), seed=args.seed, weights=args.weights,

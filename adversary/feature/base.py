@@ -1,0 +1,57 @@
+"""The feature-inversion family: one verb, `reconstruct`, and the threat-model case it runs in.
+
+Following breaching, the case (who holds what) is kept apart from the attack: the attack
+gets the features that crossed the wire plus what the case grants, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from splitleak.errors import SplitleakError
+
+
+@dataclass
+class WhiteBoxCase:
+    """White-box feature inversion: the attacker holds the head F1 (architecture and weights).
+
+    `input_shape` is one input's shape, e.g. (3, size, size); `seed` makes the attack repeatable.
+    """
+
+    head: nn.Module
+    input_shape: tuple[int, ...]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    grants: frozenset[str] = frozenset({"features", "head_weights", "head_architecture", "input_size"})
+
+    @property
+    def size(self) -> int:
+        """Side of the square input."""
+        return int(self.input_shape[-1])
+
+
+class FeatureInversionAttack:
+    """Base class: subclasses set `name` and `access`, and implement `reconstruct`."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "feature"
+    access: ClassVar[frozenset[str]] = frozenset({"features"})
+
+    def config(self) -> dict[str, object]:
+        """The attack's hyper-parameters, for config.json."""
+        return {}
+
+    def check_access(self, case: WhiteBoxCase) -> None:
+        """SplitleakError if the attack needs something the case does not grant."""
+        missing = self.access - case.grants
+        if missing:
+            raise SplitleakError(f"attack {self.name!r} needs {', '.join(sorted(missing))}, "
+                                 f"which this threat model does not grant")
+
+    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
+        """Images (B, *case.input_shape) in [0, 1] from features (B, *feature_shape)."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Reproducible suites: `python -m benchmarks.NAME [--quick] [--json PATH]` print and write figures."""
