@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import time
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,21 @@ from splitleak.video import save_png
 EVAL_SIZE, THRESHOLD_DB = 128, 20.0
 
 
-def make_attack(name: str, iterations: int | None) -> FeatureInversionAttack:
-    """Instantiate a registered feature attack, with `iterations` if given."""
+def make_attack(name: str, iterations: int | None, options: dict[str, float] | None = None) -> FeatureInversionAttack:
+    """Instantiate a registered feature attack, with `iterations` and keyword `options` if given."""
     cls = get_attack(name)
+    options = dict(options or {})
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "iterations"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SplitleakError(f"attack {name!r} has no option {unknown[0]!r}; it takes {', '.join(sorted(known)) or 'none'}")
     if getattr(cls, "family", None) != "feature":
         raise SplitleakError(f"attack {name!r} inverts gradients; this recording path runs feature attacks only")
     if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
         raise SplitleakError(f"iterations must be a positive integer, got {iterations!r}")
-    return cls() if iterations is None else cls(iterations=iterations)
+    if iterations is not None:
+        options["iterations"] = iterations
+    return cls(**options)
 
 
 def _check_out(out: Path, recording: str, truth: str | None) -> None:
@@ -107,7 +116,8 @@ def _metrics(index: FrameIndex, out: Path, truth: str | None, threshold: float, 
 
 def run_attack(recording: str, attack: str, out: str, *, truth: str | None = None, device: str = "cpu",
                iterations: int | None = None, seed: int = 0, weights_path: str | None = None,
-               max_frames: int | None = None, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
+               max_frames: int | None = None, batch_size: int = 8, progress: bool = True,
+               options: dict[str, float] | None = None) -> dict[str, Any]:
     """Invert the recording's feature frames with `attack`; write PNGs, metrics.json, config.json to `out`.
 
     With `truth`, frames are scored at 128 px (psnr, ssim) and at the truth's size (psnr_native,
@@ -121,7 +131,7 @@ def run_attack(recording: str, attack: str, out: str, *, truth: str | None = Non
         raise SplitleakError(f"batch_size must be >= 1, got {batch_size}")
     out_dir = Path(out)
     _check_out(out_dir, recording, truth)
-    method = make_attack(attack, iterations)
+    method = make_attack(attack, iterations, options)
     index = index_recording(recording, max_frames)
     heads = {f.head for f in index.frames}
     check_weights_path(heads, weights_path)

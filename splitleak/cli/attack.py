@@ -20,6 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     attack.add_argument("--weights", metavar="PATH", help="the head's state dict, if the recording names a file tag")
     attack.add_argument("--max-frames", type=positive_int, help="attack at most N frames")
     attack.add_argument("--batch", type=positive_int, default=8, help="frames optimised together (default 8)")
+    attack.add_argument("--option", action="append", default=[], type=option, metavar="KEY=VALUE",
+                        help="an attack hyper-parameter, e.g. lambda_tv=0.3 or lr=0.05 (repeatable)")
     add_device(attack)
     attack.set_defaults(run=run_attack)
 
@@ -33,6 +35,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(run=run_evaluate)
 
 
+def option(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not key or number is None:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}")
+    return key, int(number) if number.is_integer() and "." not in value else number
+
+
 def run_attack(args: argparse.Namespace) -> int:
     from adversary.run import run_attack as attack
 
@@ -42,7 +55,7 @@ def run_attack(args: argparse.Namespace) -> int:
         raise SplitleakError(f"attack {args.attack} takes no --prior (prior-based attacks come with the diffusion issue)")
     metrics = attack(args.recording, args.attack, args.out, truth=args.truth, device=resolve_device(args.device),
                      iterations=args.iterations, seed=args.seed, weights_path=args.weights,
-                     max_frames=args.max_frames, batch_size=args.batch)
+                     max_frames=args.max_frames, batch_size=args.batch, options=dict(args.option))
     print(json.dumps(metrics["summary"], indent=2))
     return 0
 

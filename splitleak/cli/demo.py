@@ -24,8 +24,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="layer1")
     p.add_argument("--size", type=positive_int, default=64, help="input size (default 64)")
     p.add_argument("--frames", type=positive_int, default=32, help="frames to stream (default 32)")
-    p.add_argument("--attack-frames", type=positive_int, default=4, help="tapped frames to invert (default 4)")
-    p.add_argument("--iterations", type=positive_int, default=400, help="DO iterations (default 400)")
+    p.add_argument("--attack-frames", type=positive_int, default=8, help="tapped frames to invert (default 8)")
+    p.add_argument("--iterations", type=positive_int, default=600, help="DO iterations (default 600)")
+    p.add_argument("--tv", type=float, default=0.3,
+                   help="DO's total-variation weight (default 0.3: layer1 after the max-pool needs a strong prior)")
     p.add_argument("--codec", default="fp32")
     p.add_argument("--link", default="", help="network conditions for the edge's link (default: ideal)")
     p.add_argument("--seed", type=int, default=0)
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     say(f"[2/3] adversary: white-box `do` inversion of {args.attack_frames} tapped frames, {args.iterations} iterations")
     metrics = run_attack(str(out / "recording"), "do", str(out / "attack"), truth=str(out / "truth"), device=device,
-                         iterations=args.iterations, seed=args.seed, max_frames=args.attack_frames)
+                         iterations=args.iterations, seed=args.seed, max_frames=args.attack_frames,
+                         options={"lambda_tv": args.tv})
 
     say("[3/3] report")
     shutil.copy(out / "attack" / "metrics.json", out / "metrics.json")
