@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from typing import Iterable, Iterator
 
 import grpc
@@ -20,8 +19,6 @@ from splitleak.wire.tolerant import Malformed
 log = logging.getLogger(__name__)
 MAX_BATCH = 64
 TOP_K = 5
-# Decoded fp32 features are zero-copy views of the message bytes; the tail only reads them.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 class InferenceService:
