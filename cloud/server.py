@@ -9,6 +9,7 @@ import grpc
 
 from cloud.auth import TokenInterceptor
 from cloud.inference import InferenceService
+from cloud.learning import LearningService
 from cloud.recorder import Recorder
 from cloud.tails import TailCache
 from cloud.tap import TapBus
@@ -30,6 +31,8 @@ class CloudConfig:
     token: str | None = None
     tap_token: str | None = None
     tls: TlsFiles = field(default_factory=TlsFiles)
+    round_size: int = 1  # edges whose updates make one learning round
+    round_timeout: float = 10.0  # close a round with fewer edges after this many seconds
 
 
 class CloudServer:
@@ -41,11 +44,13 @@ class CloudServer:
         check_target(config.listen)
         self.config = config
         self.bus = TapBus()
-        self.inference = InferenceService(TailCache(config.device, config.weights), self.bus, config.device)
+        models = TailCache(config.device, config.weights)
+        self.inference = InferenceService(models, self.bus, config.device)
+        self.learning = LearningService(models, self.bus, config.round_size, config.round_timeout)
         self.recorder = Recorder(self.bus, config.record, _public(config)) if config.record else None
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="cloud"),
-            handlers=[_handlers(self.inference, TapService(self.bus))],
+            handlers=[_handlers(self.inference, self.learning, TapService(self.bus))],
             interceptors=[TokenInterceptor(config.token, config.tap_token)],
             options=OPTIONS,
             maximum_concurrent_rpcs=MAX_WORKERS,
@@ -77,14 +82,18 @@ class CloudServer:
         self.stop(0)
 
 
-def _handlers(inference: InferenceService, tap: TapService) -> grpc.GenericRpcHandler:
+def _handlers(inference: InferenceService, learning: LearningService, tap: TapService) -> grpc.GenericRpcHandler:
     infer = grpc.stream_stream_rpc_method_handler(
         inference.Infer, request_deserializer=tolerant(pb.FeatureFrame), response_serializer=pb.FrameResult.SerializeToString
+    )
+    train = grpc.stream_stream_rpc_method_handler(
+        learning.Train, request_deserializer=tolerant(pb.ModelUpdate), response_serializer=pb.UpdateAck.SerializeToString
     )
     subscribe = grpc.unary_stream_rpc_method_handler(
         tap.Subscribe, request_deserializer=tolerant(pb.TapRequest), response_serializer=pb.TapItem.SerializeToString
     )
-    return _Generic({"/splitleak.v1.SplitInference/Infer": infer, "/splitleak.v1.Tap/Subscribe": subscribe})
+    return _Generic({"/splitleak.v1.SplitInference/Infer": infer, "/splitleak.v1.Learning/Train": train,
+                     "/splitleak.v1.Tap/Subscribe": subscribe})
 
 
 class _Generic(grpc.GenericRpcHandler):
@@ -98,4 +107,5 @@ class _Generic(grpc.GenericRpcHandler):
 def _public(config: CloudConfig) -> dict:
     """The config that goes into a recording's header: no secrets."""
     return {"listen": config.listen, "device": config.device, "weights": list(config.weights),
-            "token": bool(config.token), "tls": config.tls.enabled}
+            "token": bool(config.token), "tls": config.tls.enabled, "round_size": config.round_size,
+            "round_timeout": config.round_timeout}

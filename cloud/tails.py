@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 
 from splitleak.errors import SplitleakError
-from splitleak.models import build_split_model, feature_shape
+from splitleak.models import SplitModel, build_split_model, feature_shape
 from splitleak.models.weights import file_tag
 
 MIN_SIZE, MAX_SIZE = 8, 1024
@@ -40,11 +40,15 @@ class TailCache:
             return entry
 
     def _build(self, model: str, split: str, size: int, weights: str, num_classes: int):
+        split_model = self.split_model(model, split, size, weights, num_classes)
+        return split_model.tail, feature_shape(model, split, size=size, num_classes=num_classes)
+
+    def split_model(self, model: str, split: str, size: int, weights: str, num_classes: int) -> SplitModel:
+        """A fresh split model as a peer's metadata names it (weights by tag, never by path)."""
         if not MIN_SIZE <= size <= MAX_SIZE:
             raise SplitleakError(f"input size {size} outside [{MIN_SIZE}, {MAX_SIZE}]")
         source = self._weights_source(weights)
-        split_model = build_split_model(model, split, size=size, weights=source, num_classes=num_classes, device=self.device)
-        return split_model.tail, feature_shape(model, split, size=size, num_classes=num_classes)
+        return build_split_model(model, split, size=size, weights=source, num_classes=num_classes, device=self.device)
 
     def _weights_source(self, weights: str) -> str:
         kind, _, value = weights.partition(":")

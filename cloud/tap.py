@@ -17,10 +17,10 @@ import numpy as np
 class TapEvent:
     """What the cloud decoded: kind, the wire metadata (proto messages), float32 tensors."""
 
-    kind: str  # "frame" | "update"
+    kind: str  # "frame" | "update" | "state"
     stream_id: str
-    meta: Any  # splitleak.v1 FrameMeta or LearningMeta
-    codec: Any  # splitleak.v1 Codec: how the tensors travelled
+    meta: Any  # splitleak.v1 FrameMeta, LearningMeta, or ModelState (round and model, no tensors)
+    codec: Any  # splitleak.v1 Codec: how the tensors travelled (None for states)
     tensors: dict[str, np.ndarray]
 
 
@@ -39,8 +39,8 @@ class Subscriber:
         self.closed = False
 
     def offer(self, event: TapEvent) -> None:
-        if self.stream_ids and event.stream_id not in self.stream_ids:
-            return
+        if self.stream_ids and event.stream_id and event.stream_id not in self.stream_ids:
+            return  # events of no stream (global model states) go to every subscriber
         with self._cond:
             if len(self._items) >= self.maxsize:
                 self._items.popleft()

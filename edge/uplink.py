@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import grpc
 
@@ -23,15 +24,30 @@ FATAL = {
     grpc.StatusCode.INVALID_ARGUMENT,
 }
 CONNECT_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Method:
+    """A bidirectional streaming RPC and how to read a sequence number off its messages."""
+
+    path: str
+    request: type
+    response: type
+    seq_of: Callable[[Any], int]
+
+
+INFER = Method("/splitleak.v1.SplitInference/Infer", pb.FeatureFrame, pb.FrameResult, lambda m: m.meta.seq)
+TRAIN = Method("/splitleak.v1.Learning/Train", pb.ModelUpdate, pb.UpdateAck, lambda m: m.meta.frame.seq)
 BACKOFF_START_S, BACKOFF_MAX_S = 0.1, 2.0
 
 
 class Uplink:
     """Runs on its own thread until the link is closed and drained, or the cloud is gone for good."""
 
-    def __init__(self, target: str, link: LinkEmulator, stats: StreamStats, *, tls: TlsFiles = TlsFiles(),
-                 token: str | None = None, retry_for: float = 30.0, on_answer: Callable[[], None] = lambda: None):
-        self.target, self.link, self.stats = target, link, stats
+    def __init__(self, target: str, link: LinkEmulator, stats: StreamStats, *, method: Method = INFER,
+                 tls: TlsFiles = TlsFiles(), token: str | None = None, retry_for: float = 30.0,
+                 on_answer: Callable[[Any], None] = lambda answer: None):
+        self.target, self.link, self.stats, self.method = target, link, stats, method
         self.tls, self.token, self.retry_for = tls, token, retry_for
         self.on_answer = on_answer
         self.error: str | None = None  # why the uplink gave up, if it did
@@ -75,17 +91,14 @@ class Uplink:
 
     def _stream(self, channel: grpc.Channel) -> None:
         self._call = call = _CallState()
-        infer = channel.stream_stream(
-            "/splitleak.v1.SplitInference/Infer",
-            request_serializer=pb.FeatureFrame.SerializeToString,
-            response_deserializer=pb.FrameResult.FromString,
-        )
-        for answer in infer(self._requests(call), metadata=auth_metadata(self.token)):
+        rpc = channel.stream_stream(self.method.path, request_serializer=self.method.request.SerializeToString,
+                                    response_deserializer=self.method.response.FromString)
+        for answer in rpc(self._requests(call), metadata=auth_metadata(self.token)):
             error = answer.error.message if answer.HasField("error") else None
             if self.stats.on_answer(answer.seq, error):
-                self.on_answer()
+                self.on_answer(answer)
 
-    def _requests(self, call: "_CallState") -> Iterator[pb.FeatureFrame]:
+    def _requests(self, call: "_CallState") -> Iterator[Any]:
         """Feeds one call; a call that broke stops pulling, and gives back what it pulled too late."""
         while True:
             try:
@@ -99,7 +112,7 @@ class Uplink:
                     return
                 if frame is None:
                     continue
-                call.handed.add(frame.meta.seq)
+                call.handed.add(self.method.seq_of(frame))
             yield frame
 
     def _drop_handed(self) -> None:

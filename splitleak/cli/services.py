@@ -22,6 +22,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cloud.add_argument("--record", metavar="DIR", help="record every decoded frame here (manifest + safetensors)")
     cloud.add_argument("--weights", action="append", default=[], metavar="PATH",
                        help="a state-dict file edges may name by its tag (repeatable)")
+    cloud.add_argument("--round-size", type=positive_int, default=1,
+                       help="learning: edges whose updates make one round (default 1)")
+    cloud.add_argument("--round-timeout", type=float, default=10.0,
+                       help="learning: close a round with fewer edges after this many seconds (default 10)")
     cloud.add_argument("--token", help="bearer token every edge must present")
     cloud.add_argument("--tap-token", help="bearer token for the tap (required for the tap when --token is set)")
     add_device(cloud)
@@ -37,7 +41,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       "carphone) or synthetic (default sample:bikes)")
     edge.add_argument("--model", default="resnet18", help="model name (see `splitleak models`)")
     edge.add_argument("--split", default="layer1", help="named split point of the model")
-    edge.add_argument("--mode", default="infer", choices=["infer"], help="infer (learning modes come later)")
+    edge.add_argument("--mode", default="infer", choices=["infer", "fedsgd", "fedavg", "split"],
+                      help="infer: stream features for inference (default); fedsgd: send a gradient per batch; "
+                      "fedavg: send the weight delta of --local-steps local steps; split: split learning "
+                      "(send activations and labels, train the head with the returned dL/dz)")
+    edge.add_argument("--batch", type=positive_int, default=1, help="frames per learning step (default 1)")
+    edge.add_argument("--local-steps", type=positive_int, default=1, help="fedavg: local SGD steps per round")
+    edge.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    edge.add_argument("--label", type=int, default=0, help="class id of every frame (learning modes; default 0)")
+    edge.add_argument("--labels", metavar="FILE", help="CSV rows start,end,label giving segments their class")
     edge.add_argument("--frames", type=positive_int, help="stop after N frames (default: the whole source)")
     edge.add_argument("--size", type=positive_int, help="square input size in pixels (default: the model's)")
     edge.add_argument("--codec", default="fp32", choices=CODECS, help="wire codec for the features")
@@ -72,7 +84,8 @@ def run_cloud(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     config = CloudConfig(listen=args.listen, record=args.record, device=resolve_device(args.device),
-                         weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls_files(args))
+                         weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls_files(args),
+                         round_size=args.round_size, round_timeout=args.round_timeout)
     server = CloudServer(config)
     host = args.listen.rpartition(":")[0]
     print(f"cloud listening on {host}:{server.port}" + (f", recording to {args.record}" if args.record else ""),
@@ -89,15 +102,18 @@ def run_cloud(args: argparse.Namespace) -> int:
 
 
 def run_edge(args: argparse.Namespace) -> int:
-    from edge.streamer import EdgeConfig, EdgeStreamer
+    from edge.session import EdgeConfig
+    from edge.streamer import EdgeStreamer
+    from edge.trainer import EdgeTrainer
 
     apply_threads(args)
     config = EdgeConfig(cloud=args.cloud, source=args.source, model=args.model, split=args.split,
                         frames=args.frames, size=args.size, codec=args.codec, link=args.link, truth=args.truth,
                         stats=args.stats, device=resolve_device(args.device), seed=args.seed, weights=args.weights,
                         stream_id=args.stream_id, token=args.token, tls=tls_files(args), retry_for=args.retry_for,
-                        progress=not args.quiet)
-    summary = EdgeStreamer(config).run()
+                        progress=not args.quiet, mode=args.mode, batch=args.batch, local_steps=args.local_steps,
+                        lr=args.lr, label=args.label, labels=args.labels)
+    summary = (EdgeStreamer if args.mode == "infer" else EdgeTrainer)(config).run()
     print(json.dumps(summary, indent=2))
     return 0
 

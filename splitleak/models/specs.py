@@ -10,6 +10,8 @@ from torch import nn
 
 from splitleak.errors import SplitleakError
 from splitleak.models import stages as st
+from splitleak.models.classifiers import Moderate, Simple
+from splitleak.models.cnn6 import CNN6
 from splitleak.models.lenet import LeNet
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -55,6 +57,12 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("lenet", lambda size, nc: LeNet(size, nc), st.lenet_stages, ("conv1", "conv2", "conv3"),
               default_size=32, default_classes=10, mean=None, std=None, size_multiple=4, min_size=4,
               torchvision=False),
+    ModelSpec("cnn6", lambda size, nc: CNN6(size, nc), st.cnn6_stages, tuple(f"conv{i}" for i in range(1, 7)),
+              default_size=32, default_classes=10, mean=None, std=None, min_size=8, torchvision=False),
+    ModelSpec("simple", lambda size, nc: Simple(size, nc), st.simple_stages, (),
+              default_size=32, default_classes=10, mean=None, std=None, min_size=1, torchvision=False),
+    ModelSpec("moderate", lambda size, nc: Moderate(size, nc), st.moderate_stages, ("conv1", "conv2", "fc1"),
+              default_size=32, default_classes=10, mean=None, std=None, min_size=4, torchvision=False),
     ModelSpec("resnet18", partial(_tv, "resnet18"), st.resnet_stages, _RESNET_POINTS),
     ModelSpec("resnet50", partial(_tv, "resnet50"), st.resnet_stages, _RESNET_POINTS),
     ModelSpec("mobilenet_v3_small", partial(_tv, "mobilenet_v3_small"), st.mobilenet_stages,

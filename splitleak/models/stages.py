@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # torchvision is imported lazily: it is slow to import
     from torchvision.models import MobileNetV3, ResNet, VisionTransformer
     from torchvision.models.video import VideoResNet
 
+    from splitleak.models.classifiers import Moderate, Simple
+    from splitleak.models.cnn6 import CNN6
     from splitleak.models.lenet import LeNet
 
 Stages = list[tuple[str, nn.Module]]
@@ -62,6 +64,19 @@ class ViTClassifier(nn.Module):
 def lenet_stages(m: LeNet) -> Stages:
     return [("conv1", m.conv1), ("conv2", m.conv2), ("conv3", m.conv3),
             ("classifier", nn.Sequential(nn.Flatten(1), m.fc))]
+
+
+def cnn6_stages(m: CNN6) -> Stages:
+    return [(f"conv{i}", conv) for i, conv in enumerate(m.convs(), start=1)] + \
+        [("classifier", nn.Sequential(nn.Flatten(1), m.fc))]
+
+
+def simple_stages(m: Simple) -> Stages:
+    return [("classifier", m.classifier)]
+
+
+def moderate_stages(m: Moderate) -> Stages:
+    return [("conv1", m.conv1), ("conv2", m.conv2), ("fc1", m.fc1), ("classifier", m.fc)]
 
 
 def resnet_stages(m: ResNet) -> Stages:

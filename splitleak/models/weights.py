@@ -41,9 +41,19 @@ def build_network(spec: ModelSpec, size: int, num_classes: int, weights: str) ->
     with torch.device("cpu"), seeded(seed):
         network = spec.build(size, num_classes)
     if state is not None:
-        _check_state(spec.name, network, state, source=weights)
+        check_state(spec.name, network, state, source=weights)
         network.load_state_dict(state)
     return network, tag
+
+
+def composite_state(weights: str) -> Mapping[str, torch.Tensor] | None:
+    """The state dict in `weights` if it is a file saved from a split model with a replaced
+    classifier (keys `extractor.*` and `classifier.*`), else None."""
+    if not isinstance(weights, str) or weights.startswith("seed:") or not os.path.isfile(weights):
+        return None
+    state = _load_file(weights)
+    prefixes = {key.split(".", 1)[0] for key in state}
+    return state if "classifier" in prefixes and prefixes <= {"extractor", "classifier"} else None
 
 
 def _parse_seed(weights: str) -> int:
@@ -99,7 +109,7 @@ def _load_torchvision(spec: ModelSpec, size: int, name: str) -> tuple[Mapping[st
     return state, f"tv:{w.name}"
 
 
-def _check_state(model: str, network: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def check_state(model: str, network: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """SplitleakError naming the first missing key, unexpected key or shape mismatch."""
     expected = network.state_dict()
     for key, value in expected.items():

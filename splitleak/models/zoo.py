@@ -11,8 +11,11 @@ import torch
 from torch import nn
 
 from splitleak.errors import SplitleakError
+from splitleak.models.classifiers import FeatureClassifier, feature_classifier
 from splitleak.models.specs import REGISTRY, ModelSpec, all_stages, get_spec
-from splitleak.models.weights import build_network
+from splitleak.models.weights import build_network, check_state, composite_state, file_tag, seeded
+
+CLASSIFIERS = ("simple", "moderate")  # classifiers a split model's tail can be replaced by
 
 NONE = "none"  # split point: raw frames go over the wire, the tail runs the whole model
 
@@ -32,6 +35,7 @@ class SplitModel:
     clip_len: int | None
     input_shape: tuple[int, ...]
     network: nn.Module = field(repr=False, compare=False)  # the bare network; shares head/tail params
+    classifier: str | None = None  # "simple" | "moderate": the tail is that classifier over the head's features
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The full-model state dict, in the form build_split_model(weights=PATH) loads."""
@@ -79,17 +83,49 @@ def _cut(stages: list[tuple[str, nn.Module]], split: str) -> tuple[nn.Module, nn
 
 
 def build_split_model(name: str, split: str, *, size: int | None = None, weights: str = "seed:0",
-                      num_classes: int = 0, device: str = "cpu",
-                      clip_len: int | None = None) -> SplitModel:
-    """Build `name` with `weights`, cut after stage `split`; head and tail in eval mode on `device`."""
+                      num_classes: int = 0, device: str = "cpu", clip_len: int | None = None,
+                      classifier: str | None = None) -> SplitModel:
+    """Build `name` with `weights`, cut after stage `split`; head and tail in eval mode on `device`.
+
+    With `classifier` ("simple" or "moderate", the video paper's Table II) the head stays the
+    frozen feature extractor and the tail is that classifier over the head's flattened features
+    instead of the model's own remaining stages; `weights` then gives the extractor's weights
+    (seed:N also seeds the classifier), or is a file written from such a model's state_dict().
+    """
     spec = get_spec(name)
     size, num_classes, clip_len = _resolve(spec, split, size, num_classes, clip_len)
     dev = _device(device)
-    network, tag = build_network(spec, size, num_classes, weights)
-    head, tail = _cut(all_stages(spec, network), split)
+    if classifier is not None:
+        head, tail, network, tag = _with_classifier(spec, split, size, num_classes, clip_len, weights, classifier)
+    else:
+        network, tag = build_network(spec, size, num_classes, weights)
+        head, tail = _cut(all_stages(spec, network), split)
     network.to(dev).eval()
     return SplitModel(head.to(dev).eval(), tail.to(dev).eval(), name, split, size, tag, num_classes,
-                      spec.input_kind, clip_len, _input_shape(size, clip_len), network)
+                      spec.input_kind, clip_len, _input_shape(size, clip_len), network, classifier)
+
+
+def _with_classifier(spec: ModelSpec, split: str, size: int, num_classes: int, clip_len: int | None,
+                     weights: str, classifier: str) -> tuple[nn.Module, nn.Module, nn.Module, str]:
+    """Head = the model's stages up to `split`; tail = `classifier` over the head's features."""
+    if classifier not in CLASSIFIERS:
+        raise SplitleakError(f"unknown classifier {classifier!r}; choose one of: {', '.join(CLASSIFIERS)}")
+    if split == NONE:
+        raise SplitleakError(f"classifier {classifier!r} needs a split point (the frozen feature extractor); "
+                             f"for a classifier on raw frames use the model {classifier!r}")
+    state = composite_state(weights)  # a file saved from a classifier model: extractor.* and classifier.*
+    network, tag = build_network(spec, size, num_classes, "seed:0" if state else weights)
+    seed = int(weights[len("seed:"):]) if weights.startswith("seed:") else 0
+    with torch.device("cpu"), seeded(seed):
+        clf = feature_classifier(classifier, _feature_shape(spec.name, split, size, num_classes, clip_len),
+                                 num_classes)
+    head, _ = _cut(all_stages(spec, network), split)
+    composite = FeatureClassifier(head, network, clf)
+    if state:
+        check_state(f"{spec.name}+{classifier}", composite, state, source=weights)
+        composite.load_state_dict(state)
+        tag = file_tag(weights)
+    return head, nn.Sequential(OrderedDict([("classifier", clf)])), composite, tag
 
 
 def _device(device: str) -> torch.device:

@@ -87,12 +87,14 @@ class FrameResult(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., cloud_ts: _Optional[float] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
-    __slots__ = ("name", "tensor")
+    __slots__ = ("name", "tensor", "codec")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     name: str
     tensor: Tensor
-    def __init__(self, name: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    codec: Codec
+    def __init__(self, name: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., codec: _Optional[_Union[Codec, _Mapping]] = ...) -> None: ...
 
 class LearningMeta(_message.Message):
     __slots__ = ("frame", "mode", "round", "batch_size", "learning_rate", "local_steps", "param_names")
@@ -139,12 +141,14 @@ class UpdateAck(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., round: _Optional[int] = ..., state: _Optional[_Union[ModelState, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class ModelState(_message.Message):
-    __slots__ = ("round", "tensors")
+    __slots__ = ("round", "tensors", "model")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     round: int
     tensors: _containers.RepeatedCompositeFieldContainer[NamedTensor]
-    def __init__(self, round: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ...) -> None: ...
+    model: FrameMeta
+    def __init__(self, round: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., model: _Optional[_Union[FrameMeta, _Mapping]] = ...) -> None: ...
 
 class TapRequest(_message.Message):
     __slots__ = ("stream_ids", "queue_size")
@@ -155,11 +159,13 @@ class TapRequest(_message.Message):
     def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., queue_size: _Optional[int] = ...) -> None: ...
 
 class TapItem(_message.Message):
-    __slots__ = ("frame", "update", "dropped")
+    __slots__ = ("frame", "update", "state", "dropped")
     FRAME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     frame: FeatureFrame
     update: ModelUpdate
+    state: ModelState
     dropped: int
-    def __init__(self, frame: _Optional[_Union[FeatureFrame, _Mapping]] = ..., update: _Optional[_Union[ModelUpdate, _Mapping]] = ..., dropped: _Optional[int] = ...) -> None: ...
+    def __init__(self, frame: _Optional[_Union[FeatureFrame, _Mapping]] = ..., update: _Optional[_Union[ModelUpdate, _Mapping]] = ..., state: _Optional[_Union[ModelState, _Mapping]] = ..., dropped: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,205 @@
+"""The gradient-inversion family: one verb, `reconstruct`, and the threat-model case it runs in.
+
+Following breaching, the case (who holds what) is kept apart from the attack: the attack gets
+the gradient that crossed the wire plus what the case grants (the trained module with the
+round's weights, the batch size, the input shape), nothing else. Gradients of dummy inputs
+are taken with `splitleak.learning.gradients`, the one definition the edge also uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from adversary.feature.do import total_variation
+from splitleak import learning
+from splitleak.errors import SplitleakError
+
+__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "cosine_distance", "dummy_gradients",
+           "gradient_distance_l2", "infer_labels_idlg", "last_layer_gradients", "total_variation"]
+
+INPUT_KINDS = ("image", "features")
+
+
+@dataclass
+class GradientCase:
+    """What the attacker holds in one round: the module, its gradient, and the batch's shape.
+
+    `module` is the trained part with the round's weights (eval mode, on `device`);
+    `gradients` maps parameter names to float32 gradients in the order they crossed the wire;
+    `input_shape` is one input's shape: (3, H, W) images for split `none`, the head's feature
+    shape otherwise; `labels` are class ids (B,) if the update carried them.
+    """
+
+    module: nn.Module
+    gradients: dict[str, torch.Tensor]
+    batch_size: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    labels: torch.Tensor | None = None
+    input_kind: str = "image"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    grants: frozenset[str] = frozenset({"gradients", "model_weights", "model_architecture", "batch_size"})
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        if self.input_kind not in INPUT_KINDS:
+            raise SplitleakError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
+        if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise SplitleakError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        self.batch_size = int(self.batch_size)
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        self.gradients = {k: v.detach().to(self.device, torch.float32) for k, v in self.gradients.items()}
+        if self.labels is not None:
+            self.labels = self.labels.to(self.device, torch.long).reshape(-1)
+        if self.labels is not None and self.labels.numel() != self.batch_size:
+            raise SplitleakError(f"{self.labels.numel()} labels for a batch of {self.batch_size}")
+        params = dict(self.module.named_parameters())
+        for name, grad in self.gradients.items():
+            if name not in params:
+                raise SplitleakError(f"gradient {name!r} names no parameter of the trained module")
+            if tuple(grad.shape) != tuple(params[name].shape):
+                raise SplitleakError(f"gradient {name!r} has shape {list(grad.shape)}, the parameter has "
+                                     f"{list(params[name].shape)}")
+            params[name].requires_grad_(True)
+
+    @property
+    def names(self) -> list[str]:
+        """The parameter names the gradient covers, in wire order."""
+        return list(self.gradients)
+
+    @property
+    def is_image(self) -> bool:
+        return self.input_kind == "image"
+
+
+@dataclass
+class GradientResult:
+    """What an attack recovered: inputs (B, *input_shape), class ids (B,), the final gradient-matching
+    loss per frame (B,) (a batch loss is repeated over the batch), success per frame, and extras."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    loss: torch.Tensor
+    success: torch.Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class GradientInversionAttack:
+    """Base class: subclasses set `name`, `access` and `loss_threshold`, and implement `reconstruct`.
+
+    `loss_threshold` is the gradient loss below which the attack counts a frame as recovered
+    (None when the loss has no absolute scale, e.g. cosine distance).
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "gradient"
+    access: ClassVar[frozenset[str]] = frozenset({"gradients", "model_weights", "model_architecture", "batch_size"})
+    loss_threshold: float | None = None
+    iterations: int = 0
+
+    def config(self) -> dict[str, Any]:
+        """The attack's hyper-parameters, for config.json."""
+        return {}
+
+    def check_access(self, case: GradientCase) -> None:
+        """SplitleakError if the attack needs something the case does not grant."""
+        missing = self.access - case.grants
+        if missing:
+            raise SplitleakError(f"attack {self.name!r} needs {', '.join(sorted(missing))}, "
+                                 f"which this threat model does not grant")
+
+    def reconstruct(self, case: GradientCase) -> GradientResult:
+        """Recover the batch behind `case.gradients`."""
+        raise NotImplementedError
+
+
+def dummy_gradients(case: GradientCase, inputs: torch.Tensor, labels: torch.Tensor,
+                    create_graph: bool = True) -> list[torch.Tensor]:
+    """Gradients of the case's module at (inputs, labels) for the case's parameters, in wire order.
+
+    `labels` are class ids (B,) or soft labels (B, C); with create_graph the result is
+    differentiable w.r.t. inputs (and soft labels).
+    """
+    grads = learning.gradients(case.module, inputs, labels, names=case.names, create_graph=create_graph)
+    return [grads[n] for n in case.names]
+
+
+def _as_list(grads: dict[str, torch.Tensor] | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    return list(grads.values()) if isinstance(grads, dict) else list(grads)
+
+
+def gradient_distance_l2(dummy_grads: Any, true_grads: Any) -> torch.Tensor:
+    """DLG's loss: sum over all parameters of the squared difference (a scalar)."""
+    d, t = _as_list(dummy_grads), _as_list(true_grads)
+    return sum(((a - b) ** 2).sum() for a, b in zip(d, t, strict=True))  # type: ignore[return-value]
+
+
+def cosine_distance(dummy_grads: Any, true_grads: Any, eps: float = 1e-12) -> torch.Tensor:
+    """Inverting Gradients' loss: 1 - cosine similarity of the whole (concatenated) gradients."""
+    d, t = _as_list(dummy_grads), _as_list(true_grads)
+    dot = sum((a * b).sum() for a, b in zip(d, t, strict=True))
+    dn = sum((a * a).sum() for a in d)
+    tn = sum((b * b).sum() for b in t)
+    return 1 - dot / (dn.clamp_min(eps).sqrt() * tn.clamp_min(eps).sqrt())  # type: ignore[union-attr]
+
+
+def last_layer_gradients(case: GradientCase) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(weight gradient (C, D), bias gradient (C,) or None) of the last layer that outputs C classes.
+
+    The last layer is the last wire parameter whose first dimension is num_classes and that is
+    a matrix; its bias is a (C,) gradient named like it with `bias`.
+    """
+    c = case.num_classes
+    weight_name = next((n for n in reversed(case.names)
+                        if case.gradients[n].dim() == 2 and case.gradients[n].shape[0] == c), None)
+    if weight_name is None:
+        return None, None
+    bias_name = weight_name.rsplit(".", 1)[0] + ".bias" if "." in weight_name else "bias"
+    bias = case.gradients.get(bias_name)
+    if bias is not None and tuple(bias.shape) != (c,):
+        bias = None
+    return case.gradients[weight_name], bias
+
+
+def _greedy_counts(scores: torch.Tensor, batch: int, unit: float) -> torch.Tensor:
+    """Pick `batch` labels by repeatedly taking the lowest score and raising it by `unit`."""
+    scores = scores.clone().double()
+    picked = []
+    for _ in range(batch):
+        c = int(torch.argmin(scores))
+        picked.append(c)
+        scores[c] += unit
+    return torch.tensor(sorted(picked), dtype=torch.long)
+
+
+def infer_labels_idlg(case: GradientCase) -> torch.Tensor:
+    """Class ids (B,) from the last layer's gradient (iDLG, Zhao et al. 2020), on the case's device.
+
+    Batch 1: with cross-entropy the bias gradient is softmax(z) - onehot(y), so its only negative
+    entry is the label; without a bias the weight gradient's rows are (p_c - y_c) h with h >= 0
+    after sigmoid / ReLU, so the label is the argmin of the row sums.
+    Batch B > 1 (the LLG-style extension, Wainakh et al. 2022): the summed bias gradient
+    B * g_b = sum_i (p_i - y_i) has about -1 per occurrence of a label, so labels are picked
+    greedily: take the most negative entry, add 1, repeat B times (repeated labels come out
+    repeated). Without a bias the same greedy runs on the row sums, the unit being the most
+    negative row sum's magnitude (one occurrence). Order is sorted: a batch's order is not
+    recoverable from its gradient.
+    """
+    weight, bias = last_layer_gradients(case)
+    if weight is None:
+        raise SplitleakError(f"no last-layer gradient with {case.num_classes} rows on the wire: "
+                             f"cannot infer labels (names: {', '.join(case.names)})")
+    b = case.batch_size
+    if bias is not None:
+        scores, unit = bias * b, 1.0
+    else:
+        scores = weight.sum(1) * b
+        unit = float(-scores.min()) if float(scores.min()) < 0 else 1.0
+    if b == 1:
+        return torch.argmin(scores).reshape(1).to(case.device)
+    return _greedy_counts(scores.cpu(), b, unit).to(case.device)

@@ -1,0 +1,110 @@
+"""A global model trained by the edges that name it: FedSGD, FedAvg and split learning.
+
+Updates of one round are averaged once `round_size` edges have sent theirs, or once the
+round has waited `round_timeout` seconds with fewer (a straggler must not stall the rest).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import torch
+
+from splitleak import learning
+from splitleak.errors import SplitleakError
+from splitleak.models import SplitModel, feature_shape
+
+ACTIVATIONS, GRAD = "activations", "grad"
+
+
+class Federation:
+    def __init__(self, model: SplitModel, round_size: int = 1, round_timeout: float = 10.0,
+                 on_state: Callable[["Federation", int, dict[str, torch.Tensor]], None] = lambda *a: None):
+        self.model = model
+        self.on_state = on_state
+        self.module = learning.trained_module(model)
+        self.names = learning.parameter_names(self.module)
+        self.shapes = {n: tuple(p.shape) for n, p in self.module.named_parameters()}
+        self.round_size, self.round_timeout = round_size, round_timeout
+        self.round = 0
+        self._pending: list[dict[str, torch.Tensor]] = []
+        self._opened: float | None = None
+        self._lr = 0.0
+        self._cond = threading.Condition()
+
+    def check(self, mode: str, tensors: dict[str, torch.Tensor], names: list[str]) -> None:
+        """Refuse an update that does not cover exactly the trained parameters with their shapes."""
+        if mode == "split":
+            return
+        if sorted(tensors) != sorted(self.names) or (names and sorted(names) != sorted(self.names)):
+            missing = sorted(set(self.names) - set(tensors))
+            extra = sorted(set(tensors) - set(self.names))
+            raise SplitleakError(f"update must cover the trained parameters of {self.model.name}/{self.model.split}: "
+                                 f"missing {missing[:3]}, unexpected {extra[:3]}")
+        for name, t in tensors.items():
+            if tuple(t.shape) != self.shapes[name]:
+                raise SplitleakError(f"{name}: shape {list(t.shape)} != expected {list(self.shapes[name])}")
+
+    def submit(self, mode: str, tensors: dict[str, torch.Tensor], lr: float) -> int:
+        """Add a gradient (fedsgd) or a delta (fedavg) to the open round; return the round it closed."""
+        with self._cond:
+            joined = self.round
+            self._pending.append({"mode": mode, **tensors})
+            self._lr = lr
+            self._opened = self._opened or time.monotonic()
+            if len(self._pending) >= self.round_size:
+                self._close()
+            deadline = self._opened + self.round_timeout if self._opened else time.monotonic()
+            while self.round == joined:
+                if not self._cond.wait(max(0.0, deadline - time.monotonic())):
+                    self._close()
+            return self.round
+
+    def _close(self) -> None:
+        """Average the round's updates into the global model (caller holds the lock)."""
+        if not self._pending:
+            return
+        with torch.no_grad():
+            params = dict(self.module.named_parameters())
+            for name in self.names:
+                mean = torch.stack([u[name] for u in self._pending]).mean(0)
+                if self._pending[0]["mode"] == "fedsgd":
+                    params[name] -= self._lr * mean
+                else:
+                    params[name] += mean
+        self._pending, self._opened = [], None
+        self.round += 1
+        self.on_state(self, self.round, self._state())
+        self._cond.notify_all()
+
+    def announce(self) -> None:
+        """Publish the starting state, so round 0's updates can be replayed against it."""
+        with self._cond:
+            self.on_state(self, self.round, self._state())
+
+    def split_step(self, activations: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
+        """Split learning: one SGD step of the tail on the edge's activations; return dL/dz."""
+        m = self.model
+        expected = feature_shape(m.name, m.split, size=m.size, num_classes=m.num_classes)
+        if tuple(activations.shape[1:]) != expected or activations.shape[0] != labels.shape[0]:
+            raise SplitleakError(f"activations {list(activations.shape)} with {labels.shape[0]} labels do not fit "
+                                 f"{m.name}/{m.split}: expected [B, {', '.join(map(str, expected))}]")
+        z = activations.clone().requires_grad_(True)
+        with self._cond, torch.enable_grad():
+            params = dict(self.module.named_parameters())
+            value = learning.loss(self.module(z), labels)
+            *grads, dz = torch.autograd.grad(value, [params[n] for n in self.names] + [z])
+            with torch.no_grad():
+                for name, g in zip(self.names, grads):
+                    params[name] -= lr * g
+            self.round += 1
+            self.on_state(self, self.round, self._state())
+        return dz.detach()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        with self._cond:
+            return self._state()
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in learning.state(self.module).items()}

@@ -1,0 +1,121 @@
+"""What every edge run shares: its config, checks, model, source, truth writer, link and ledger."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from edge.link import LinkEmulator, LinkSpec
+from edge.stats import StreamStats
+from edge.uplink import Method, Uplink
+from splitleak import codecs
+from splitleak.errors import SplitleakError
+from splitleak.models import build_split_model
+from splitleak.video import TruthWriter, open_source
+from splitleak.wire.channel import TlsFiles, check_target
+
+STREAM_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass
+class EdgeConfig:
+    cloud: str
+    source: str
+    model: str
+    split: str
+    frames: int | None = None
+    size: int | None = None
+    codec: str = "fp32"
+    link: str = ""
+    truth: str | None = None
+    stats: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    weights: str = "seed:0"
+    num_classes: int = 0
+    stream_id: str = "edge0"
+    token: str | None = None
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    retry_for: float = 30.0
+    progress: bool = True
+    # learning modes
+    mode: str = "infer"
+    batch: int = 1
+    local_steps: int = 1
+    lr: float = 0.01
+    label: int = 0
+    labels: str | None = None
+
+
+class EdgeSession:
+    """Checks the config and builds what a run needs; subclasses stream or train."""
+
+    method: Method
+
+    def __init__(self, config: EdgeConfig):
+        check_target(config.cloud)
+        codecs.check_name(config.codec)
+        if not STREAM_ID.match(config.stream_id):
+            raise SplitleakError(f"stream id {config.stream_id!r} must be 1-64 of [A-Za-z0-9._-]")
+        if config.frames is not None and config.frames < 1:
+            raise SplitleakError("--frames must be at least 1")
+        self.config = config
+        self.spec = LinkSpec.parse(config.link)
+        self.model = build_split_model(config.model, config.split, size=config.size, weights=config.weights,
+                                       num_classes=config.num_classes, device=config.device)
+        if self.model.input_kind != "image":
+            raise SplitleakError(f"{config.model} takes clips; the edge streams single frames (use an image model)")
+        self.source = open_source(config.source, frames=config.frames, seed=config.seed)
+        self.truth = TruthWriter(config.truth) if config.truth else None
+        self.stats = StreamStats()
+        self.link = LinkEmulator(self.spec, seed=config.seed,
+                                 on_drop=lambda message: self.stats.on_lost([self.method.seq_of(message)]))
+
+    def run(self) -> dict[str, Any]:
+        """Run to the end of the source; write and return the summary; raise if the cloud was lost."""
+        self.stats.started = time.time()
+        self.bar = tqdm(total=self._expected_answers(), unit=self.unit, desc=f"edge {self.config.stream_id}",
+                        disable=not self.config.progress, leave=False)
+        self.uplink = Uplink(self.config.cloud, self.link, self.stats, method=self.method, tls=self.config.tls,
+                             token=self.config.token, retry_for=self.config.retry_for,
+                             on_answer=self._on_answer).start()
+        try:
+            with self.source:
+                self._produce()
+        finally:
+            self.link.close()
+            self.uplink.join()
+            self.bar.close()
+            self.stats.finish()
+        summary = self.summary()
+        if self.config.stats:
+            Path(self.config.stats).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.config.stats).write_text(json.dumps(summary, indent=2))
+        if self.uplink.error:
+            raise SplitleakError(self.uplink.error)
+        return summary
+
+    unit = "frame"
+
+    def _expected_answers(self) -> int | None:
+        return self.config.frames
+
+    def _produce(self) -> None:
+        raise NotImplementedError
+
+    def _on_answer(self, answer: Any) -> None:
+        self.bar.update(1)
+
+    def summary(self) -> dict[str, Any]:
+        out = self.stats.summary()
+        out.update(model=self.model.name, split=self.model.split, size=self.model.size, codec=self.config.codec,
+                   link=str(self.spec), source=self.config.source, stream_id=self.config.stream_id,
+                   mode=self.config.mode)
+        if self.uplink.error:
+            out["error"] = self.uplink.error
+        return out

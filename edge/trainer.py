@@ -1,0 +1,164 @@
+"""Collaborative learning at the edge: FedSGD, FedAvg and split learning over the wire.
+
+Each step takes a batch of B frames with their labels. fedsgd sends the gradient of the
+loss w.r.t. the trained parameters; fedavg runs E local SGD steps and sends the weight
+delta; split sends F1's activations and the labels and applies the dL/dz it gets back to
+its head. The cloud answers each update with the new global state (or dL/dz); a step whose
+update was lost keeps the local model as it was.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge.labels import Labels
+from edge.link import LinkClosed
+from edge.session import EdgeConfig, EdgeSession
+from edge.streamer import fill_frame_meta
+from edge.uplink import TRAIN
+from splitleak import codecs, learning
+from splitleak.errors import SplitleakError
+from splitleak.v1 import splitleak_pb2 as pb
+from splitleak.wire import serde
+from splitleak.video import to_model_input
+
+MODES = ("fedsgd", "fedavg", "split")
+ACTIVATIONS, GRAD = "activations", "grad"
+
+
+class EdgeTrainer(EdgeSession):
+    method = TRAIN
+    unit = "update"
+
+    def __init__(self, config: EdgeConfig):
+        if config.mode not in MODES:
+            raise SplitleakError(f"unknown mode {config.mode!r}; choose infer or one of {', '.join(MODES)}")
+        if config.batch < 1 or config.local_steps < 1 or not config.lr > 0:
+            raise SplitleakError("--batch and --local-steps must be >= 1 and --lr > 0")
+        super().__init__(config)
+        self.module = learning.trained_module(self.model)
+        self.names = learning.parameter_names(self.module)
+        self.labels = Labels(config.label, self.model.num_classes, config.labels)
+        self.round = 0
+        self._answers: dict[int, pb.UpdateAck] = {}
+        self._answered = threading.Condition()
+
+    def _expected_answers(self) -> int | None:
+        return None if self.config.frames is None else -(-self.config.frames // self.config.batch)
+
+    def _produce(self) -> None:
+        batch: list[Any] = []
+        for frame in self.source:
+            batch.append(frame)
+            if len(batch) == self.config.batch:
+                if not self._step(batch):
+                    return
+                batch = []
+        if batch:
+            self._step(batch)
+
+    def _step(self, frames: list[Any]) -> bool:
+        """One update for a batch; False once the cloud is gone for good."""
+        if self.uplink.error:
+            return False
+        seq = frames[0].index
+        x = torch.from_numpy(np.stack([to_model_input(f.image, self.model.size) for f in frames]))
+        if self.truth:
+            for f, xi in zip(frames, x.numpy()):
+                self.truth.write(self.config.stream_id, f.index, xi)
+        x = x.to(self.config.device)
+        y = torch.tensor([self.labels(f.index) for f in frames], dtype=torch.int64, device=self.config.device)
+        update, z = self._update(x, y)
+        fill_frame_meta(update.meta.frame, self, seq, frames[0].capture_ts)
+        meta = update.meta
+        meta.mode, meta.round, meta.batch_size = self.config.mode, self.round, len(frames)
+        meta.learning_rate, meta.local_steps = self.config.lr, self.config.local_steps
+        update.codec.name = self.config.codec
+        nbytes = update.ByteSize()
+        self.stats.on_sent(seq, frames[0].capture_ts, nbytes)
+        try:
+            self.link.send(update, nbytes)
+        except LinkClosed:
+            self.stats.on_lost([seq])
+            return False
+        answer = self._wait(seq)
+        if answer is not None:
+            self._apply(answer, z)
+        return True
+
+    def _update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[pb.ModelUpdate, torch.Tensor | None]:
+        update = pb.ModelUpdate()
+        mode = self.config.mode
+        if mode == "split":
+            z = self.model.head(x) if self.model.split != "none" else x
+            self._add(update, {ACTIVATIONS: z.detach()})
+            self._add_labels(update, y)
+            return update, z
+        with torch.no_grad():
+            features = self.model.head(x)
+        if mode == "fedsgd":
+            tensors = learning.gradients(self.module, features, y, names=self.names)
+        else:
+            tensors = self._local_delta(features, y)
+        update.meta.param_names[:] = self.names
+        self._add(update, tensors)
+        return update, None
+
+    def _local_delta(self, features: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """FedAvg: E local SGD steps from the global weights; the update is the change."""
+        params = dict(self.module.named_parameters())
+        before = {n: params[n].detach().clone() for n in self.names}
+        for _ in range(self.config.local_steps):
+            grads = learning.gradients(self.module, features, y, names=self.names)
+            with torch.no_grad():
+                for n, g in grads.items():
+                    params[n] -= self.config.lr * g
+        with torch.no_grad():
+            delta = {n: params[n].detach() - before[n] for n in self.names}
+            for n in self.names:  # the global model decides: go back until the new state arrives
+                params[n].copy_(before[n])
+        return delta
+
+    def _add(self, update: pb.ModelUpdate, tensors: dict[str, torch.Tensor]) -> None:
+        for name, t in tensors.items():
+            named = update.tensors.add(name=name)
+            named.codec.CopyFrom(codecs.encode(self.config.codec, t.detach().float().cpu().numpy(), named.tensor))
+
+    def _add_labels(self, update: pb.ModelUpdate, y: torch.Tensor) -> None:
+        serde.to_proto(y.cpu().numpy(), update.labels)
+
+    def _wait(self, seq: int) -> pb.UpdateAck | None:
+        """Block until the update is answered, or known lost."""
+        with self._answered:
+            while seq not in self._answers and seq in self.stats.pending() and not self.uplink.error:
+                self._answered.wait(0.05)
+            return self._answers.pop(seq, None)
+
+    def _on_answer(self, answer: pb.UpdateAck) -> None:
+        super()._on_answer(answer)
+        with self._answered:
+            self._answers[answer.seq] = answer
+            self._answered.notify_all()
+
+    def _apply(self, answer: pb.UpdateAck, z: torch.Tensor | None) -> None:
+        if answer.HasField("error"):
+            return
+        # states and dL/dz come back uncoded, each tensor at its own dtype
+        tensors = {t.name: torch.from_numpy(serde.from_proto(t.tensor).copy()) for t in answer.state.tensors}
+        self.round = answer.round
+        if self.config.mode == "split":
+            if z is not None and z.requires_grad and GRAD in tensors:
+                self._step_head(z, tensors[GRAD].to(z.device))
+            return
+        self.module.load_state_dict({k: v.to(self.config.device) for k, v in tensors.items()})
+
+    def _step_head(self, z: torch.Tensor, dz: torch.Tensor) -> None:
+        head_params = [p for p in self.model.head.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(z, head_params, grad_outputs=dz, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(head_params, grads):
+                if g is not None:
+                    p -= self.config.lr * g
