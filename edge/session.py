@@ -68,8 +68,6 @@ class EdgeSession:
         self.spec = LinkSpec.parse(config.link)
         self.model = build_split_model(config.model, config.split, size=config.size, weights=config.weights,
                                        num_classes=config.num_classes, device=config.device)
-        if self.model.input_kind != "image":
-            raise SplitleakError(f"{config.model} takes clips; the edge streams single frames (use an image model)")
         self.source = open_source(config.source, frames=config.frames, seed=config.seed)
         self.truth = TruthWriter(config.truth) if config.truth else None
         self.stats = StreamStats()
@@ -103,7 +101,8 @@ class EdgeSession:
     unit = "frame"
 
     def _expected_answers(self) -> int | None:
-        return self.config.frames
+        per_message = self.model.clip_len if self.model.input_kind == "clip" else 1
+        return None if self.config.frames is None else self.config.frames // per_message
 
     def _produce(self) -> None:
         raise NotImplementedError

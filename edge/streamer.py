@@ -26,21 +26,32 @@ class EdgeStreamer(EdgeSession):
         super().__init__(config)
 
     def _produce(self) -> None:
+        """One message per frame, or per clip of clip_len frames for a clip model (seq = first frame)."""
+        per_message = self.model.clip_len if self.model.input_kind == "clip" else 1
+        pending: list = []
         for frame in self.source:
             if self.uplink.error:
                 return
+            pending.append(frame)
+            if len(pending) < per_message:
+                continue
             try:
-                self._send(frame.index, frame.image, frame.capture_ts)
-            except LinkClosed:  # the uplink gave up while this frame waited for the window
-                self.stats.on_lost([frame.index])
+                self._send(pending)
+            except LinkClosed:  # the uplink gave up while this message waited for the window
+                self.stats.on_lost([pending[0].index])
                 return
+            pending = []
 
-    def _send(self, seq: int, image: np.ndarray, capture_ts: float) -> None:
-        x = to_model_input(image, self.model.size)
+    def _send(self, frames: list) -> None:
+        seq, capture_ts = frames[0].index, frames[0].capture_ts
+        xs = [to_model_input(f.image, self.model.size) for f in frames]
         if self.truth:
-            self.truth.write(self.config.stream_id, seq, x)
+            for f, x in zip(frames, xs):
+                self.truth.write(self.config.stream_id, f.index, x)
+        # an image model takes (1, 3, H, W); a clip model (1, 3, T, H, W)
+        x = xs[0][None] if len(xs) == 1 else np.stack(xs, axis=1)[None]
         with torch.inference_mode():
-            z = self.model.head(torch.from_numpy(x)[None].to(self.config.device))
+            z = self.model.head(torch.from_numpy(x).to(self.config.device))
         message = pb.FeatureFrame()
         fill_frame_meta(message.meta, self, seq, capture_ts)
         message.codec.CopyFrom(codecs.encode(self.config.codec, z.float().cpu().numpy(), message.features))

@@ -39,6 +39,8 @@ class EdgeTrainer(EdgeSession):
         if config.batch < 1 or config.local_steps < 1 or not config.lr > 0:
             raise SplitleakError("--batch and --local-steps must be >= 1 and --lr > 0")
         super().__init__(config)
+        if self.model.input_kind != "image":
+            raise SplitleakError(f"{config.model} takes clips; learning modes train on single frames")
         self.module = learning.trained_module(self.model)
         self.names = learning.parameter_names(self.module)
         self.labels = Labels(config.label, self.model.num_classes, config.labels)

@@ -129,3 +129,16 @@ def test_edge_reconnects_when_the_cloud_restarts(start_cloud):
     thread.join(60)
     assert result["sent"] == 60 and result["acked"] + result["lost"] == 60
     assert result["reconnects"] >= 1 and result["acked"] > 10 and restarted.inference.frames > 0
+
+
+def test_clip_model_streams_one_message_per_clip(start_cloud, tmp_path):
+    cloud = start_cloud(record=str(tmp_path / "rec"))
+    config = EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", source="synthetic:40x40", model="r3d_18", split="layer3",
+                        size=32, frames=16, progress=False, truth=str(tmp_path / "truth"))
+    summary = EdgeStreamer(config).run()
+    assert summary["sent"] == summary["acked"] == 2
+    cloud.stop(1)
+    items = RecordingReader(tmp_path / "rec").items()
+    assert [int(it.meta["seq"]) for it in items] == [0, 8]
+    assert items[0].tensors["features"].shape[:2] == (1, 256)
+    assert len(list((tmp_path / "truth").glob("*.png"))) == 16
