@@ -24,6 +24,7 @@ def register(cls: T) -> T:
 def _load_builtin() -> None:
     """Import the attack packages so their modules register (lazy, to avoid import cycles)."""
     import adversary.feature  # noqa: F401
+    import adversary.gradient  # noqa: F401
 
 
 def attack_names() -> list[str]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from adversary.evaluate import base_config, score_pairs, summarise, truth_index, write_grid, write_metrics
+import adversary.gradient  # noqa: F401  (registers the gradient attacks)
 from adversary.feature.base import FeatureInversionAttack, WhiteBoxCase
 from adversary.heads import build_head, check_weights_path
 from adversary.registry import get_attack
@@ -53,8 +54,8 @@ class _Runner:
     """Batches frames per head, builds each head once, and saves what the attack returns."""
 
     def __init__(self, attack: FeatureInversionAttack, out: Path, device: str, seed: int,
-                 weights_path: str | None, batch_size: int, bar: tqdm) -> None:
-        self.attack, self.out, self.device, self.seed = attack, out, device, seed
+                 weights_path: str | None, batch_size: int, bar: tqdm, prior: Any = None) -> None:
+        self.attack, self.out, self.device, self.seed, self.prior = attack, out, device, seed, prior
         self.weights_path, self.batch_size, self.bar = weights_path, batch_size, bar
         self.cases: dict[HeadKey, WhiteBoxCase] = {}
         self.pending: dict[HeadKey, list[tuple[FrameRef, np.ndarray]]] = {}
@@ -64,7 +65,8 @@ class _Runner:
     def case(self, key: HeadKey) -> WhiteBoxCase:
         if key not in self.cases:
             model = build_head(key, self.device, self.weights_path)
-            self.cases[key] = WhiteBoxCase(model.head, tuple(model.input_shape), torch.device(self.device), self.seed)
+            self.cases[key] = WhiteBoxCase(model.head, tuple(model.input_shape), torch.device(self.device), self.seed,
+                                           prior=self.prior)
             self.attack.check_access(self.cases[key])
         return self.cases[key]
 
@@ -78,7 +80,7 @@ class _Runner:
         batch = self.pending.pop(key, [])
         if not batch:
             return
-        case = self.case(key)
+        case = replace(self.case(key), frames=tuple((ref.stream, ref.seq) for ref, _ in batch))
         features = torch.from_numpy(np.concatenate([z for _, z in batch]))
         start = time.perf_counter()
         images = self.attack.reconstruct(features, case)
@@ -117,13 +119,23 @@ def _metrics(index: FrameIndex, out: Path, truth: str | None, threshold: float, 
 def run_attack(recording: str, attack: str, out: str, *, truth: str | None = None, device: str = "cpu",
                iterations: int | None = None, seed: int = 0, weights_path: str | None = None,
                max_frames: int | None = None, batch_size: int = 8, progress: bool = True,
-               options: dict[str, float] | None = None) -> dict[str, Any]:
+               options: dict[str, float] | None = None, prior: str | None = None) -> dict[str, Any]:
     """Invert the recording's feature frames with `attack`; write PNGs, metrics.json, config.json to `out`.
+
+    `prior`: a prior folder (diffusers format) or hub name, for attacks that need one (db, dmb, ...).
 
     With `truth`, frames are scored at 128 px (psnr, ssim) and at the truth's size (psnr_native,
     ssim_native); without it the scores are null. summary.seconds is the attack's own wall time.
     Returns the metrics dict.
     """
+    if prior is not None and "prior" not in getattr(get_attack(attack), "access", ()):
+        raise SplitleakError(f"attack {attack!r} takes no prior; drop --prior")
+    if getattr(get_attack(attack), "family", None) == "gradient":  # gradient updates: their own runner
+        from adversary.gradient.run import run_gradient_attack
+
+        return run_gradient_attack(recording, attack, out, truth=truth, device=device, iterations=iterations,
+                                   seed=seed, weights_path=weights_path, max_frames=max_frames, options=options,
+                                   progress=progress)
     started = time.perf_counter()
     if not Path(recording).is_dir():
         raise SplitleakError(f"recording folder not found: {recording}")
@@ -138,9 +150,16 @@ def run_attack(recording: str, attack: str, out: str, *, truth: str | None = Non
     if truth is not None and not {(f.stream, f.seq) for f in index.frames} & truth_index(truth).keys():
         raise SplitleakError(f"no truth frame in {truth} matches the recording's frames "
                              f"(expected PNGs named like {index.frames[0].filename})")
+    loaded = None
+    if "prior" in method.access:
+        if prior is None:
+            raise SplitleakError(f"attack {attack!r} needs a diffusion prior; pass --prior DIR")
+        from adversary.priors.diffusion import load_prior
+
+        loaded = load_prior(prior, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(index.frames), disable=not progress, unit="frame", desc=f"attack {attack}") as bar:
-        runner = _Runner(method, out_dir, device, seed, weights_path, batch_size, bar)
+        runner = _Runner(method, out_dir, device, seed, weights_path, batch_size, bar, loaded)
         for key in sorted(heads, key=str):
             runner.case(key)  # build every head (and check weights) before the long part
         for ref, z in iter_features(recording, {f.index: f for f in index.frames}):
@@ -148,6 +167,7 @@ def run_attack(recording: str, attack: str, out: str, *, truth: str | None = Non
         runner.finish()
     frames, summary, extra = _metrics(index, out_dir, truth, THRESHOLD_DB, runner.seconds, runner.feature_loss)
     config = _config(recording, attack, method, index, heads, device, seed, weights_path, max_frames, batch_size)
+    config.update(prior=prior, prior_info=loaded.describe() if loaded is not None else None)
     config.update(extra, **base_config(EVAL_SIZE, THRESHOLD_DB), native_size="the truth frame's own size",
                   attack_seconds=runner.seconds, total_seconds=time.perf_counter() - started)
     write_json(out_dir / "config.json", config)

@@ -18,6 +18,9 @@ KINETICS = ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989))
 # name, size, clip_len, normalisation, split points checked one by one (None: all of them)
 CASES = [
     ("lenet", 32, None, None, None),
+    ("cnn6", 32, None, None, None),
+    ("simple", 32, None, None, None),
+    ("moderate", 32, None, None, None),
     ("resnet18", 32, None, IMAGENET, None),
     ("mobilenet_v3_small", 32, None, IMAGENET, ["0", "6", "12"]),
     ("vit_b_16", 32, None, IMAGENET, ["5"]),
@@ -62,7 +65,8 @@ def test_head_then_tail_is_the_real_network(name, size, clip_len, norm, points):
 
 
 def test_registry_and_describe():
-    assert model_names() == ["lenet", "resnet18", "resnet50", "mobilenet_v3_small", "vit_b_16", "r3d_18"]
+    assert model_names() == ["lenet", "cnn6", "simple", "moderate", "resnet18", "resnet50", "mobilenet_v3_small",
+                             "vit_b_16", "r3d_18"]
     assert split_points("resnet50") == ["none", "conv1", "layer1", "layer2", "layer3", "layer4"]
     assert split_points("mobilenet_v3_small")[-1] == "12" and split_points("vit_b_16")[-1] == "11"
     assert feature_shape("lenet", "conv2") == (12, 8, 8)
@@ -76,6 +80,47 @@ def test_registry_and_describe():
     assert rows["resnet18"]["split_points"][2] == {"name": "layer1", "feature_shape": [64, 10, 10]}
     assert "multiple of 16" in rows["vit_b_16"]["error"]
     assert all(p["feature_shape"] is not None for p in rows["lenet"]["split_points"])
+
+
+def test_table_two_models():
+    """cnn6 is bias-free with leaky ReLU; simple is one FC on the frame; moderate has non-linearities."""
+    cnn6 = build_split_model("cnn6", "none").network
+    assert all(m.bias is None for m in cnn6.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert [m.negative_slope for m in cnn6.modules() if isinstance(m, torch.nn.LeakyReLU)] == [0.2] * 6
+    assert cnn6.fc.in_features == 3200 and feature_shape("cnn6", "conv6") == (128, 5, 5)
+    assert build_split_model("simple", "none").network.classifier[1].in_features == 3072
+    assert split_points("simple") == ["none"] and split_points("moderate") == ["none", "conv1", "conv2", "fc1"]
+    assert feature_shape("moderate", "fc1") == (256,)
+    assert sum(isinstance(m, torch.nn.Sigmoid) for m in build_split_model("moderate", "none").network.modules()) == 3
+
+
+@pytest.mark.parametrize("classifier,layers", [("simple", 1), ("moderate", 3)])
+@torch.no_grad()
+def test_classifier_over_frozen_features(classifier, layers, tmp_path):
+    plain = build_split_model("resnet18", "layer2", size=32, num_classes=5, weights="seed:2")
+    sm = build_split_model("resnet18", "layer2", size=32, num_classes=5, weights="seed:2", classifier=classifier)
+    assert sm.classifier == classifier and plain.classifier is None
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    z = sm.head(x)
+    assert torch.equal(z, plain.head(x))  # the same frozen extractor
+    assert tuple(z.shape[1:]) == feature_shape("resnet18", "layer2", 32) == (128, 4, 4)
+    linears = [m for m in sm.tail.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == layers and linears[0].in_features == 2048 and linears[-1].out_features == 5
+    assert sm.tail(z).shape == (2, 5) and torch.equal(sm.network(x), sm.tail(z))
+    assert not _params(sm.head) & _params(sm.tail) and _params(sm.tail) <= _params(sm.network)
+    path = tmp_path / "clf.pt"
+    torch.save(sm.state_dict(), path)  # extractor.* and classifier.*
+    again = build_split_model("resnet18", "layer2", size=32, num_classes=5, weights=str(path), classifier=classifier)
+    assert again.weights == file_tag(str(path)) and torch.equal(again.tail(again.head(x)), sm.tail(z))
+    other = build_split_model("resnet18", "layer2", size=32, num_classes=5, weights="seed:3", classifier=classifier)
+    assert not torch.equal(other.tail(z), sm.tail(z))
+
+
+def test_classifier_bad_inputs():
+    with pytest.raises(SplitleakError, match="unknown classifier"):
+        build_split_model("resnet18", "layer2", size=32, classifier="deep")
+    with pytest.raises(SplitleakError, match="needs a split point"):
+        build_split_model("resnet18", "none", size=32, classifier="simple")
 
 
 def test_defaults():

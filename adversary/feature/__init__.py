@@ -1,7 +1,11 @@
 """Feature inversion: reconstruct frames x from tapped split features z = F1(x)."""
 
 from adversary.feature.base import FeatureInversionAttack, WhiteBoxCase
-from adversary.feature import do  # noqa: F401  (registers "do")
+from adversary.feature import db, dmb, dmb_multi, do  # noqa: F401  (register "db", "dmb", "dmb-multi", "do")
+from adversary.feature.db import DecoderBased
+from adversary.feature.dmb import DiffusionBased
+from adversary.feature.dmb_multi import MultiFrameDiffusionBased
 from adversary.feature.do import DirectOptimisation
 
-__all__ = ["DirectOptimisation", "FeatureInversionAttack", "WhiteBoxCase"]
+__all__ = ["DecoderBased", "DiffusionBased", "DirectOptimisation", "FeatureInversionAttack",
+           "MultiFrameDiffusionBased", "WhiteBoxCase"]

@@ -7,7 +7,7 @@ gets the features that crossed the wire plus what the case grants, nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,6 +20,8 @@ class WhiteBoxCase:
     """White-box feature inversion: the attacker holds the head F1 (architecture and weights).
 
     `input_shape` is one input's shape, e.g. (3, size, size); `seed` makes the attack repeatable.
+    `prior` (a DiffusionPrior the attacker holds) adds the "prior" grant; `frames` is the wire
+    metadata (stream, seq) of the batch being inverted, in order, when the caller knows it.
     """
 
     head: nn.Module
@@ -27,6 +29,12 @@ class WhiteBoxCase:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     grants: frozenset[str] = frozenset({"features", "head_weights", "head_architecture", "input_size"})
+    prior: Any = None
+    frames: tuple[tuple[str, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.prior is not None:
+            self.grants = frozenset(self.grants) | {"prior"}
 
     @property
     def size(self) -> int:

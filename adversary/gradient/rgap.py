@@ -12,8 +12,9 @@ from the output back to the input:
    (propagated back, times the activation's derivative), solves for its input x the stacked
    linear system  k * unfold(x)^T = dW  (gradient constraints)  and  W * unfold(x) = z - b
    (forward constraints); convolutions are Toeplitz systems written through unfold.
-   The system is solved by least squares (torch.linalg.lstsq, SVD driver) on its normal
-   matrix, which is assembled directly from the unfold index map (no tall matrix is built).
+   The system is solved by least squares through its normal matrix, assembled directly from
+   the unfold index map (no tall matrix is built): a rank-revealing pivoted Cholesky, and
+   torch.linalg.lstsq's minimum-norm solution where the rank falls short.
 3. The rank of each system against its number of unknowns says where recovery is unique
    (`rank_report`): rank < unknowns means many inputs give the same gradient there.
 """
@@ -24,8 +25,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.linalg import cho_solve
+from scipy.linalg.lapack import dpstrf
 from torch import nn
 
 from adversary.gradient.base import (GradientCase, GradientInversionAttack, GradientResult, dummy_gradients,
@@ -38,7 +42,7 @@ from splitleak.models.weights import seeded
 
 LINEAR = (nn.Conv2d, nn.Linear)
 ELEMENTWISE = (nn.LeakyReLU, nn.Sigmoid, Normalize, nn.Flatten)
-RCOND = 1e-10  # eigenvalues of the normal matrix below RCOND * largest count as zero (1e-5 in singular values)
+RCOND = 1e-10  # normal-matrix pivots below RCOND * its largest diagonal count as zero (~1e-5 in singular values)
 SIGMOID_EPS = 1e-6
 
 
@@ -124,12 +128,11 @@ def _index_map(op: Op) -> torch.Tensor:
     return torch.where(cols < 0, n, cols)
 
 
-def _scatter_gram(idx_a: torch.Tensor, idx_b: torch.Tensor, gram: torch.Tensor, n: int) -> torch.Tensor:
-    """sum over groups g of gram[a, b] added at (idx_a[g, a], idx_b[g, b]); (n, n) with the dummy dropped."""
-    flat = (idx_a.unsqueeze(2) * (n + 1) + idx_b.unsqueeze(1)).reshape(-1)
-    vals = gram.unsqueeze(0).expand(idx_a.shape[0], -1, -1).reshape(-1)
-    out = torch.zeros((n + 1) * (n + 1), dtype=torch.float64).index_add_(0, flat, vals)
-    return out.reshape(n + 1, n + 1)[:n, :n]
+def _scatter_gram(out: torch.Tensor, idx_a: torch.Tensor, idx_b: torch.Tensor, gram: torch.Tensor) -> None:
+    """Add gram[a, b] at (idx_a[g, a], idx_b[g, b]) of the flat (n+1, n+1) `out`, for every group g."""
+    n1 = math.isqrt(out.numel())
+    flat = (idx_a.unsqueeze(2) * n1 + idx_b.unsqueeze(1)).reshape(-1)
+    out.index_add_(0, flat, gram.unsqueeze(0).expand(idx_a.shape[0], -1, -1).reshape(-1))
 
 
 def _scatter_vec(idx: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
@@ -152,15 +155,37 @@ def _solve_linear(op: Op, z: torch.Tensor, k: torch.Tensor, dw: torch.Tensor, bi
     if bias is not None:
         zz = zz - bias.detach().to("cpu", torch.float64).reshape(-1, 1)
     sk, sw = kk.square().sum().clamp_min(1e-300), w2.square().sum().clamp_min(1e-300)
-    normal = _scatter_gram(idx, idx, kk.T @ kk, n) / sk + _scatter_gram(idx.T, idx.T, w2.T @ w2, n) / sw
+    flat = torch.zeros((n + 1) * (n + 1), dtype=torch.float64)  # the last row and column collect padding
+    _scatter_gram(flat, idx, idx, kk.T @ kk / sk)
+    _scatter_gram(flat, idx.T, idx.T, w2.T @ w2 / sw)
+    normal = flat.reshape(n + 1, n + 1)[:n, :n]
     rhs = _scatter_vec(idx, g.T @ kk, n) / sk + _scatter_vec(idx, w2.T @ zz, n) / sw
-    sol = torch.linalg.lstsq(normal, rhs.unsqueeze(1), rcond=rcond, driver="gelsd")
-    rank = int(sol.rank)
+    x, rank = solve_normal(normal, rhs, rcond)
     grad_eq, fwd_eq = g.numel(), zz.numel()
     report = {"layer": op.name, "kind": "conv" if isinstance(op.module, nn.Conv2d) else "linear",
               "unknowns": n, "equations": grad_eq + fwd_eq, "gradient_equations": grad_eq,
               "forward_equations": fwd_eq, "rank": rank, "unique": rank == n}
-    return sol.solution[:, 0].reshape(op.in_shape), report
+    return x.reshape(op.in_shape), report
+
+
+def solve_normal(normal: torch.Tensor, rhs: torch.Tensor, rcond: float = RCOND) -> tuple[torch.Tensor, int]:
+    """Least squares through the normal equations N x = r (N = A^T A): the solution and rank(A).
+
+    A pivoted Cholesky (LAPACK pstrf) reveals the rank at a third of the cost of an SVD; when the
+    system is full rank its factor gives the solution, otherwise torch.linalg.lstsq (SVD driver)
+    gives the minimum-norm one: recovery is not unique there anyway.
+    """
+    n = normal.shape[0]
+    matrix = np.array(normal.numpy(), order="F")  # one copy, factored in place
+    factor, piv, rank, _ = dpstrf(matrix, tol=rcond * float(normal.diagonal().max()), lower=1, overwrite_a=1)
+    if rank < n:
+        sol = torch.linalg.lstsq(normal, rhs.unsqueeze(1), rcond=rcond, driver="gelsd")
+        return sol.solution[:, 0], int(rank)
+    order = piv.astype(np.int64) - 1  # Fortran indices; N[order][:, order] = L L^T
+    y = cho_solve((factor, True), rhs.numpy()[order], check_finite=False)  # reads the lower triangle only
+    x = np.empty_like(y)
+    x[order] = y
+    return torch.from_numpy(x), n
 
 
 def _vjp(op: Op, d: torch.Tensor) -> torch.Tensor:
@@ -177,10 +202,9 @@ def _vjp(op: Op, d: torch.Tensor) -> torch.Tensor:
 
 def label_from_rank_one(dw: torch.Tensor) -> int:
     """Batch 1 without a bias: rows of dW are g_c x with g_y < 0 < g_c (c != y), so the label's row
-    is the one whose inner products with the other rows are negative (most negatives wins)."""
-    gram = dw @ dw.T
-    negatives = (gram < 0).sum(1)
-    return int(torch.argmax(negatives - 1e-30 * gram.diagonal()))
+    is the one whose inner products with the other rows are negative, whatever the signs of x
+    (needs 3 classes or more: with 2 the rows differ only in sign)."""
+    return int(torch.argmax((dw @ dw.T < 0).sum(1)))
 
 
 def _scale(v: torch.Tensor, gamma: torch.Tensor, y: int) -> float:

@@ -14,14 +14,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     attack.add_argument("--attack", required=True, metavar="NAME", help="attack name, e.g. do")
     attack.add_argument("--out", required=True, metavar="DIR", help="output folder")
     attack.add_argument("--truth", metavar="DIR", help="ground-truth frames (edge --truth) to score against")
-    attack.add_argument("--prior", metavar="DIR", help="a prior for attacks that use one")
+    attack.add_argument("--prior", metavar="DIR", help="a diffusion prior folder (train-prior) for db, dmb, dmb-multi")
+    attack.add_argument("--text", metavar="TEXT", help="text prior for dmb / dmb-multi: condition the sampler on it")
     attack.add_argument("--iterations", type=positive_int, help="optimisation steps (default: the attack's)")
     attack.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     attack.add_argument("--weights", metavar="PATH", help="the head's state dict, if the recording names a file tag")
     attack.add_argument("--max-frames", type=positive_int, help="attack at most N frames")
     attack.add_argument("--batch", type=positive_int, default=8, help="frames optimised together (default 8)")
     attack.add_argument("--option", action="append", default=[], type=option, metavar="KEY=VALUE",
-                        help="an attack hyper-parameter, e.g. lambda_tv=0.3 or lr=0.05 (repeatable)")
+                        help="an attack hyper-parameter, e.g. lambda_tv=0.3, lr=0.05 or variant=guidance (repeatable)")
     add_device(attack)
     attack.set_defaults(run=run_attack)
 
@@ -35,8 +36,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(run=run_evaluate)
 
 
-def option(text: str) -> tuple[str, float]:
+STRING_OPTIONS = {"variant"}  # options whose value is a word, not a number
+
+
+def option(text: str) -> tuple[str, float | str]:
     key, sep, value = text.partition("=")
+    if sep and key in STRING_OPTIONS and value:
+        return key, value
     try:
         number = float(value)
     except ValueError:
@@ -49,13 +55,12 @@ def option(text: str) -> tuple[str, float]:
 def run_attack(args: argparse.Namespace) -> int:
     from adversary.run import run_attack as attack
 
-    if args.prior:
-        from splitleak.errors import SplitleakError
-
-        raise SplitleakError(f"attack {args.attack} takes no --prior (prior-based attacks come with the diffusion issue)")
+    options = dict(args.option)
+    if args.text is not None:
+        options["text"] = args.text
     metrics = attack(args.recording, args.attack, args.out, truth=args.truth, device=resolve_device(args.device),
                      iterations=args.iterations, seed=args.seed, weights_path=args.weights,
-                     max_frames=args.max_frames, batch_size=args.batch, options=dict(args.option))
+                     max_frames=args.max_frames, batch_size=args.batch, options=options, prior=args.prior)
     print(json.dumps(metrics["summary"], indent=2))
     return 0
 

@@ -5,11 +5,11 @@ import argparse
 import logging
 import sys
 
-from splitleak.cli import attack, demo, models, services
+from splitleak.cli import attack, demo, live, models, prior, services
 from splitleak.errors import SplitleakError
 
 # Each module adds its sub-commands with add_parsers(subparsers); each sets args.run.
-COMMANDS = (models, services, attack, demo)
+COMMANDS = (models, services, attack, live, prior, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

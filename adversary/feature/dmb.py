@@ -1,0 +1,175 @@
+"""DMB: diffusion-model-based white-box inversion ("Unlocking Visual Secrets", Algorithm 1).
+
+Optimise the sampler's initial latent v. Each iteration normalises it per frame,
+v_n = (v - mean(v)) / std(v), runs K deterministic DDIM steps from v_n, decodes, and scores
+    mean((F1(D(S(v_n))) - z)^2) / mean(z^2) + lambda_s * TV(D(S(v_n)))  [+ lambda_txt * L_txt]
+back-propagating through the whole unrolled sampler; Adam on v (paper: lr 0.1, 1,500
+iterations, K = 20). With gradient checkpointing every UNet call is recomputed in backward, so
+activation memory does not grow with K. `checkpoint=None` (auto) turns it on on CUDA, and on
+CPU only when the unroll's activations would pass CPU_ACTIVATION_BUDGET (measured with one
+UNet call): on CPU the recomputation roughly doubles the time of an iteration while small
+priors need little memory. On CUDA the forward runs under bf16 autocast (fp16 where bf16 is
+missing). The frame each iteration
+produces is scored, and the best one per frame (lowest feature loss) is returned.
+
+Text prior: with `text`, a text-conditioned UNet is conditioned on the prompt's embedding and
+the negentropy term L_txt = -E[(1/alpha^2) log cosh^2(alpha v_n)] is added (1 <= alpha <= 2).
+
+`variant="guidance"`: the cheaper per-step guidance. v is not optimised: one sampling run
+from fixed noise, and at each of the K steps the predicted clean latent x0 is moved by
+iterations // K Adam steps on the same objective, through the decoder only (no gradient
+through the UNet, no unrolling), before the DDIM update continues from it.
+
+Weights follow DO's loss scale (see adversary.feature.losses): lambda_s = 0.01, lambda_txt = 0.1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from adversary.feature.base import WhiteBoxCase
+from adversary.feature.db import Best, PriorAttack
+from adversary.feature.losses import LAMBDA_S, LAMBDA_TXT, negentropy, normalise
+from adversary.registry import register
+from splitleak.errors import SplitleakError
+
+VARIANTS = ("unroll", "guidance")
+CPU_ACTIVATION_BUDGET = 2 << 30  # bytes of saved activations a CPU unroll may keep without checkpointing
+
+
+def activation_bytes(prior: Any, v: torch.Tensor, cond: torch.Tensor | None) -> int:
+    """Bytes autograd saves for one sampling step from v (an upper bound: it counts shared weights)."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        prior.sample(v.detach().requires_grad_(True), steps=1, text=cond, checkpoint=False)
+    return total
+
+
+@register
+class DiffusionBased(PriorAttack):
+    """Optimise the initial noise of a short DDIM run so the decoded frame matches the features."""
+
+    name: ClassVar[str] = "dmb"
+
+    def __init__(self, iterations: int = 1500, lr: float = 0.1, steps: int = 20, lambda_s: float = LAMBDA_S,
+                 text: str | None = None, lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0,
+                 cfg_scale: float = 1.0, variant: str = "unroll", checkpoint: bool | None = None,
+                 amp: bool = True) -> None:
+        super().__init__()
+        self.last_latents: torch.Tensor | None = None  # v_n after the last step (unroll variant)
+        if iterations < 1 or steps < 1:
+            raise SplitleakError(f"iterations and steps must be >= 1, got {iterations} and {steps}")
+        if variant not in VARIANTS:
+            raise SplitleakError(f"unknown dmb variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+        if not 1.0 <= alpha <= 2.0:
+            raise SplitleakError(f"the negentropy's alpha must be in [1, 2], got {alpha}")
+        if text is not None and not str(text).strip():
+            raise SplitleakError("--text is empty")
+        self.iterations, self.lr, self.steps, self.lambda_s = int(iterations), float(lr), int(steps), float(lambda_s)
+        self.text, self.lambda_txt, self.alpha = text, float(lambda_txt), float(alpha)
+        self.cfg_scale, self.variant, self.amp = float(cfg_scale), variant, bool(amp)
+        self.checkpoint = None if checkpoint is None else bool(checkpoint)
+        self.checkpointed: bool | None = None  # what the last unrolled run chose
+
+    def config(self) -> dict[str, object]:
+        return {"iterations": self.iterations, "lr": self.lr, "steps": self.steps, "lambda_s": self.lambda_s,
+                "text": self.text, "lambda_txt": self.lambda_txt if self.text is not None else 0.0,
+                "alpha": self.alpha, "cfg_scale": self.cfg_scale, "variant": self.variant,
+                "checkpoint": "auto" if self.checkpoint is None else self.checkpoint,
+                "checkpointed": self.checkpointed, "amp": self.amp, "optimizer": "adam", "sampler": "ddim eta=0",
+                "variable": "initial latent v, normalised per frame", "tv": "mean-abs",
+                "loss_scale": "paper weights x 0.01 (feature loss normalised by mean(z^2))"}
+
+    # ----- hooks for subclasses ------------------------------------------------------------
+
+    def initial_noise(self, batch: int, prior: Any, case: WhiteBoxCase) -> torch.Tensor:
+        """v at the start: standard normal, one draw per frame, from the case's seed."""
+        gen = torch.Generator().manual_seed(case.seed)
+        return torch.randn((batch, *prior.latent_shape), generator=gen)
+
+    def latent_terms(self, v_n: torch.Tensor, case: WhiteBoxCase) -> dict[str, torch.Tensor]:
+        """Weighted per-frame losses on v_n added to the objective (the text prior's negentropy)."""
+        if self.text is None:
+            return {}
+        return {"txt": self.lambda_txt * negentropy(v_n, self.alpha)}
+
+    # ----- the attack ----------------------------------------------------------------------
+
+    def condition(self, prior: Any) -> torch.Tensor | None:
+        """The text embedding, computed once per batch; the empty prompt for a conditional prior."""
+        if self.text is not None and not prior.conditional:
+            raise SplitleakError("--text needs a text-conditioned prior (a UNet2DConditionModel with a text "
+                                 "encoder); this prior is unconditional")
+        return prior.encode_text([self.text or ""]) if prior.conditional else None
+
+    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
+        prior = self.prior(case)
+        z, mask = self.targets(features, case)
+        cond, best, self.trace = self.condition(prior), Best(), {}
+        v0 = self.initial_noise(z.shape[0], prior, case).to(case.device, prior.dtype)
+        run = self._guided if self.variant == "guidance" else self._unrolled
+        run(v0, z, mask, case, prior, cond, best)
+        self.last_loss = best.loss.cpu()
+        return best.x.float().clamp(0, 1)
+
+    def _sample(self, prior: Any, v_n: torch.Tensor, cond: torch.Tensor | None, **kwargs: Any) -> torch.Tensor:
+        return prior.sample(v_n, steps=self.steps, text=cond, cfg_scale=self.cfg_scale, **kwargs)
+
+    def use_checkpoint(self, prior: Any, v: torch.Tensor, cond: torch.Tensor | None, case: WhiteBoxCase) -> bool:
+        """The checkpoint option, or auto: on for CUDA, on CPU only past CPU_ACTIVATION_BUDGET."""
+        if self.checkpoint is not None:
+            return self.checkpoint
+        if case.device.type != "cpu":
+            return True
+        return self.steps * activation_bytes(prior, v, cond) > CPU_ACTIVATION_BUDGET
+
+    def _unrolled(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
+                  prior: Any, cond: torch.Tensor | None, best: Best) -> None:
+        self.checkpointed = self.use_checkpoint(prior, v0, cond, case)
+        v = v0.requires_grad_(True)
+        opt = torch.optim.Adam([v], lr=self.lr)
+        for step in range(self.iterations + 1):  # the last pass only scores the final v
+            training = step < self.iterations
+            with torch.set_grad_enabled(training), self.autocast(case, self.amp):
+                v_n = normalise(v)
+                latent = self._sample(prior, v_n, cond, checkpoint=self.checkpointed and training)
+                loss, feat, x = self.image_loss(prior.decode(latent), z, mask, case)
+                terms = self.latent_terms(v_n.float(), case)
+                total = loss + sum(terms.values()) if terms else loss
+            best.update(feat, x)
+            self.log(feature=feat, total=total, **terms)
+            if training:
+                (v.grad,) = torch.autograd.grad(total.sum(), v)
+                opt.step()
+        self.last_latents = v_n.detach()
+
+    def _guided(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
+                prior: Any, cond: torch.Tensor | None, best: Best) -> None:
+        inner = max(1, self.iterations // self.steps)
+
+        def guide(x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            y = x0.detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([y], lr=self.lr)
+            for _ in range(inner):
+                with self.autocast(case, self.amp):
+                    loss, feat, x = self.image_loss(prior.decode(y), z, mask, case)
+                best.update(feat, x)
+                self.log(feature=feat, total=loss)
+                (y.grad,) = torch.autograd.grad(loss.sum(), y)
+                opt.step()
+            return x0 - y.detach()
+
+        with torch.no_grad():
+            latent = self._sample(prior, normalise(v0), cond, guidance=guide, checkpoint=False)
+            with self.autocast(case, self.amp):
+                _, feat, x = self.image_loss(prior.decode(latent), z, mask, case)
+        best.update(feat, x)
+        self.log(feature=feat, total=feat)

@@ -1,0 +1,77 @@
+"""DMB-multi: multi-frame diffusion-based inversion ("Unlocking Visual Secrets", Algorithm 2).
+
+Up to `window` (K) consecutive tapped frames of one stream are inverted jointly: each frame
+has its own initial latent v_k and its own feature loss (Algorithm 1), and the normalised
+latents of a group are tied to their mean,
+    + lambda_c * mean_entries((v_n,k - mean_j v_n,j)^2)
+(paper lambda_c = 5 on its loss scale; 0.05 on DO's, see adversary.feature.losses). The tie
+acts on v_n, not v: v's scale is free (normalisation removes it), so a tie on v could be met
+by shrinking every v without changing a single frame.
+
+Groups come from the wire metadata of the batch (case.frames: stream and seq): runs of
+consecutive seq of one stream, cut at `window` frames and at batch boundaries (raise
+`--batch` to keep long runs together). Without metadata the batch is taken as consecutive
+frames in order. With `shared_init` every frame of a group starts from the same noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from adversary.feature.base import WhiteBoxCase
+from adversary.feature.dmb import DiffusionBased
+from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
+from adversary.registry import register
+from splitleak.errors import SplitleakError
+
+
+@register
+class MultiFrameDiffusionBased(DiffusionBased):
+    """DMB over groups of consecutive frames whose normalised latents are tied together."""
+
+    name: ClassVar[str] = "dmb-multi"
+
+    def __init__(self, iterations: int = 1500, lr: float = 0.1, steps: int = 20, lambda_s: float = LAMBDA_S,
+                 lambda_c: float = LAMBDA_C, window: int = 5, shared_init: bool = True, text: str | None = None,
+                 lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0, cfg_scale: float = 1.0,
+                 checkpoint: bool | None = None, amp: bool = True) -> None:
+        super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
+                         lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
+                         checkpoint=checkpoint, amp=amp)
+        if window < 1 or lambda_c < 0:
+            raise SplitleakError(f"window must be >= 1 and lambda_c >= 0, got {window} and {lambda_c}")
+        self.lambda_c, self.window, self.shared_init = float(lambda_c), int(window), bool(shared_init)
+        self.groups: list[list[int]] = []
+
+    def config(self) -> dict[str, object]:
+        config = super().config()
+        config.pop("variant")
+        return {**config, "lambda_c": self.lambda_c, "window": self.window, "shared_init": self.shared_init,
+                "tie": "lambda_c * mean((v_n,k - group mean)^2)"}
+
+    def frame_groups(self, batch: int, case: WhiteBoxCase) -> list[list[int]]:
+        """Batch positions grouped by stream and consecutive seq (at most `window` per group)."""
+        if case.frames is None:
+            return [list(range(i, min(i + self.window, batch))) for i in range(0, batch, self.window)]
+        if len(case.frames) != batch:
+            raise SplitleakError(f"case.frames names {len(case.frames)} frames for a batch of {batch}")
+        return consecutive_groups(case.frames, self.window)
+
+    def initial_noise(self, batch: int, prior: Any, case: WhiteBoxCase) -> torch.Tensor:
+        v = super().initial_noise(batch, prior, case)
+        if self.shared_init:
+            for group in self.groups:
+                v[group] = v[group[0]].clone()
+        return v
+
+    def latent_terms(self, v_n: torch.Tensor, case: WhiteBoxCase) -> dict[str, torch.Tensor]:
+        terms = super().latent_terms(v_n, case)
+        if self.lambda_c > 0:
+            terms["tie"] = self.lambda_c * group_tie(v_n, self.groups)
+        return terms
+
+    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
+        self.groups = self.frame_groups(features.shape[0], case)
+        return super().reconstruct(features, case)

@@ -1,0 +1,309 @@
+"""The batched engine: N tapped frames, each its own batch-1 update, attacked as N independent
+gradient-matching problems in one vectorised optimisation (`dlg-batched`, `idlg-batched`).
+
+Per frame i the problem is dlg's / idlg's:  min_{x_i, y_i} sum_params || dL(f(x_i), y_i)/dW - g_i ||^2.
+The per-frame parameter gradient and the gradient of the per-frame matching loss w.r.t. the
+frame's own dummy (a double backward) are taken for all frames at once with torch.func:
+`vmap(grad_and_value(frame_loss))`, where `frame_loss` calls `grad` of
+`learning.loss(functional_call(module, params, x_i), y_i)`, the edge's own definition on a batch
+of one. The optimiser is `lbfgs_batched.minimize`: a per-frame L-BFGS (own history, own line
+search, own convergence, own restarts), so a converged frame is frozen and costs nothing, and a
+frame that diverges restarts from its next seed while the others go on. `dlg` / `idlg` (one
+frame at a time) stay the reference; with the same seeds the batched attack starts every frame
+exactly where the sequential one starts it (`BatchedGradientCase.frame(i)`).
+
+Input: a `BatchedGradientCase`, whose `gradients` values carry a leading frame dimension N
+(`gradients[name]` is (N, *param.shape)), `labels` (N,) if the updates carried them, and
+optionally `frame_params` (N, *param.shape) when the frames were taken at different weights
+(different rounds). `BatchedGradientCase.from_cases([...])` stacks batch-1 `GradientCase`s;
+`reconstruct_many(cases)` does that and splits the result back per case.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch.func import functional_call, grad, grad_and_value, vmap
+from tqdm import tqdm
+
+from adversary.gradient.base import GradientCase, GradientResult, infer_labels_idlg
+from adversary.gradient.dlg import LbfgsGradientAttack, dummy_start, label_accuracy
+from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
+from adversary.registry import register
+from splitleak import learning
+from splitleak.errors import SplitleakError
+
+FRAME_SEED_STRIDE = 1000  # frame i starts from seeds seed + 1000 i + restart: no two frames share a start
+
+
+@dataclass
+class BatchedGradientCase(GradientCase):
+    """N frames, each its own batch-1 update of the same module: `gradients[name]` is
+    (N, *param.shape), `labels` (N,) or None, `frame_params[name]` (N, *param.shape) or None
+    (None: every frame's gradient was taken at the module's own weights). Frame i's seed is
+    `seed + 1000 i` unless `frame_seeds` says otherwise."""
+
+    frame_params: dict[str, torch.Tensor] | None = None
+    frame_seeds: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        if self.batch_size != 1:
+            raise SplitleakError(f"the batched engine attacks batch-1 updates (one frame each), got batch {self.batch_size}")
+        if not self.gradients:
+            raise SplitleakError("no gradients")
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        self.gradients = {k: v.detach().to(self.device, torch.float32) for k, v in self.gradients.items()}
+        n = self.frames
+        params = dict(self.module.named_parameters())
+        self._check("gradient", self.gradients, params, n)
+        if self.frame_params is not None:
+            self.frame_params = {k: v.detach().to(self.device, torch.float32) for k, v in self.frame_params.items()}
+            self._check("frame parameter", self.frame_params, params, n)
+            if set(self.frame_params) != set(self.gradients):
+                raise SplitleakError("frame_params must cover exactly the parameters the gradients cover")
+        if self.labels is not None:
+            self.labels = self.labels.to(self.device, torch.long).reshape(-1)
+            if self.labels.numel() != n:
+                raise SplitleakError(f"{self.labels.numel()} labels for {n} frames")
+        if self.frame_seeds is not None:
+            self.frame_seeds = tuple(int(s) for s in self.frame_seeds)
+            if len(self.frame_seeds) != n:
+                raise SplitleakError(f"{len(self.frame_seeds)} frame seeds for {n} frames")
+
+    @staticmethod
+    def _check(what: str, tensors: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], n: int) -> None:
+        for name, t in tensors.items():
+            if name not in params:
+                raise SplitleakError(f"{what} {name!r} names no parameter of the trained module")
+            if tuple(t.shape) != (n, *params[name].shape):
+                raise SplitleakError(f"{what} {name!r} has shape {list(t.shape)}, expected "
+                                     f"[{n}, {', '.join(map(str, params[name].shape))}] (frames first)")
+
+    @property
+    def frames(self) -> int:
+        """N, the number of frames (updates) in the case."""
+        return int(next(iter(self.gradients.values())).shape[0])
+
+    def frame_seed(self, i: int) -> int:
+        return self.frame_seeds[i] if self.frame_seeds is not None else self.seed + FRAME_SEED_STRIDE * i
+
+    def frame(self, i: int) -> GradientCase:
+        """Frame i as the plain batch-1 GradientCase the sequential attacks take (same seed)."""
+        module = self.module
+        if self.frame_params is not None:
+            import copy
+
+            module = copy.deepcopy(self.module)
+            with torch.no_grad():
+                for name, p in module.named_parameters():
+                    if name in self.frame_params:
+                        p.copy_(self.frame_params[name][i])
+        return GradientCase(module, {k: v[i] for k, v in self.gradients.items()}, 1, self.input_shape,
+                            self.num_classes, None if self.labels is None else self.labels[i:i + 1],
+                            self.input_kind, self.device, self.frame_seed(i), self.grants)
+
+    @classmethod
+    def from_cases(cls, cases: list[GradientCase]) -> "BatchedGradientCase":
+        """Stack batch-1 cases of one model (same parameters on the wire, same shapes). Cases with
+        different module objects are taken as different rounds: their weights go to frame_params."""
+        if not cases:
+            raise SplitleakError("no cases to stack")
+        first = cases[0]
+        for c in cases:
+            if c.batch_size != 1:
+                raise SplitleakError(f"the batched engine attacks batch-1 updates, got batch {c.batch_size}")
+            if (c.names, c.input_shape, c.num_classes, c.input_kind, c.device) != (
+                    first.names, first.input_shape, first.num_classes, first.input_kind, first.device):
+                raise SplitleakError("cases to stack must share parameters, input shape, classes, kind and device")
+        labels = None if any(c.labels is None for c in cases) else torch.cat([c.labels for c in cases])
+        frame_params = None
+        if any(c.module is not first.module for c in cases):
+            per = [dict(c.module.named_parameters()) for c in cases]
+            frame_params = {n: torch.stack([p[n].detach() for p in per]) for n in first.names}
+        return cls(first.module, {n: torch.stack([c.gradients[n] for c in cases]) for n in first.names}, 1,
+                   first.input_shape, first.num_classes, labels, first.input_kind, first.device, first.seed,
+                   first.grants, frame_params=frame_params, frame_seeds=tuple(c.seed for c in cases))
+
+
+def _functional(module: torch.nn.Module, names: list[str]):
+    """(frame_grads(trained, x, label) -> dict, fixed params and buffers) for torch.func."""
+    fixed = {n: p.detach() for n, p in module.named_parameters() if n not in names}
+    buffers = dict(module.named_buffers())
+
+    def frame_grads(trained: dict[str, torch.Tensor], x: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        def loss(tr: dict[str, torch.Tensor]) -> torch.Tensor:
+            return learning.loss(functional_call(module, ({**fixed, **tr}, buffers), (x,)), label)
+        return grad(loss)(trained)
+
+    return frame_grads
+
+
+def frame_gradients(module: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                    names: list[str] | None = None, frame_params: dict[str, torch.Tensor] | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """Per-frame gradients, vectorised: frame i's entry equals
+    `learning.gradients(module, inputs[i:i+1], labels[i:i+1], names)`; inputs (N, *shape), labels
+    (N,) ids or (N, C) soft; result[name] is (N, *param.shape)."""
+    names = list(names) if names is not None else learning.parameter_names(module)
+    frame_grads = _functional(module, names)
+    shared = {n: p.detach() for n, p in module.named_parameters() if n in names}
+    trained, dim = (shared, None) if frame_params is None else (frame_params, 0)
+    per_frame = vmap(lambda tr, x, y: frame_grads(tr, x[None], y[None]), in_dims=(dim, 0, 0))
+    return per_frame(trained, inputs, labels)
+
+
+class FrameMatching:
+    """The per-frame L2 gradient-matching objective over packed variables z (k, D): the first
+    prod(input_shape) entries of a row are the frame's dummy input, the rest (joint labels only)
+    its label logits. `objective(z, rows) -> (loss (k,), d loss / d z (k, D))` for frames `rows`."""
+
+    def __init__(self, case: BatchedGradientCase, labels: torch.Tensor | None) -> None:
+        self.names, self.shape = case.names, case.input_shape
+        self.n_x = 1
+        for s in self.shape:
+            self.n_x *= s
+        self.joint = labels is None
+        self.dim = self.n_x + (case.num_classes if self.joint else 0)
+        self.targets = {n: case.gradients[n] for n in self.names}
+        self.labels = labels
+        self._all = torch.arange(case.frames, device=case.device)
+        self.frame_params = case.frame_params
+        frame_grads = _functional(case.module, self.names)
+        shared = {n: p.detach() for n, p in case.module.named_parameters() if n in self.names}
+        self._shared = shared
+
+        def frame_loss(z, target, label, trained):
+            x = z[: self.n_x].view(1, *self.shape)
+            y = torch.softmax(z[self.n_x:], -1)[None] if self.joint else label.reshape(1)
+            g = frame_grads(trained, x, y)
+            return sum(((g[n] - target[n]) ** 2).sum() for n in self.names)
+
+        self._vg = {per: vmap(grad_and_value(frame_loss), in_dims=(0, 0, None if self.joint else 0, 0 if per else None))
+                    for per in (False, True)}
+
+    def __call__(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        whole = rows.numel() == self._all.numel() and torch.equal(rows, self._all.to(rows.device))
+        pick = (lambda t: t) if whole else (lambda t: t.index_select(0, rows))
+        targets = {n: pick(t) for n, t in self.targets.items()}
+        labels = None if self.labels is None else pick(self.labels)
+        per = self.frame_params is not None
+        trained = {n: pick(t) for n, t in self.frame_params.items()} if per else self._shared
+        with torch.enable_grad():
+            g, f = self._vg[per](z, targets, labels, trained)
+        return f.detach(), g.detach()
+
+
+class BatchedLbfgsAttack(LbfgsGradientAttack):
+    """dlg / idlg over N frames at once. Same options and meaning as `LbfgsGradientAttack`
+    (an iteration budget of iterations x max_iter L-BFGS iterations per start, `restarts` starts
+    in all, success below `threshold`), mapped per frame: `strong_wolfe` -> per-frame Armijo
+    backtracking, None -> torch's fixed step. Differences: `stop_loss` defaults to the threshold
+    (a frame is frozen as soon as it succeeds; 0 polishes every frame to the end of its start),
+    and `patience` (default 2 x max_iter, dlg's "two steps without progress") ends a start whose
+    loss stopped falling by `min_progress` (relative)."""
+
+    def __init__(self, iterations: int = 300, restarts: int = 10, lr: float = 1.0, max_iter: int = 20,
+                 history_size: int = 100, line_search: str | None = "strong_wolfe", init: str = "normal",
+                 threshold: float = 1e-5, stop_loss: float | None = None, patience: int | None = None,
+                 min_progress: float = 0.0, progress: bool = False) -> None:
+        super().__init__(iterations, restarts, lr, max_iter, history_size, line_search, init, threshold,
+                         0.0 if stop_loss is None else stop_loss)
+        self.stop_loss = self.loss_threshold if stop_loss is None else float(stop_loss)
+        self.patience = 2 * self.max_iter if patience is None else int(patience)
+        self.min_progress, self.progress = float(min_progress), bool(progress)
+
+    def options(self) -> LBFGSOptions:
+        return LBFGSOptions(max_iter=self.iterations * self.max_iter, restarts=self.restarts - 1,
+                            threshold=self.loss_threshold, stop=self.stop_loss, history=self.history_size,
+                            lr=self.lr, line_search="armijo" if self.line_search else "fixed",
+                            patience=self.patience or None, min_progress=self.min_progress)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "engine": "batched (torch.func vmap, per-frame L-BFGS)",
+                "line_search": "per-frame armijo backtracking" if self.line_search else "fixed step",
+                "stop_loss": self.stop_loss, "patience": self.patience, "min_progress": self.min_progress,
+                "iteration": f"{self.max_iter} L-BFGS iterations (dlg's step of up to {self.max_iter} evaluations)"}
+
+    def batch_labels(self, case: BatchedGradientCase) -> torch.Tensor | None:
+        """Per-frame class ids to hold fixed, or None for joint soft labels."""
+        return None
+
+    def reconstruct(self, case: GradientCase) -> GradientResult:
+        """Recover every frame of a BatchedGradientCase (a plain batch-1 case is one frame)."""
+        if not isinstance(case, BatchedGradientCase):
+            case = BatchedGradientCase.from_cases([case])
+        self.check_access(case)
+        start = time.perf_counter()
+        labels = self.batch_labels(case)
+        objective = FrameMatching(case, labels)
+        n = case.frames
+
+        def init(rows: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+            zs = []
+            for r, k in zip(rows.tolist(), starts.tolist()):
+                x0, y0 = dummy_start(case, case.frame_seed(r) + k, self.init, labels is None)
+                zs.append(x0.flatten() if y0 is None else torch.cat([x0.flatten(), y0.flatten()]))
+            return torch.stack(zs)
+
+        bar = tqdm(total=n, desc=self.name, unit="frame", leave=False, disable=not self.progress)
+
+        def progress(done: int, total: int) -> None:
+            if done != bar.n:
+                bar.update(done - bar.n)
+
+        try:
+            out = minimize(objective, init, n, self.options(), progress)
+        finally:
+            bar.close()
+        x = out.z[:, : objective.n_x].reshape(n, *case.input_shape)
+        found = out.z[:, objective.n_x:].argmax(-1) if labels is None else labels
+        extra: dict[str, Any] = {"restarts_used": out.starts.tolist(), "iterations": out.iterations.tolist(),
+                                 "evaluations": out.evaluations.tolist(), "batched_calls": out.calls,
+                                 "seconds": time.perf_counter() - start, "frames": n}
+        if case.labels is not None:
+            extra["label_accuracy"] = float((found == case.labels).float().mean())
+        inputs = x.clamp(0, 1) if case.is_image else x
+        return GradientResult(inputs.detach(), found.detach().to(torch.long), out.loss.detach(),
+                              out.converged.detach(), extra)
+
+    def reconstruct_many(self, cases: list[GradientCase]) -> list[GradientResult]:
+        """Attack batch-1 cases together; one GradientResult per case, as `reconstruct(case)` gives."""
+        batch = self.reconstruct(BatchedGradientCase.from_cases(cases))
+        shared = {k: v for k, v in batch.extra.items() if not isinstance(v, list)}
+        results = []
+        for i, c in enumerate(cases):
+            extra = {**shared, **{k: v[i] for k, v in batch.extra.items() if isinstance(v, list)}}
+            if c.labels is not None:
+                extra["label_accuracy"] = label_accuracy(batch.labels[i:i + 1], c.labels)
+            results.append(GradientResult(batch.inputs[i:i + 1], batch.labels[i:i + 1], batch.loss[i:i + 1],
+                                          batch.success[i:i + 1], extra))
+        return results
+
+
+@register
+class DLGBatched(BatchedLbfgsAttack):
+    """DLG on many frames at once: dummy inputs and soft labels per frame, jointly."""
+
+    name: ClassVar[str] = "dlg-batched"
+
+
+@register
+class IDLGBatched(BatchedLbfgsAttack):
+    """iDLG on many frames at once: each frame's label from its own last-layer gradient."""
+
+    name: ClassVar[str] = "idlg-batched"
+    joint_labels: ClassVar[bool] = False
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "labels": "inferred per frame from its last layer's gradient (iDLG)"}
+
+    def batch_labels(self, case: BatchedGradientCase) -> torch.Tensor:
+        return torch.cat([infer_labels_idlg(case.frame(i)) for i in range(case.frames)])
+
+
+__all__ = ["BatchedGradientCase", "BatchedLbfgsAttack", "DLGBatched", "FrameMatching", "IDLGBatched",
+           "frame_gradients"]

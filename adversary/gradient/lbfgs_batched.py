@@ -1,0 +1,323 @@
+"""A batched L-BFGS: N independent minimisations run as one vectorised loop.
+
+Row i of z (N, D) is its own problem with its own curvature history, step size, line search,
+convergence and restarts; only the row's own loss and gradient ever touch it. The objective is
+called on the rows still running (`objective(z_rows, rows) -> (loss (k,), grad (k, D))`), so a
+row that reached `threshold` is frozen and costs nothing, and a row that diverges (non-finite)
+or stagnates restarts from `init(rows, start)` while the others go on undisturbed.
+
+Why not one L-BFGS over the summed loss: the sum shares one step size and one curvature model
+across frames whose losses differ by orders of magnitude, so well-conditioned frames dictate the
+steps and the rest stall (about 22 dB vs 32-37 dB for the per-frame loop on DLG / LeNet).
+
+Per row this is torch.optim.LBFGS's algorithm (H0 = s'y / y'y, pairs kept only when
+s'y > 1e-10, first step min(1, 1/|g|_1) * lr; -H g by the compact representation, equal to
+the two-loop recursion), with a per-row line search:
+`armijo` backtracks (quadratic interpolation, clamped to [0.1, 0.5] of the step) until
+f(z + t d) <= f(z) + c1 t g'd; `fixed` takes torch's fixed step (no line search) as in the
+original DLG code, a non-finite loss then restarting the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from splitleak.errors import SplitleakError
+
+Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Init = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (rows (k,), start number (k,)) -> z (k, D)
+LINE_SEARCHES = ("armijo", "fixed")
+
+
+@dataclass(frozen=True)
+class LBFGSOptions:
+    """Per-row settings; every row gets the same ones but runs them on its own.
+
+    max_iter: L-BFGS iterations per start; restarts: extra starts a row may use after the first;
+    threshold: a start that ends below it is a success (no more restarts); stop: a row whose loss
+    falls below it is frozen at once (None: the threshold; 0: never, polish to the end of the
+    start); patience: a start whose loss has not dropped by the fraction `min_progress` over this
+    many iterations ends early (None: never).
+    """
+
+    max_iter: int = 300
+    restarts: int = 10
+    threshold: float = 1e-5
+    stop: float | None = None
+    history: int = 100
+    lr: float = 1.0
+    line_search: str = "armijo"
+    max_backtracks: int = 10
+    c1: float = 1e-4
+    patience: int | None = None
+    min_progress: float = 1e-3
+    tolerance_change: float = 1e-9
+
+    def __post_init__(self) -> None:
+        if self.line_search not in LINE_SEARCHES:
+            raise SplitleakError(f"line_search must be one of {LINE_SEARCHES}, got {self.line_search!r}")
+        if self.max_iter < 1 or self.restarts < 0 or self.history < 1 or self.max_backtracks < 0:
+            raise SplitleakError("max_iter and history must be >= 1, restarts and max_backtracks >= 0")
+        if not self.lr > 0:
+            raise SplitleakError(f"lr must be > 0, got {self.lr}")
+
+    @property
+    def stop_below(self) -> float:
+        return self.threshold if self.stop is None else self.stop
+
+
+@dataclass
+class LBFGSResult:
+    """Per row: the best point over all starts, its loss, whether it reached the threshold, and
+    the work spent (iterations, objective evaluations of that row, starts used)."""
+
+    z: torch.Tensor
+    loss: torch.Tensor
+    converged: torch.Tensor
+    iterations: torch.Tensor
+    evaluations: torch.Tensor
+    starts: torch.Tensor
+    calls: int  # batched objective calls, whatever the number of rows in each
+
+
+class _Frames:
+    """Per-problem results, indexed by problem id: best point over all starts and work spent."""
+
+    def __init__(self, z: torch.Tensor) -> None:
+        n = z.shape[0]
+        long = dict(device=z.device, dtype=torch.long)
+        self.best_f = torch.full((n,), float("inf"), device=z.device, dtype=z.dtype)
+        self.best_z = z.clone()
+        self.iters = torch.zeros(n, **long)
+        self.evals = torch.zeros(n, **long)
+        self.starts = torch.ones(n, **long)
+        self.done = torch.zeros(n, device=z.device, dtype=torch.bool)
+        self.calls = 0
+
+
+class _Live:
+    """The problems still running, one storage row each; rows are dropped as problems finish, so
+    every iteration works on whole tensors (no gathers).
+
+    Curvature pairs live in a ring of `history` slots shared by all rows: every iteration writes
+    slot `head` of every row (a row that keeps no pair this time gets rho = 0 there, i.e. no pair),
+    so all rows share one chronological order. -H g comes from the compact representation
+    (Byrd, Nocedal & Schnabel 1994), equal to the two-loop recursion but made of a few batched
+    products instead of ~6 x history small ones: with S, Y the pairs oldest first, R = triu(S'Y),
+    D = diag(S'Y) and gamma = s'y / y'y of the newest pair,
+        H g = gamma g + S p - gamma Y u,  u = R^-1 S'g,  p = R^-T ((D + gamma Y'Y) u - gamma Y'g).
+    S'Y and Y'Y are kept (float64, chronological) and updated with the newest pair only.
+    """
+
+    PER_ROW = ("frame", "z", "f", "g", "S", "Y", "rho", "h_diag", "SY", "YY", "iters", "start_best",
+               "start_best_iter")
+
+    def __init__(self, z: torch.Tensor, history: int) -> None:
+        k, dim = z.shape
+        dev, dt = z.device, z.dtype
+        self.frame = torch.arange(k, device=dev)
+        self.z = z.clone()
+        self.f = torch.full((k,), float("inf"), device=dev, dtype=dt)
+        self.g = torch.zeros(k, dim, device=dev, dtype=dt)
+        self.S = torch.zeros(k, history, dim, device=dev, dtype=dt)  # ring slots
+        self.Y = torch.zeros(k, history, dim, device=dev, dtype=dt)
+        self.rho = torch.zeros(k, history, device=dev, dtype=dt)  # 1 / s'y, 0: no pair in this slot
+        self.h_diag = torch.ones(k, device=dev, dtype=dt)
+        self.SY = torch.zeros(k, history, history, device=dev, dtype=torch.float64)  # oldest first
+        self.YY = torch.zeros(k, history, history, device=dev, dtype=torch.float64)
+        self.iters = torch.zeros(k, device=dev, dtype=torch.long)  # iterations of the current start
+        self.start_best = torch.full((k,), float("inf"), device=dev, dtype=dt)
+        self.start_best_iter = torch.zeros(k, device=dev, dtype=torch.long)
+        self.head = 0  # the next slot to write, i.e. the oldest one
+
+    @property
+    def k(self) -> int:
+        return int(self.frame.shape[0])
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Drop the rows where mask is False."""
+        if bool(mask.all()):
+            return
+        idx = mask.nonzero().flatten()
+        for name in self.PER_ROW:
+            setattr(self, name, getattr(self, name).index_select(0, idx))
+
+    def clear(self, mask: torch.Tensor) -> None:
+        """Forget the curvature history of the rows where mask is True."""
+        self.rho.masked_fill_(mask[:, None], 0.0)
+        self.h_diag.masked_fill_(mask, 1.0)
+
+    def has_history(self) -> torch.Tensor:
+        return (self.rho != 0).any(1)
+
+    def push(self, mask: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
+        """Store (s, y) in slot `head` for the rows in mask where s'y > 1e-10, as torch's L-BFGS."""
+        ys = torch.linalg.vecdot(s, y)
+        keep = mask & (ys > 1e-10)
+        slot = self.head
+        zero = torch.zeros((), device=s.device, dtype=s.dtype)
+        self.S[:, slot] = torch.where(keep[:, None], s, zero)
+        self.Y[:, slot] = torch.where(keep[:, None], y, zero)
+        self.rho[:, slot] = torch.where(keep, 1.0 / torch.where(keep, ys, 1.0), zero)
+        yy = torch.linalg.vecdot(y, y)
+        self.h_diag = torch.where(keep, ys / torch.where(keep, yy, 1.0), self.h_diag)
+        self.head = (slot + 1) % self.S.shape[1]
+        # the evicted (oldest) pair's row and column wrap round to the end; direction() refills them
+        self.SY = torch.roll(self.SY, (-1, -1), (1, 2))
+        self.YY = torch.roll(self.YY, (-1, -1), (1, 2))
+
+    def direction(self, g: torch.Tensor) -> torch.Tensor:
+        """-H g per row, from each row's own pairs."""
+        m, head = self.S.shape[1], self.head
+        new = (head - 1) % m  # slot of the newest pair
+        s_new, y_new = self.S[:, new], self.Y[:, new]
+        sp = torch.bmm(torch.stack([g, y_new], 1), self.S.transpose(1, 2)).double()  # s_i'g, s_i'y_new
+        yp = torch.bmm(torch.stack([g, y_new, s_new], 1), self.Y.transpose(1, 2)).double()  # y_i'g, y_i'y_new, y_i's_new
+        sp, yp = torch.roll(sp, -head, 2), torch.roll(yp, -head, 2)  # slots -> oldest first
+        self.SY[:, :, -1] = sp[:, 1]
+        self.SY[:, -1, :] = yp[:, 2]
+        self.YY[:, :, -1] = yp[:, 1]
+        self.YY[:, -1, :] = yp[:, 1]
+        valid = torch.roll(self.rho != 0, -head, 1).double()
+        both = valid[:, :, None] * valid[:, None, :]
+        r = torch.triu(self.SY * both)
+        r.diagonal(dim1=1, dim2=2).add_(1 - valid)  # no pair in a slot: an inert unit row
+        d = torch.diagonal(r, dim1=1, dim2=2) * valid
+        gamma = self.h_diag.double()[:, None]
+        a, b = sp[:, 0] * valid, yp[:, 0] * valid
+        u = torch.linalg.solve_triangular(r, a[..., None], upper=True)[..., 0]
+        yyu = torch.bmm(self.YY, u[..., None])[..., 0] * valid  # u is 0 off the valid slots
+        w = d * u + gamma * yyu - gamma * b
+        p = torch.linalg.solve_triangular(r.transpose(1, 2), w[..., None], upper=False)[..., 0]
+        p, u = torch.roll(p, head, 1).to(g.dtype), torch.roll(u, head, 1).to(g.dtype)  # back to slots
+        hg = self.h_diag[:, None] * (g - torch.bmm(u[:, None], self.Y)[:, 0]) + torch.bmm(p[:, None], self.S)[:, 0]
+        return -hg
+
+
+def minimize(objective: Objective, init: Init, n: int, options: LBFGSOptions,
+             progress: Callable[[int, int], None] | None = None) -> LBFGSResult:
+    """Minimise N independent problems; `progress(done, n)` is called after each iteration."""
+    z0 = init(torch.arange(n), torch.zeros(n, dtype=torch.long)).detach()
+    out, live = _Frames(z0), _Live(z0, options.history)
+    _start(live, out, objective, torch.ones(n, dtype=torch.bool, device=z0.device), z0, options)
+    live.keep(~out.done[live.frame])
+    while live.k:
+        restart = _iterate(live, out, objective, options)
+        if bool(restart.any()):
+            _restart_or_finish(live, out, objective, init, restart, options)
+        live.keep(~out.done[live.frame])
+        if progress is not None:
+            progress(int(out.done.sum()), n)
+    converged = out.best_f < options.threshold
+    return LBFGSResult(out.best_z, out.best_f, converged, out.iters, out.evals, out.starts, out.calls)
+
+
+def _evaluate(out: _Frames, objective: Objective, z: torch.Tensor, frames: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, grad) of the problems `frames` at z; a non-finite loss or gradient reads as NaN."""
+    f, g = objective(z, frames)
+    out.calls += 1
+    out.evals[frames] += 1
+    f, g = f.detach(), g.detach()
+    bad = ~(torch.isfinite(f) & torch.isfinite(g).all(1))
+    return torch.where(bad, torch.full_like(f, float("nan")), f), torch.where(bad[:, None], torch.zeros_like(g), g)
+
+
+def _start(live: _Live, out: _Frames, objective: Objective, mask: torch.Tensor, z: torch.Tensor,
+           options: LBFGSOptions) -> None:
+    """(Re)start the rows in mask at z (one row of z per such row): fresh history, one evaluation."""
+    idx = mask.nonzero().flatten()
+    frames = live.frame[idx]
+    f, g = _evaluate(out, objective, z, frames)
+    live.z[idx], live.f[idx], live.g[idx] = z, f, g
+    live.clear(mask)
+    live.iters[idx] = 0
+    live.start_best[idx] = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
+    live.start_best_iter[idx] = 0
+    _record(out, frames, f, z, options)
+
+
+def _record(out: _Frames, frames: torch.Tensor, f: torch.Tensor, z: torch.Tensor, options: LBFGSOptions) -> None:
+    """Keep each problem's best point over all starts; finish problems below `stop`."""
+    better = f < out.best_f[frames]  # False for NaN
+    if bool(better.any()):
+        out.best_f[frames[better]] = f[better]
+        out.best_z[frames[better]] = z[better]
+    out.done[frames[f < options.stop_below]] = True
+
+
+def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOptions) -> torch.Tensor:
+    """One L-BFGS iteration of every live row; returns the mask of rows whose start has ended."""
+    z, f, g = live.z, live.f, live.g
+    d = live.direction(g)
+    gtd = torch.linalg.vecdot(g, d)
+    uphill = ~(gtd < -options.tolerance_change)
+    if bool(uphill.any()):  # a stale curvature model: fall back to steepest descent
+        live.clear(uphill)
+        d = torch.where(uphill[:, None], -g, d)
+        gtd = torch.linalg.vecdot(g, d)
+    first = ~live.has_history()
+    t = torch.where(first, torch.clamp(1.0 / g.abs().sum(1), max=1.0) * options.lr, torch.full_like(f, options.lr))
+    flat = ~(gtd < -options.tolerance_change)  # zero gradient: nowhere to go from here
+    t = torch.where(flat, torch.zeros_like(t), t)
+    z_new = z + t[:, None] * d
+    f_new, g_new = _evaluate(out, objective, z_new, live.frame)
+    moved = torch.isfinite(f_new) & ~flat
+    if options.line_search == "armijo":
+        z_new, f_new, g_new = _backtrack(live, out, objective, f, d, gtd, t, z_new, f_new, g_new, flat, options)
+        moved = torch.isfinite(f_new) & ~flat & (f_new < f)  # a failed line search leaves the row in place
+    live.push(moved, z_new - z, g_new - g)
+    live.clear(~moved & torch.isfinite(f_new))
+    live.z = torch.where(moved[:, None], z_new, z)
+    live.f = torch.where(moved, f_new, f)
+    live.g = torch.where(moved[:, None], g_new, g)
+    live.iters += 1
+    out.iters[live.frame] += 1
+    _record(out, live.frame[moved], f_new[moved], z_new[moved], options)
+    improved = live.f < live.start_best * (1 - options.min_progress)
+    live.start_best = torch.where(improved, live.f, live.start_best)
+    live.start_best_iter = torch.where(improved, live.iters, live.start_best_iter)
+    ended = (live.iters >= options.max_iter) | flat
+    if options.line_search == "fixed":
+        ended |= torch.isnan(f_new)  # diverged
+    if options.patience is not None:
+        ended |= live.iters - live.start_best_iter >= options.patience
+    return ended & ~out.done[live.frame]
+
+
+def _backtrack(live, out, objective, f, d, gtd, t, z_new, f_new, g_new, flat, options):
+    """Per-row Armijo backtracking: only the rows whose trial step failed are re-evaluated."""
+    z = live.z
+    for _ in range(options.max_backtracks):
+        ok = torch.isfinite(f_new) & (f_new <= f + options.c1 * t * gtd)
+        todo = (~ok & ~flat).nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        ft, t0, slope, fn = f[todo], t[todo], gtd[todo], f_new[todo]
+        quad = -slope * t0 * t0 / (2 * (fn - ft - slope * t0))
+        quad = torch.where(torch.isfinite(quad), quad, 0.25 * t0)
+        t_try = torch.minimum(torch.maximum(quad, 0.1 * t0), 0.5 * t0)
+        z_try = z[todo] + t_try[:, None] * d[todo]
+        f_try, g_try = _evaluate(out, objective, z_try, live.frame[todo])
+        t[todo], z_new[todo], f_new[todo], g_new[todo] = t_try, z_try, f_try, g_try
+    return z_new, f_new, g_new
+
+
+def _restart_or_finish(live: _Live, out: _Frames, objective: Objective, init: Init, ended: torch.Tensor,
+                       options: LBFGSOptions) -> None:
+    """Rows whose start ended (diverged, stalled, out of iterations): finished if they succeeded or
+    have no start left, else a new start from `init`."""
+    frames = live.frame[ended]
+    left = (out.starts[frames] <= options.restarts) & ~(out.best_f[frames] < options.threshold)
+    out.done[frames[~left]] = True
+    if not bool(left.any()):
+        return
+    again = ended.clone()
+    again[ended] = left
+    frames = frames[left]
+    z = init(frames.cpu(), out.starts[frames].cpu()).to(live.z.device, live.z.dtype).detach()
+    out.starts[frames] += 1
+    _start(live, out, objective, again, z, options)

@@ -1,0 +1,212 @@
+"""Prior-based feature inversion (db, dmb and its guidance variant, the text prior, dmb-multi) on tiny priors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adversary.feature import DecoderBased, DiffusionBased, MultiFrameDiffusionBased, WhiteBoxCase
+from adversary.feature.losses import consecutive_groups, group_tie, log_cosh, negentropy, normalise
+from adversary.priors.diffusion import make_tiny_prior
+from adversary.priors.io import save_prior
+from adversary.run import run_attack
+from splitleak.cli.attack import option
+from splitleak.errors import SplitleakError
+from splitleak.models import build_split_model
+from splitleak.recording import RecordingWriter
+from splitleak.video import frame_name, load_png, save_png
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return make_tiny_prior(SIZE)
+
+
+def head_case(name: str, prior, split: str = "conv1", frames: int = 2, seed: int = 0):
+    model = build_split_model(name, split, size=SIZE)
+    for p in model.head.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(frames, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        z = model.head(x)
+    return z, WhiteBoxCase(model.head, tuple(model.input_shape), prior=prior)
+
+
+@pytest.mark.parametrize("make,head", [
+    (lambda: DecoderBased(iterations=4), "lenet"),
+    (lambda: DiffusionBased(iterations=3, steps=2), "resnet18"),
+    (lambda: DiffusionBased(iterations=4, steps=2, variant="guidance"), "lenet"),
+    (lambda: MultiFrameDiffusionBased(iterations=3, steps=2), "lenet"),
+], ids=["db", "dmb", "dmb-guidance", "dmb-multi"])
+def test_attack_returns_images_and_lowers_the_feature_loss(prior, make, head: str) -> None:
+    z, case = head_case(head, prior)
+    attack = make()
+    x = attack.reconstruct(z, case)
+    assert x.shape == (2, 3, SIZE, SIZE) and x.dtype == torch.float32
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    trace = attack.trace["feature"]
+    assert attack.last_loss.shape == (2,) and float(attack.last_loss.mean()) < trace[0]
+    if getattr(attack, "variant", "unroll") == "unroll":
+        assert trace[-1] < trace[0]  # the final pass scores the final latent
+
+
+def test_dmb_resizes_to_the_head_and_is_repeatable() -> None:
+    prior = make_tiny_prior(16)
+    z, case = head_case("lenet", prior)
+    a, b = DiffusionBased(iterations=2, steps=2), DiffusionBased(iterations=2, steps=2)
+    x = a.reconstruct(z, case)
+    assert x.shape == (2, 3, SIZE, SIZE)
+    assert torch.equal(x, b.reconstruct(z, case))
+
+
+def test_text_prior_conditions_the_sampler_and_adds_negentropy() -> None:
+    prior = make_tiny_prior(SIZE, conditional=True)
+    z, case = head_case("lenet", prior)
+    text = "a street with bikes"
+    with_text, without = DiffusionBased(iterations=2, steps=2, text=text), DiffusionBased(iterations=2, steps=2)
+    cond, empty = with_text.condition(prior), without.condition(prior)
+    assert not torch.equal(cond, empty)
+    v = torch.randn(1, *prior.latent_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert not torch.allclose(prior.sample(v, steps=2, text=cond), prior.sample(v, steps=2, text=empty))
+    with_text.reconstruct(z, case)
+    without.reconstruct(z, case)
+    assert "txt" in with_text.trace and "txt" not in without.trace
+    assert all(t < 0 for t in with_text.trace["txt"])
+    assert with_text.config()["text"] == text
+    with pytest.raises(SplitleakError, match="text-conditioned"):
+        DiffusionBased(iterations=1, steps=1, text=text).reconstruct(*head_case("lenet", make_tiny_prior(SIZE)))
+
+
+def test_negentropy_and_helpers() -> None:
+    assert torch.allclose(negentropy(torch.zeros(2, 5)), torch.zeros(2))
+    ones = torch.ones(1, 4)
+    assert torch.allclose(negentropy(ones, 2.0), -(2 / 4) * torch.log(torch.cosh(torch.tensor(2.0))))
+    assert torch.isfinite(log_cosh(torch.tensor([1e4, -1e4]))).all()
+    v = normalise(torch.randn(3, 4, 5, 5) * 7 + 2)
+    assert torch.allclose(v.flatten(1).mean(1), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(v.flatten(1).std(1), torch.ones(3), atol=1e-4)
+    with pytest.raises(SplitleakError, match="alpha"):
+        DiffusionBased(alpha=3.0)
+
+
+def test_consecutive_groups_and_tie() -> None:
+    frames = [("a", 1), ("a", 2), ("b", 1), ("a", 4), ("a", 3), ("b", 3), ("a", 5)]
+    assert consecutive_groups(frames, 3) == [[0, 1, 4], [3, 6], [2], [5]]
+    assert consecutive_groups(frames, 1) == [[0], [1], [4], [3], [6], [2], [5]]
+    v = torch.tensor([[1.0, 1.0], [3.0, 3.0], [5.0, 5.0]])
+    assert torch.allclose(group_tie(v, [[0, 1], [2]]), torch.tensor([1.0, 1.0, 0.0]))
+
+
+def test_dmb_multi_ties_latents(prior) -> None:
+    z, case = head_case("lenet", prior, frames=3)
+    case.frames = (("cam0", 4), ("cam0", 5), ("cam0", 6))
+
+    def spread(lambda_c: float) -> float:
+        attack = MultiFrameDiffusionBased(iterations=4, steps=2, lambda_c=lambda_c, shared_init=False)
+        attack.reconstruct(z, case)
+        assert attack.groups == [[0, 1, 2]]
+        return float(group_tie(attack.last_latents, attack.groups).mean())
+
+    assert spread(200.0) < 0.9 * spread(0.0)
+    shared = MultiFrameDiffusionBased(iterations=1, steps=1, window=2)
+    shared.groups = shared.frame_groups(3, case)
+    assert shared.groups == [[0, 1], [2]]
+    v = shared.initial_noise(3, prior, case)
+    assert torch.equal(v[0], v[1]) and not torch.equal(v[0], v[2])
+
+
+def test_db_needs_a_latent_prior() -> None:
+    z, case = head_case("lenet", make_tiny_prior(SIZE, latent=False))
+    with pytest.raises(SplitleakError, match="VAE"):
+        DecoderBased(iterations=1).reconstruct(z, case)
+    x = DiffusionBased(iterations=1, steps=1).reconstruct(z, case)  # a pixel prior works for dmb
+    assert x.shape == (2, 3, SIZE, SIZE)
+
+
+def make_recording(tmp: Path, frames: int = 2) -> tuple[Path, Path]:
+    model = build_split_model("lenet", "conv1", size=SIZE)
+    rec, truth = tmp / "rec", tmp / "truth"
+    rng = np.random.default_rng(0)
+    with RecordingWriter(rec, {}) as writer:
+        for seq in range(frames):
+            save_png(truth / frame_name("cam0", seq), rng.uniform(0, 1, (3, SIZE, SIZE)).astype(np.float32))
+            x = torch.from_numpy(load_png(truth / frame_name("cam0", seq)))[None]
+            meta = {"stream_id": "cam0", "seq": str(seq), "capture_ts": 0.0, "model_id": model.name,
+                    "split_point": model.split, "weights": model.weights, "input_size": model.size,
+                    "num_classes": model.num_classes, "codec": {"name": "fp32"}}
+            with torch.no_grad():
+                writer.append("frame", meta, {"features": model.head(x).numpy()})
+    return rec, truth
+
+
+@pytest.mark.parametrize("attack", ["dmb", "dmb-multi"])
+def test_run_attack_with_a_prior_folder(tmp_path: Path, prior, attack: str) -> None:
+    folder = save_prior(prior, tmp_path / "prior")
+    rec, truth = make_recording(tmp_path)
+    out = tmp_path / "out"
+    m = run_attack(str(rec), attack, str(out), truth=str(truth), iterations=2, options={"steps": 2},
+                   prior=str(folder), progress=False)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    assert [(f["stream"], f["seq"]) for f in m["frames"]] == [("cam0", 0), ("cam0", 1)]
+    assert all(f["psnr"] is not None and f["feature_loss"] is not None for f in m["frames"])
+    assert m["config"]["prior"] == str(folder) and m["config"]["attack_config"]["steps"] == 2
+    assert sorted(p.name for p in out.glob("cam0_*.png")) == [frame_name("cam0", s) for s in range(2)]
+
+
+def test_prior_required_and_refused(tmp_path: Path, prior) -> None:
+    rec, _ = make_recording(tmp_path, frames=1)
+    with pytest.raises(SplitleakError, match="needs a diffusion prior"):
+        run_attack(str(rec), "dmb", str(tmp_path / "out"), iterations=1, progress=False)
+    with pytest.raises(SplitleakError, match="takes no prior"):
+        run_attack(str(rec), "do", str(tmp_path / "out"), iterations=1, progress=False, prior=str(tmp_path))
+    with pytest.raises(SplitleakError, match="no such prior folder"):
+        run_attack(str(rec), "db", str(tmp_path / "out"), iterations=1, progress=False,
+                   prior=str(tmp_path / "missing"))
+    z, case = head_case("lenet", None)
+    for attack in (DecoderBased(iterations=1), DiffusionBased(iterations=1), MultiFrameDiffusionBased(iterations=1)):
+        with pytest.raises(SplitleakError, match="needs a diffusion prior"):
+            attack.reconstruct(z, case)
+    with pytest.raises(SplitleakError, match="variant"):
+        DiffusionBased(variant="fast")
+    assert option("variant=guidance") == ("variant", "guidance") and option("steps=5") == ("steps", 5)
+
+
+def test_unroll_checkpointing_is_really_on_in_eval_mode(prior) -> None:
+    assert not prior.unet.training and not prior.vae.training
+    v = torch.randn(1, *prior.latent_shape, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+
+    def saved_bytes_and_grad(checkpoint: bool) -> tuple[int, torch.Tensor]:
+        total = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = prior.sample(v, steps=4, checkpoint=checkpoint)
+        return total, torch.autograd.grad(out.square().sum(), v)[0]
+
+    (kept, grad), (full, reference) = saved_bytes_and_grad(True), saved_bytes_and_grad(False)
+    assert kept * 4 < full and torch.allclose(grad, reference, rtol=1e-4, atol=1e-6)
+    z, case = head_case("lenet", prior, frames=1)
+    auto, forced = DiffusionBased(iterations=1, steps=2), DiffusionBased(iterations=1, steps=2, checkpoint=1)
+    auto.reconstruct(z, case)
+    forced.reconstruct(z, case)
+    assert auto.checkpointed is False and forced.checkpointed is True  # a tiny prior on CPU: no recomputation
