@@ -151,8 +151,9 @@ class LiveAttack:
         except SplitleakError as err:
             error = err
         finally:
-            self.tap.stop()
-            thread.join(10)
+            for wait in (2, 8):  # a stop() that came while the tap was still connecting is repeated
+                self.tap.stop()
+                thread.join(wait)
             bar.close()
         if self._tap_error is not None and error is None and not self.frames_written:
             error = self._tap_error if isinstance(self._tap_error, SplitleakError) else \

@@ -181,7 +181,8 @@ def _config(recording: str, attack: str, method: FeatureInversionAttack, index: 
                "frames": sum(f.head == k for f in index.frames)} for k in sorted(heads, key=str)]
     config: dict[str, Any] = {
         "attack": attack, "attack_config": method.config(), "access": sorted(method.access),
-        "threat_model": "white-box: features and the head's architecture and weights",
+        "threat_model": ("white-box: features and the head's architecture and weights" if "head_weights" in method.access
+                         else "black-box: features and query access to F1 (no weights)"),
         "iterations": getattr(method, "iterations", None), "seed": seed, "device": device,
         "recording": str(Path(recording).resolve()), "weights_path": weights_path, "max_frames": max_frames,
         "batch_size": batch_size, "frames": len(index.frames), "heads": groups,

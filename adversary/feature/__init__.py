@@ -1,7 +1,7 @@
 """Feature inversion: reconstruct frames x from tapped split features z = F1(x)."""
 
 from adversary.feature.base import FeatureInversionAttack, WhiteBoxCase
-from adversary.feature import db, dmb, dmb_multi, do  # noqa: F401  (register "db", "dmb", "dmb-multi", "do")
+from adversary.feature import blackbox, db, dmb, dmb_multi, do  # noqa: F401  (register the attacks)
 from adversary.feature.db import DecoderBased
 from adversary.feature.dmb import DiffusionBased
 from adversary.feature.dmb_multi import MultiFrameDiffusionBased

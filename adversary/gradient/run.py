@@ -179,7 +179,8 @@ def wire_gradients(ref: UpdateRef, module: torch.nn.Module, item: RecordedItem) 
         if name not in params:
             raise SplitleakError(f"{where}: it has no parameter {name!r}")
         if tuple(g.shape) != tuple(params[name].shape):
-            raise SplitleakError(f"{where}: {name!r} has shape {list(g.shape)}, the parameter has {list(params[name].shape)}")
+            raise SplitleakError(f"{where}: {name!r} has shape {list(g.shape)}, "
+                                 f"the parameter has {list(params[name].shape)}")
         if not np.isfinite(g).all():
             raise SplitleakError(f"recording item {ref.index}: gradient {name!r} is not finite")
     if not grads:
@@ -332,7 +333,8 @@ class _Runner:
                 row.update(feature_mse=float(mse[0]), feature_cosine=float(cos[0]))
             rows.append(row)
         if not image:
-            save_file({"features": inputs.numpy(), LABELS: found.numpy()}, str(self.out / features_name(ref.stream, ref.seq)))
+            path = self.out / features_name(ref.stream, ref.seq)
+            save_file({"features": inputs.numpy(), LABELS: found.numpy()}, str(path))
         return Outcome(ref, result, rows, seconds)
 
 
@@ -428,7 +430,8 @@ def run_gradient_attack(recording: str, attack: str, out: str, *, truth: str | N
         raise SplitleakError("the recording mixes raw-frame (split none) and feature updates; attack them separately")
     image = splits.pop()
     truths = _Truth(truth)
-    if truth is not None and image and not {(u.stream, u.seq + i) for u in plan.updates for i in range(u.batch)} & truths.frames.keys():
+    wanted = {(u.stream, u.seq + i) for u in plan.updates for i in range(u.batch)}
+    if truth is not None and image and not wanted & truths.frames.keys():
         first = plan.updates[0]
         raise SplitleakError(f"no truth frame in {truth} matches the recording's frames "
                              f"(expected PNGs named like {frame_name(first.stream, first.seq)})")

@@ -36,7 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(run=run_evaluate)
 
 
-STRING_OPTIONS = {"variant"}  # options whose value is a word, not a number
+STRING_OPTIONS = {"variant", "query_source", "optimizer", "init"}  # options whose value is a word
 
 
 def option(text: str) -> tuple[str, float | str]:
