@@ -21,11 +21,13 @@ optionally `frame_params` (N, *param.shape) when the frames were taken at differ
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call, grad, grad_and_value, vmap
 from tqdm import tqdm
 
@@ -36,6 +38,7 @@ from adversary.registry import register
 from splitleak import learning
 from splitleak.errors import SplitleakError
 
+SINGLE_BELOW = 2  # up to this many frames per call, a loop of plain autograd beats vmap on CPU
 FRAME_SEED_STRIDE = 1000  # frame i starts from seeds seed + 1000 i + restart: no two frames share a start
 
 
@@ -149,6 +152,9 @@ def frame_gradients(module: torch.nn.Module, inputs: torch.Tensor, labels: torch
     `learning.gradients(module, inputs[i:i+1], labels[i:i+1], names)`; inputs (N, *shape), labels
     (N,) ids or (N, C) soft; result[name] is (N, *param.shape)."""
     names = list(names) if names is not None else learning.parameter_names(module)
+    if labels.dim() == 1:  # class ids as one-hot soft labels: the same loss, vmapped without nll_loss
+        logits_size = int(module(inputs[:1]).shape[-1])
+        labels = F.one_hot(labels.long(), logits_size).to(inputs.dtype)
     frame_grads = _functional(module, names)
     shared = {n: p.detach() for n, p in module.named_parameters() if n in names}
     trained, dim = (shared, None) if frame_params is None else (frame_params, 0)
@@ -163,29 +169,35 @@ class FrameMatching:
 
     def __init__(self, case: BatchedGradientCase, labels: torch.Tensor | None) -> None:
         self.names, self.shape = case.names, case.input_shape
-        self.n_x = 1
-        for s in self.shape:
-            self.n_x *= s
+        self.n_x = math.prod(self.shape)
         self.joint = labels is None
         self.dim = self.n_x + (case.num_classes if self.joint else 0)
         self.targets = {n: case.gradients[n] for n in self.names}
-        self.labels = labels
-        self._all = torch.arange(case.frames, device=case.device)
+        # fixed class ids enter as one-hot soft labels: the same cross-entropy, without the
+        # nll_loss decomposition that vmap runs in Python on every call
+        self.labels = None if labels is None else F.one_hot(labels.long(), case.num_classes).to(torch.float32)
         self.frame_params = case.frame_params
+        self._all = torch.arange(case.frames, device=case.device)
+        self._module, self._buffers = case.module, dict(case.module.named_buffers())
+        params = dict(case.module.named_parameters())
+        self._fixed = {n: p.detach() for n, p in params.items() if n not in self.names}
+        self._shared = {n: params[n].detach() for n in self.names}
         frame_grads = _functional(case.module, self.names)
-        shared = {n: p.detach() for n, p in case.module.named_parameters() if n in self.names}
-        self._shared = shared
 
         def frame_loss(z, target, label, trained):
             x = z[: self.n_x].view(1, *self.shape)
-            y = torch.softmax(z[self.n_x:], -1)[None] if self.joint else label.reshape(1)
+            y = torch.softmax(z[self.n_x:], -1)[None] if self.joint else label[None]
             g = frame_grads(trained, x, y)
             return sum(((g[n] - target[n]) ** 2).sum() for n in self.names)
 
-        self._vg = {per: vmap(grad_and_value(frame_loss), in_dims=(0, 0, None if self.joint else 0, 0 if per else None))
+        label_dim = None if self.joint else 0
+        self._vg = {per: vmap(grad_and_value(frame_loss), in_dims=(0, 0, label_dim, 0 if per else None))
                     for per in (False, True)}
 
     def __call__(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if rows.numel() <= SINGLE_BELOW:  # a frame or two: plain autograd, which skips vmap's overhead
+            parts = [self._single(z[k:k + 1], int(i)) for k, i in enumerate(rows.tolist())]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         whole = rows.numel() == self._all.numel() and torch.equal(rows, self._all.to(rows.device))
         pick = (lambda t: t) if whole else (lambda t: t.index_select(0, rows))
         targets = {n: pick(t) for n, t in self.targets.items()}
@@ -195,6 +207,20 @@ class FrameMatching:
         with torch.enable_grad():
             g, f = self._vg[per](z, targets, labels, trained)
         return f.detach(), g.detach()
+
+    def _single(self, z: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same loss and gradient for one frame, without vmap."""
+        source = self._shared if self.frame_params is None else {n: t[i] for n, t in self.frame_params.items()}
+        with torch.enable_grad():
+            zi = z[0].detach().requires_grad_(True)
+            trained = {n: t.detach().requires_grad_(True) for n, t in source.items()}
+            x = zi[: self.n_x].view(1, *self.shape)
+            y = torch.softmax(zi[self.n_x:], -1)[None] if self.joint else self.labels[i][None]
+            logits = functional_call(self._module, ({**self._fixed, **trained}, self._buffers), (x,))
+            grads = torch.autograd.grad(learning.loss(logits, y), list(trained.values()), create_graph=True)
+            loss = sum(((g - self.targets[n][i]) ** 2).sum() for n, g in zip(trained, grads))
+            (gz,) = torch.autograd.grad(loss, zi)
+        return loss.detach().reshape(1), gz.detach()[None]
 
 
 class BatchedLbfgsAttack(LbfgsGradientAttack):

@@ -14,7 +14,7 @@ Per row this is torch.optim.LBFGS's algorithm (H0 = s'y / y'y, pairs kept only w
 s'y > 1e-10, first step min(1, 1/|g|_1) * lr; -H g by the compact representation, equal to
 the two-loop recursion), with a per-row line search:
 `armijo` backtracks (quadratic interpolation, clamped to [0.1, 0.5] of the step) until
-f(z + t d) <= f(z) + c1 t g'd; `fixed` takes torch's fixed step (no line search) as in the
+f(z + t d) <= f(z) + c1 t g'd, each shorter trial riding in the next batched call; `fixed` takes torch's fixed step (no line search) as in the
 original DLG code, a non-finite loss then restarting the row.
 """
 
@@ -113,7 +113,7 @@ class _Live:
     """
 
     PER_ROW = ("frame", "z", "f", "g", "S", "Y", "rho", "h_diag", "SY", "YY", "iters", "start_best",
-               "start_best_iter")
+               "start_best_iter", "trial", "tries", "t", "d", "gtd")
 
     def __init__(self, z: torch.Tensor, history: int) -> None:
         k, dim = z.shape
@@ -131,6 +131,11 @@ class _Live:
         self.iters = torch.zeros(k, device=dev, dtype=torch.long)  # iterations of the current start
         self.start_best = torch.full((k,), float("inf"), device=dev, dtype=dt)
         self.start_best_iter = torch.zeros(k, device=dev, dtype=torch.long)
+        self.trial = torch.zeros(k, device=dev, dtype=torch.bool)  # backtracking along d
+        self.tries = torch.zeros(k, device=dev, dtype=torch.long)
+        self.t = torch.zeros(k, device=dev, dtype=dt)
+        self.d = torch.zeros(k, dim, device=dev, dtype=dt)
+        self.gtd = torch.zeros(k, device=dev, dtype=dt)
         self.head = 0  # the next slot to write, i.e. the oldest one
 
     @property
@@ -235,6 +240,8 @@ def _start(live: _Live, out: _Frames, objective: Objective, mask: torch.Tensor, 
     live.z[idx], live.f[idx], live.g[idx] = z, f, g
     live.clear(mask)
     live.iters[idx] = 0
+    live.trial[idx] = False
+    live.tries[idx] = 0
     live.start_best[idx] = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
     live.start_best_iter[idx] = 0
     _record(out, frames, f, z, options)
@@ -250,32 +257,47 @@ def _record(out: _Frames, frames: torch.Tensor, f: torch.Tensor, z: torch.Tensor
 
 
 def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOptions) -> torch.Tensor:
-    """One L-BFGS iteration of every live row; returns the mask of rows whose start has ended."""
+    """One objective call for every live row; returns the mask of rows whose start has ended.
+
+    A row either tries the first step along a new direction or, when its last trial failed the
+    Armijo test, a shorter step along the same one: backtracking rows ride along in the same call
+    as the others instead of costing calls of their own. An iteration (what max_iter counts) is a
+    direction finished: its step accepted, or given up after max_backtracks shorter trials.
+    """
     z, f, g = live.z, live.f, live.g
-    d = live.direction(g)
-    gtd = torch.linalg.vecdot(g, d)
-    uphill = ~(gtd < -options.tolerance_change)
+    fresh = ~live.trial
+    d = live.direction(g)  # every row: it also brings the newest pair into S'Y and Y'Y
+    uphill = fresh & ~(torch.linalg.vecdot(g, d) < -options.tolerance_change)
     if bool(uphill.any()):  # a stale curvature model: fall back to steepest descent
         live.clear(uphill)
         d = torch.where(uphill[:, None], -g, d)
-        gtd = torch.linalg.vecdot(g, d)
+    d = torch.where(fresh[:, None], d, live.d)
+    gtd = torch.where(fresh, torch.linalg.vecdot(g, d), live.gtd)
     first = ~live.has_history()
     t = torch.where(first, torch.clamp(1.0 / g.abs().sum(1), max=1.0) * options.lr, torch.full_like(f, options.lr))
-    flat = ~(gtd < -options.tolerance_change)  # zero gradient: nowhere to go from here
+    t = torch.where(fresh, t, live.t)
+    flat = fresh & ~(gtd < -options.tolerance_change)  # zero gradient: nowhere to go from here
     t = torch.where(flat, torch.zeros_like(t), t)
     z_new = z + t[:, None] * d
     f_new, g_new = _evaluate(out, objective, z_new, live.frame)
-    moved = torch.isfinite(f_new) & ~flat
     if options.line_search == "armijo":
-        z_new, f_new, g_new = _backtrack(live, out, objective, f, d, gtd, t, z_new, f_new, g_new, flat, options)
-        moved = torch.isfinite(f_new) & ~flat & (f_new < f)  # a failed line search leaves the row in place
+        ok = torch.isfinite(f_new) & (f_new <= f + options.c1 * t * gtd)
+        retry = ~ok & ~flat & (live.tries < options.max_backtracks)
+        moved = ok & ~flat & (f_new < f)
+    else:
+        retry = torch.zeros_like(flat)
+        moved = torch.isfinite(f_new) & ~flat
+    live.trial, live.d, live.gtd = retry, d, gtd
+    live.tries = torch.where(retry, live.tries + 1, torch.zeros_like(live.tries))
+    live.t = torch.where(retry, _shorter(t, f, f_new, gtd), t)
+    complete = ~retry
     live.push(moved, z_new - z, g_new - g)
-    live.clear(~moved & torch.isfinite(f_new))
+    live.clear(complete & ~moved)  # a failed line search leaves the row in place, history forgotten
     live.z = torch.where(moved[:, None], z_new, z)
     live.f = torch.where(moved, f_new, f)
     live.g = torch.where(moved[:, None], g_new, g)
-    live.iters += 1
-    out.iters[live.frame] += 1
+    live.iters += complete.long()
+    out.iters[live.frame] += complete.long()
     _record(out, live.frame[moved], f_new[moved], z_new[moved], options)
     improved = live.f < live.start_best * (1 - options.min_progress)
     live.start_best = torch.where(improved, live.f, live.start_best)
@@ -285,25 +307,14 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
         ended |= torch.isnan(f_new)  # diverged
     if options.patience is not None:
         ended |= live.iters - live.start_best_iter >= options.patience
-    return ended & ~out.done[live.frame]
+    return ended & complete & ~out.done[live.frame]
 
 
-def _backtrack(live, out, objective, f, d, gtd, t, z_new, f_new, g_new, flat, options):
-    """Per-row Armijo backtracking: only the rows whose trial step failed are re-evaluated."""
-    z = live.z
-    for _ in range(options.max_backtracks):
-        ok = torch.isfinite(f_new) & (f_new <= f + options.c1 * t * gtd)
-        todo = (~ok & ~flat).nonzero().flatten()
-        if todo.numel() == 0:
-            break
-        ft, t0, slope, fn = f[todo], t[todo], gtd[todo], f_new[todo]
-        quad = -slope * t0 * t0 / (2 * (fn - ft - slope * t0))
-        quad = torch.where(torch.isfinite(quad), quad, 0.25 * t0)
-        t_try = torch.minimum(torch.maximum(quad, 0.1 * t0), 0.5 * t0)
-        z_try = z[todo] + t_try[:, None] * d[todo]
-        f_try, g_try = _evaluate(out, objective, z_try, live.frame[todo])
-        t[todo], z_new[todo], f_new[todo], g_new[todo] = t_try, z_try, f_try, g_try
-    return z_new, f_new, g_new
+def _shorter(t: torch.Tensor, f: torch.Tensor, f_new: torch.Tensor, gtd: torch.Tensor) -> torch.Tensor:
+    """The next backtracking step: the quadratic model's minimiser, clamped to [0.1, 0.5] t."""
+    quad = -gtd * t * t / (2 * (f_new - f - gtd * t))
+    quad = torch.where(torch.isfinite(quad), quad, 0.25 * t)
+    return torch.minimum(torch.maximum(quad, 0.1 * t), 0.5 * t)
 
 
 def _restart_or_finish(live: _Live, out: _Frames, objective: Objective, init: Init, ended: torch.Tensor,

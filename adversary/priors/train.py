@@ -1,6 +1,6 @@
 """`splitleak train-prior`: a small diffusion prior trained on footage the attacker has.
 
-Pixel prior: a DDPM (UNet2DModel, epsilon prediction) on frames in [-1, 1]. Latent prior
+Pixel prior: a DDPM (UNet2DModel, v-prediction) on frames in [-1, 1]. Latent prior
 (`latent=True`): first a small AutoencoderKL (L1 + L2 reconstruction + a small KL), then a
 latent DDPM on its scaled latents; with `text` the UNet is a UNet2DConditionModel trained on
 the caption's embedding from the project's fixed ByteTextEncoder (the empty caption 10% of
@@ -134,10 +134,10 @@ def check_out(cfg: TrainConfig) -> dict | None:
     if not (out / STATE).is_file():
         raise SplitleakError(f"--resume: {out} has no {STATE} to continue from")
     saved = meta.get("train", {})
+    if not cfg.widths and saved.get("widths"):
+        cfg.widths = list(saved["widths"])
     ours = asdict(cfg)
     for key in IDENTITY:
-        if key == "widths" and not ours[key]:
-            continue
         if saved.get(key) != ours[key]:
             raise SplitleakError(f"--resume: {out} was trained with {key}={saved.get(key)!r}, "
                                  f"not {ours[key]!r}; use another --out")
@@ -288,6 +288,8 @@ class Trainer:
             pred = self.unet(noisy, t).sample
         else:
             pred = self.unet(noisy, t, encoder_hidden_states=condition).sample
+        if self.noise.config.prediction_type == "v_prediction":
+            return F.mse_loss(pred, self.noise.get_velocity(z, noise, t))
         return F.mse_loss(pred, noise)
 
     def conditions(self, batch: int) -> torch.Tensor | None:

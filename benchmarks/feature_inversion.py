@@ -1,0 +1,378 @@
+"""Feature-inversion benchmark: DO vs DB vs DMB, single vs multi-frame, white vs black-box.
+
+On held-out real frames (the last 30% of sample:bikes; see benchmarks.footage for who saw
+what): recordings of resnet18 (conv1, layer1, layer2, layer3) and mobilenet_v3_small (two
+points) features, random-init (seed:0) and a trained victim, inverted by `splitleak attack`'s
+runner; PSNR / SSIM at 128 (and at the native 64), seconds per frame, peak memory. Also one DMB
+iteration at 64x64 through the 20-step unrolled sampler, with and without checkpointing.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from adversary.feature.dmb import DiffusionBased, activation_bytes
+from adversary.feature.base import WhiteBoxCase
+from adversary.run import run_attack
+from benchmarks import footage
+from benchmarks.common import parser, print_table, write
+
+WHITE = {"do": "do", "db": "db", "dmb": "dmb"}
+BLACK = {"do": "bb-do", "db": "bb-db", "dmb": "bb-dmb"}
+COLUMNS = ["model", "split", "victim", "setting", "frames", "method", "psnr", "ssim", "psnr_64", "ssim_64",
+           "seconds_per_frame", "peak_mb", "iterations"]
+Head = tuple[str, str, str]  # model, split, victim
+
+
+def _heads(model: str, splits: list[str], victims: list[str]) -> list[Head]:
+    return [(model, s, v) for v in victims for s in splits]
+
+
+@dataclass
+class Settings:
+    """Everything that sizes a run; written into the JSON config."""
+
+    frames: int  # consecutive held-out frames, inverted as one batch
+    iterations: int  # white-box optimisation steps, the same for DO, DB, DMB and DMB-multi
+    steps: int  # DDIM steps of the benchmark's DMB / bb-dmb rows
+    bb_iterations: int  # inverter training steps, the same for bb-do, bb-db and bb-dmb
+    bb_batch: int
+    prior_steps: int
+    prior_vae_steps: int
+    victim_epochs: int
+    heads: list[Head]
+    multi_heads: list[Head]
+    bb_heads: list[Head]
+    size: int = 64
+    prior_batch: int = 8
+    timing_iterations: int = 3
+    timing_steps: int = 20
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def settings(quick: bool) -> Settings:
+    if quick:
+        heads = _heads("resnet18", ["layer1", "layer3"], ["random", "trained"])
+        return Settings(frames=2, iterations=20, steps=10, bb_iterations=20, bb_batch=4, prior_steps=150,
+                        prior_vae_steps=60, victim_epochs=1, heads=heads, multi_heads=heads,
+                        bb_heads=[("resnet18", "layer1", "random")], timing_iterations=2)
+    heads = _heads("resnet18", ["conv1", "layer1", "layer2", "layer3"], ["random", "trained"])
+    heads += _heads("mobilenet_v3_small", ["1", "3"], ["random"])
+    return Settings(frames=4, iterations=100, steps=10, bb_iterations=120, bb_batch=4, prior_steps=1500,
+                    prior_vae_steps=500, victim_epochs=4, heads=heads,
+                    multi_heads=_heads("resnet18", ["layer1", "layer3"], ["random", "trained"]),
+                    bb_heads=_heads("resnet18", ["layer1", "layer3"], ["trained"]))
+
+
+# ----- memory ----------------------------------------------------------------------------------
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Peak resident memory above the start, sampled every 5 ms by a thread (freed heap is handed
+    back to the OS first with malloc_trim, so the start is not inflated by earlier runs)."""
+
+    def __enter__(self) -> "PeakRSS":
+        _trim()
+        self.base = self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+# ----- one attack run ----------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    head: Head
+    method: str  # do / db / dmb
+    setting: str  # white-box / black-box
+    frames: str  # single / multi
+
+    @property
+    def attack(self) -> str:
+        if self.frames == "multi":
+            return "dmb-multi"
+        return (WHITE if self.setting == "white-box" else BLACK)[self.method]
+
+    @property
+    def folder(self) -> str:
+        model, split, victim = self.head
+        return f"{model}-{split}-{victim}-{self.attack}"
+
+
+def plan(s: Settings) -> list[Run]:
+    runs = []
+    for head in s.heads:
+        runs += [Run(head, m, "white-box", "single") for m in ("do", "db", "dmb")]
+        if head in s.multi_heads:
+            runs.append(Run(head, "dmb", "white-box", "multi"))
+        if head in s.bb_heads:
+            runs += [Run(head, m, "black-box", "single") for m in ("do", "db", "dmb")]
+    return runs
+
+
+def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int, dict[str, Any]]:
+    """(iterations, attack options) for a run."""
+    if run.setting == "black-box":
+        opts = {"batch": s.bb_batch, "query_source": footage.CLIP, "query_frames": query_frames,
+                "cache_dir": str(cache / "inverters"), "progress": 1}
+        if run.method == "dmb":
+            opts["steps"] = s.steps
+        return s.bb_iterations, opts
+    opts: dict[str, Any] = {}
+    if run.method == "dmb":
+        opts["steps"] = s.steps
+    if run.frames == "multi":
+        opts["window"] = s.frames
+    return s.iterations, opts
+
+
+def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, prior: Path,
+               victim_path: Path, cache: Path, query_frames: int) -> dict[str, Any]:
+    model, split, victim = run.head
+    iterations, opts = options(run, s, cache, query_frames)
+    needs_prior = run.method != "do"
+    with PeakRSS() as mem:
+        metrics = run_attack(str(recording), run.attack, str(out), truth=str(truth), iterations=iterations,
+                             options=opts, prior=str(prior) if needs_prior else None,
+                             weights_path=str(victim_path) if victim == "trained" else None,
+                             batch_size=s.frames, progress=False, seed=0)
+    summary, config = metrics["summary"], metrics["config"]
+    n = len(metrics["frames"])
+    seconds = float(summary["seconds"])
+    training = (config.get("attack_config") or {}).get("training") or {}
+    train_seconds = training.get("seconds")
+    if training and not training.get("cached"):
+        seconds -= float(train_seconds or 0.0)  # a one-off, reported apart
+    return {"model": model, "split": split, "victim": victim, "setting": run.setting, "frames": run.frames,
+            "method": run.method, "attack": run.attack, "psnr": summary["mean_psnr"], "ssim": summary["mean_ssim"],
+            "psnr_64": summary["mean_psnr_native"], "ssim_64": summary["mean_ssim_native"],
+            "seconds_per_frame": seconds / max(1, n), "peak_mb": mem.mb, "iterations": iterations,
+            "ddim_steps": opts.get("steps") if run.method == "dmb" else None, "n_frames": n,
+            "inverter_train_seconds": train_seconds, "inverter_cached": training.get("cached"),
+            "checkpointed": (config.get("attack_config") or {}).get("checkpointed"), "out": str(out)}
+
+
+# ----- one DMB iteration --------------------------------------------------------------------------
+
+def dmb_iteration(prior_dir: Path, image: np.ndarray, s: Settings) -> list[dict[str, Any]]:
+    """Seconds and peak memory of one DMB iteration (1 frame, resnet18/layer2 random, 64x64,
+    `timing_steps` DDIM steps unrolled), with checkpointing forced on and off. UNet calls per
+    iteration are counted with a forward pre-hook (a recomputation stops early, before a forward hook
+    would fire): 2 x steps means every call was recomputed in backward."""
+    from adversary.priors import load_prior
+
+    prior = load_prior(str(prior_dir), "cpu")
+    model = footage.head("resnet18", "layer2", s.size, "random", None)
+    for p in model.head.parameters():
+        p.requires_grad_(False)
+    case = WhiteBoxCase(model.head, (3, s.size, s.size), prior=prior)
+    with torch.no_grad():
+        z = model.head(torch.from_numpy(image)[None])
+    calls = [0]
+    hook = prior.unet.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    v = prior.random_latents(1, seed=0)
+    saved = activation_bytes(prior, v, None) * s.timing_steps
+    rows = []
+    try:
+        for ck in (True, False):
+            results = {}
+            for n in (1, 1 + s.timing_iterations):
+                attack = DiffusionBased(iterations=n, steps=s.timing_steps, checkpoint=ck)
+                calls[0] = 0
+                with PeakRSS() as mem:
+                    start = time.perf_counter()
+                    attack.reconstruct(z, case)
+                    results[n] = (time.perf_counter() - start, calls[0], mem.mb)
+            (t1, c1, _), (tn, cn, mb) = results[1], results[1 + s.timing_iterations]
+            rows.append({"model": "resnet18", "split": "layer2", "victim": "random", "method": "dmb",
+                         "measure": "one_iteration", "size": s.size, "ddim_steps": s.timing_steps,
+                         "checkpoint": ck, "checkpointed": attack.checkpointed, "prior_training": prior.unet.training,
+                         "seconds_per_iteration": (tn - t1) / s.timing_iterations,
+                         "unet_calls_per_iteration": (cn - c1) / s.timing_iterations, "peak_mb": mb,
+                         "unrolled_activation_mb_estimate": saved / 2**20, "prior": prior.describe()})
+    finally:
+        hook.remove()
+    return rows
+
+
+# ----- summary -------------------------------------------------------------------------------------
+
+def _get(rows: list[dict], head: Head, setting: str, frames: str, method: str) -> dict | None:
+    for r in rows:
+        if (r["model"], r["split"], r["victim"], r["setting"], r["frames"], r["method"]) == (*head, setting, frames,
+                                                                                                 method):
+            return r
+    return None
+
+
+def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"dmb_vs_do_db": [], "multi_vs_single": [], "bb_dmb_vs_bb_do": []}
+    for head in s.heads:
+        do, db, dmb = (_get(rows, head, "white-box", "single", m) for m in ("do", "db", "dmb"))
+        if do and db and dmb:
+            out["dmb_vs_do_db"].append({
+                "head": "/".join(head), "do": do["psnr"], "db": db["psnr"], "dmb": dmb["psnr"],
+                "ssim_do": do["ssim"], "ssim_db": db["ssim"], "ssim_dmb": dmb["ssim"],
+                "gap_db": dmb["psnr"] - max(do["psnr"], db["psnr"]),
+                "dmb_best_psnr": dmb["psnr"] > max(do["psnr"], db["psnr"]),
+                "dmb_best_ssim": dmb["ssim"] > max(do["ssim"], db["ssim"])})
+        multi = _get(rows, head, "white-box", "multi", "dmb")
+        if multi and dmb:
+            out["multi_vs_single"].append({"head": "/".join(head), "single": dmb["psnr"], "multi": multi["psnr"],
+                                           "gain_db": multi["psnr"] - dmb["psnr"]})
+        bdo, bdmb = _get(rows, head, "black-box", "single", "do"), _get(rows, head, "black-box", "single", "dmb")
+        if bdo and bdmb:
+            out["bb_dmb_vs_bb_do"].append({"head": "/".join(head), "bb_do": bdo["psnr"], "bb_dmb": bdmb["psnr"],
+                                           "gain_db": bdmb["psnr"] - bdo["psnr"]})
+    wins = out["dmb_vs_do_db"]
+    out["dmb_best_everywhere"] = bool(wins) and all(w["dmb_best_psnr"] and w["dmb_best_ssim"] for w in wins)
+    gains = [m["gain_db"] for m in out["multi_vs_single"]]
+    out["multi_mean_gain_db"] = float(np.mean(gains)) if gains else None
+    bb = [b["gain_db"] for b in out["bb_dmb_vs_bb_do"]]
+    out["bb_dmb_mean_gain_db"] = float(np.mean(bb)) if bb else None
+    out["dmb_iteration"] = {("checkpoint" if t["checkpoint"] else "no_checkpoint"): {
+        "seconds": t["seconds_per_iteration"], "peak_mb": t["peak_mb"],
+        "unet_calls": t["unet_calls_per_iteration"]} for t in timing}
+    return out
+
+
+def print_summary(summ: dict[str, Any], s: Settings) -> None:
+    print("\n== targets ==")
+    print(f"DMB vs DO vs DB (white-box, single frame, PSNR dB @128 / SSIM; {s.iterations} iterations each):")
+    for w in summ["dmb_vs_do_db"]:
+        flag = "DMB best" if w["dmb_best_psnr"] and w["dmb_best_ssim"] else "DMB not best"
+        print(f"  {w['head']:<32} do {w['do']:.2f}/{w['ssim_do']:.3f}  db {w['db']:.2f}/{w['ssim_db']:.3f}  "
+              f"dmb {w['dmb']:.2f}/{w['ssim_dmb']:.3f}  gap {w['gap_db']:+.2f} dB  [{flag}]")
+    for m in summ["multi_vs_single"]:
+        print(f"  multi vs single {m['head']:<24} {m['single']:.2f} -> {m['multi']:.2f} ({m['gain_db']:+.2f} dB)")
+    if summ["multi_mean_gain_db"] is not None:
+        print(f"  multi-frame mean gain {summ['multi_mean_gain_db']:+.2f} dB (target >= +1 dB)")
+    for b in summ["bb_dmb_vs_bb_do"]:
+        print(f"  black-box {b['head']:<30} bb-do {b['bb_do']:.2f}  bb-dmb {b['bb_dmb']:.2f} ({b['gain_db']:+.2f} dB)")
+    for name, t in summ["dmb_iteration"].items():
+        print(f"  one DMB iteration, 64x64, {s.timing_steps} DDIM steps, {name}: {t['seconds']:.2f} s, "
+              f"peak +{t['peak_mb']:.0f} MB RSS, {t['unet_calls']:.0f} UNet calls (target < 1 s)")
+
+
+# ----- main ----------------------------------------------------------------------------------------
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared 2-core machine, 2 threads ran ~5x slower)")
+    p.add_argument("--cache", default="runs/feature_inversion_cache", help="prior, victim and inverter cache")
+    p.add_argument("--work", help="recordings and reconstructions (default runs/feature_inversion[_quick])")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    s = settings(args.quick)
+    cache = Path(args.cache)
+    work = Path(args.work or ("runs/feature_inversion_quick" if args.quick else "runs/feature_inversion"))
+    started = time.perf_counter()
+
+    total = footage.clip_frames()
+    cut = footage.attacker_frames(total)
+    print(f"footage: {footage.CLIP} frames 0..{cut - 1} train the prior and the black-box inverters (the attacker's "
+          f"footage); the victim trains on the first {footage.TRAIN_FRACTION:.0%} of bikes, bigbuckbunny, carphone; "
+          f"evaluation on held-out bikes frames")
+    t0 = time.perf_counter()
+    prior_dir, prior_info = footage.cached_prior(cache, s.size, s.prior_steps, s.prior_vae_steps, s.prior_batch)
+    victim_path, victim_info = footage.cached_victim(cache, s.size, s.victim_epochs)
+    build_seconds = time.perf_counter() - t0
+    print(f"prior {prior_dir}; victim {victim_path} (held-out accuracy {victim_info['held_out_accuracy']:.3f}, "
+          f"chance {victim_info['chance']:.3f}); assets ready in {build_seconds:.0f} s")
+
+    seqs, images = footage.held_out(s.frames, s.size)
+    print(f"held-out frames {footage.STREAM}: bikes {seqs[0]}..{seqs[-1]} at {s.size}x{s.size}")
+    shutil.rmtree(work, ignore_errors=True)
+    truth = footage.write_truth(work / "truth", seqs, images)
+
+    timing = dmb_iteration(prior_dir, images[0], s)
+    print_table(timing, ["checkpoint", "checkpointed", "ddim_steps", "seconds_per_iteration",
+                         "unet_calls_per_iteration", "peak_mb", "unrolled_activation_mb_estimate"])
+
+    runs = plan(s)
+    rows: list[dict[str, Any]] = []
+    recordings: dict[Head, Path] = {}
+    with tqdm(runs, desc="feature inversion", unit="run") as bar:
+        for run in bar:
+            bar.set_postfix_str(run.folder)
+            if run.head not in recordings:
+                model, split, victim = run.head
+                rec = work / "recordings" / f"{model}-{split}-{victim}"
+                recordings[run.head] = footage.write_recording(
+                    rec, footage.head(model, split, s.size, victim, victim_path), seqs, images)
+            row = attack_row(run, s, recordings[run.head], truth, work / "out" / run.folder, prior_dir, victim_path,
+                             cache, cut)
+            rows.append(row)
+            bar.write(f"{row['model']:<18} {row['split']:<6} {row['victim']:<7} {row['setting']:<9} "
+                      f"{row['frames']:<6} {row['method']:<3}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.3f}  "
+                      f"{row['seconds_per_frame']:7.2f} s/frame  +{row['peak_mb']:.0f} MB")
+    print()
+    print_table(rows, COLUMNS)
+    summ = summary(rows, timing, s)
+    print_summary(summ, s)
+    seconds = time.perf_counter() - started
+    print(f"\ntotal {seconds:.0f} s ({build_seconds:.0f} s building or loading the prior and the victim)")
+    config = {
+        "quick": args.quick, "settings": asdict(s), "threads": args.threads, "work": str(work),
+        "footage": {"clip": footage.CLIP, "clip_frames": total, "attacker_frames": f"0..{cut - 1}",
+                    "prior": f"{footage.CLIP} frames 0..{cut - 1} (train-prior --latent --size {s.size})",
+                    "black_box_queries": f"{footage.CLIP} frames 0..{cut - 1} (+ flips) through F1",
+                    "victim": "train-victim: first 70% of bikes, bigbuckbunny, carphone (clip classification)",
+                    "evaluation": f"bikes frames {seqs[0]}..{seqs[-1]} (held out from all of the above)"},
+        "prior": prior_info, "victim": victim_info,
+        "metrics": "psnr/ssim: both images bicubic-resized to 128; psnr_64/ssim_64: at the native 64",
+        "iteration_budget": f"white-box DO, DB, DMB, DMB-multi: {s.iterations} Adam steps each (paper: 1,500); "
+                            f"black-box bb-do, bb-db, bb-dmb: {s.bb_iterations} inverter training steps each, "
+                            f"batch {s.bb_batch}",
+        "ddim_steps": f"{s.steps} in the attack rows (paper: 20, out of CPU reach across all rows); "
+                      f"{s.timing_steps} in the one-iteration measurement",
+        "checkpointing": "attack rows: dmb's auto (off on CPU when the unroll fits in 2 GiB); bb-dmb training: on; "
+                         "one-iteration rows: forced on and off",
+        "seconds_per_frame": "attack wall time / frames (frames inverted as one batch); black-box: inversion "
+                             "only, the inverter's one-off training in inverter_train_seconds",
+        "peak_mb": "peak RSS above the run's start, sampled every 5 ms after malloc_trim (CPU tensors, "
+                   "workspaces and whatever the run loads: prior, head)",
+        "summary": summ, "seconds": seconds, "build_seconds": build_seconds,
+    }
+    write(args.json, rows + timing, config)
+
+
+if __name__ == "__main__":
+    main()

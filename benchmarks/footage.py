@@ -1,0 +1,115 @@
+"""Footage for the feature-inversion benchmark: who may see which frames, and the cached assets.
+
+The split (one clip, cut in time, as `splitleak train-victim` cuts every clip):
+  attacker's footage  the first TRAIN_FRACTION of sample:bikes (frames 0..174 of 250): trains
+                      the diffusion prior and is the black-box adversary's query set
+  victim training     the first TRAIN_FRACTION of bikes, bigbuckbunny and carphone (train-victim)
+  evaluation          consecutive frames from the last (1 - TRAIN_FRACTION) of bikes (175..249):
+                      seen by neither the prior, the inverters nor the victim
+The prior and the victim are cached under a folder keyed by the settings that make them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from splitleak.models import SplitModel, build_split_model
+from splitleak.recording import RecordingWriter, write_json
+from splitleak.video import frame_name, open_source, save_png, to_model_input
+
+CLIP = "sample:bikes"
+TRAIN_FRACTION = 0.7  # the same cut as adversary.victim's default
+STREAM = "heldout"
+
+
+def clip_frames(spec: str = CLIP) -> int:
+    with open_source(spec) as src:
+        return sum(1 for _ in src)
+
+
+def attacker_frames(total: int) -> int:
+    """How many leading frames the attacker has (and the victim trained on): round(total * 0.7)."""
+    return int(round(total * TRAIN_FRACTION))
+
+
+def held_out(count: int, size: int) -> tuple[list[int], np.ndarray]:
+    """`count` consecutive held-out frame indices (a third of the way into the held-out part) and
+    their model inputs (count, 3, size, size) in [0, 1]."""
+    total = clip_frames()
+    cut = attacker_frames(total)
+    start = cut + (total - cut) // 3
+    wanted = list(range(start, start + count))
+    if wanted[-1] >= total:
+        raise ValueError(f"{CLIP} has {total} frames; cannot take {count} held-out frames from {start}")
+    with open_source(CLIP) as src:
+        images = {f.index: f.image for f in src if start <= f.index < start + count}
+    return wanted, np.stack([to_model_input(images[i], size) for i in wanted])
+
+
+def write_truth(folder: Path, seqs: list[int], images: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seq, x in zip(seqs, images):
+        save_png(folder / frame_name(STREAM, seq), x)
+    return folder
+
+
+def write_recording(folder: Path, model: SplitModel, seqs: list[int], images: np.ndarray) -> Path:
+    """What the cloud's tap would have recorded for these frames through `model`'s head (fp32 codec)."""
+    with RecordingWriter(folder, {"benchmark": "feature_inversion", "source": CLIP}) as writer, torch.no_grad():
+        for seq, x in zip(seqs, images):
+            z = model.head(torch.from_numpy(x)[None]).numpy()
+            meta = {"stream_id": STREAM, "seq": seq, "model_id": model.name, "split_point": model.split,
+                    "weights": model.weights, "input_size": model.size, "num_classes": model.num_classes,
+                    "codec": {"name": "fp32"}}
+            writer.append("frame", meta, {"features": z})
+    return folder
+
+
+def key(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cached_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int, seed: int = 0) -> tuple[Path, dict]:
+    """A latent prior (`train-prior --latent`) on the attacker's footage; trained once per settings."""
+    from adversary.priors.train import TrainConfig, train_prior
+
+    frames = attacker_frames(clip_frames())
+    settings = {"source": CLIP, "frames": frames, "size": size, "latent": True, "steps": steps,
+                "vae_steps": vae_steps, "batch": batch, "seed": seed}
+    folder = cache / f"prior-{key(settings)}"
+    done = folder / "benchmark_done.json"
+    if not done.is_file():
+        cfg = TrainConfig(source=CLIP, out=str(folder), latent=True, size=size, steps=steps, vae_steps=vae_steps,
+                          batch=batch, frames=frames, seed=seed, resume=True)
+        meta = train_prior(cfg, show=True)
+        write_json(done, {"settings": settings, "steps": meta["steps"], "losses": meta["losses"],
+                          "seconds_per_step": meta["seconds_per_step"]})
+    return folder, {**json.loads(done.read_text()), "folder": str(folder)}
+
+
+def cached_victim(cache: Path, size: int, epochs: int, seed: int = 0) -> tuple[Path, dict]:
+    """resnet18 trained by `train-victim` (which clip is this frame from?); trained once per settings."""
+    from adversary.victim import DEFAULT_SOURCES, VictimConfig, report_path, train_victim
+
+    settings = {"model": "resnet18", "size": size, "epochs": epochs, "seed": seed, "sources": list(DEFAULT_SOURCES),
+                "train_fraction": TRAIN_FRACTION}
+    path = cache / f"victim-{key(settings)}.pt"
+    if not (path.is_file() and report_path(path).is_file()):
+        cache.mkdir(parents=True, exist_ok=True)
+        train_victim(VictimConfig(out=str(path), model="resnet18", size=size, epochs=epochs, seed=seed,
+                                  train_fraction=TRAIN_FRACTION))
+    report = json.loads(report_path(path).read_text())
+    keep = ("weights_tag", "classes", "train_frames", "held_out_frames", "held_out_accuracy", "train_accuracy",
+            "chance", "seconds")
+    return path, {k: report.get(k) for k in keep} | {"path": str(path), "epochs": epochs}
+
+
+def head(model: str, split: str, size: int, victim: str, victim_path: Path | None) -> SplitModel:
+    weights = str(victim_path) if victim == "trained" else "seed:0"
+    return build_split_model(model, split, size=size, weights=weights)
