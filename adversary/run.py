@@ -42,6 +42,15 @@ def make_attack(name: str, iterations: int | None, options: dict[str, float] | N
     return cls(**options)
 
 
+def output_folder(recording: str, out: str, truth: str | None) -> Path:
+    """Check the recording exists and the output folder is usable (not an input); return it."""
+    if not Path(recording).is_dir():
+        raise SplitleakError(f"recording folder not found: {recording}")
+    out_dir = Path(out)
+    _check_out(out_dir, recording, truth)
+    return out_dir
+
+
 def _check_out(out: Path, recording: str, truth: str | None) -> None:
     for other, what in ((recording, "recording"), (truth, "truth")):
         if other is not None and Path(other).resolve() == out.resolve():
@@ -137,12 +146,9 @@ def run_attack(recording: str, attack: str, out: str, *, truth: str | None = Non
                                    seed=seed, weights_path=weights_path, max_frames=max_frames, options=options,
                                    progress=progress)
     started = time.perf_counter()
-    if not Path(recording).is_dir():
-        raise SplitleakError(f"recording folder not found: {recording}")
+    out_dir = output_folder(recording, out, truth)
     if batch_size < 1:
         raise SplitleakError(f"batch_size must be >= 1, got {batch_size}")
-    out_dir = Path(out)
-    _check_out(out_dir, recording, truth)
     method = make_attack(attack, iterations, options)
     index = index_recording(recording, max_frames)
     heads = {f.head for f in index.frames}

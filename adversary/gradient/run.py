@@ -414,13 +414,10 @@ def run_gradient_attack(recording: str, attack: str, out: str, *, truth: str | N
     succeeds when its gradient loss is below the attack's threshold and, where scored, PSNR >= 30 dB.
     Returns the metrics dict (also in out/metrics.json; config in out/config.json).
     """
-    from adversary.run import _check_out
+    from adversary.run import output_folder
 
     started = time.perf_counter()
-    if not Path(recording).is_dir():
-        raise SplitleakError(f"recording folder not found: {recording}")
-    out_dir = Path(out)
-    _check_out(out_dir, recording, truth)
+    out_dir = output_folder(recording, out, truth)
     method = make_gradient_attack(attack, iterations, options)
     plan = plan_recording(recording, max_frames)
     keys = {u.key for u in plan.updates}
