@@ -167,11 +167,12 @@ class DiffusionPrior:
 
         Differentiable w.r.t. v (unrolled; with `checkpoint` every UNet call is recomputed in
         backward, so activations are not kept). `text`: prompts, a prompt, or an embedding
-        tensor (conditional UNets; default the empty prompt). `cfg_scale` > 1: classifier-free
-        guidance against the empty prompt. `guidance(x0_pred, t)`: the per-step variant, no
-        unrolling: the UNet runs under no_grad and each step's predicted clean sample is moved
-        by minus what guidance returns (a scaled gradient of the attack's loss w.r.t. x0_pred;
-        guidance runs with autograd enabled); the result is then detached.
+        tensor (conditional UNets; default the empty prompt; an unconditional prior ignores it).
+        `cfg_scale` > 1: classifier-free guidance against the empty prompt.
+        `guidance(x0_pred, t)`: the per-step variant, no unrolling: the UNet runs under no_grad
+        and each step's predicted clean sample is moved by minus what guidance returns (a
+        scaled gradient of the attack's loss w.r.t. x0_pred; guidance runs with autograd
+        enabled); the result is then detached.
         """
         if tuple(v.shape[1:]) != self.latent_shape:
             raise SplitleakError(f"latent shape {tuple(v.shape[1:])} != prior's {self.latent_shape}")

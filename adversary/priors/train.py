@@ -43,7 +43,7 @@ class TrainConfig:
     out: str
     latent: bool = False
     size: int = 64
-    steps: int = 400  # diffusion (UNet) steps, in total: minutes on a CPU
+    steps: int = 800  # diffusion (UNet) steps, in total: minutes on a CPU
     vae_steps: int | None = None  # latent only; default: steps // 2
     batch: int = 8
     lr: float = 1e-3

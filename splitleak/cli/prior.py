@@ -17,8 +17,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, metavar="DIR", help="output folder (new, or with --resume)")
     train.add_argument("--latent", action="store_true", help="a latent prior: train a small VAE first")
     train.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
-    train.add_argument("--steps", type=positive_int, default=400,
-                       help="diffusion training steps in total (default 400: minutes on a CPU)")
+    train.add_argument("--steps", type=positive_int, default=800,
+                       help="diffusion training steps in total (default 800: minutes on a CPU)")
     train.add_argument("--vae-steps", type=positive_int, help="VAE steps with --latent (default: steps / 2)")
     train.add_argument("--vae-down", type=int, choices=(4, 8), default=4, help="VAE down-sampling (default 4)")
     train.add_argument("--batch", type=positive_int, default=8, help="batch size (default 8)")
