@@ -81,6 +81,26 @@ def test_matching_objective_equals_the_sequential_loss_and_its_gradient(joint):
         assert torch.allclose(g[k], grad, rtol=1e-3, atol=1e-6)
 
 
+def test_objective_with_per_frame_weights_and_single_frame_calls():
+    torch.manual_seed(3)
+    x, y = torch.rand(3, 3, 16, 16), torch.tensor([1, 4, 8])
+    cases = []
+    for i, m in enumerate([lenet(seed=0), lenet(seed=1), lenet(seed=2)]):
+        cases.append(GradientCase(m, learning.gradients(m, x[i:i + 1], y[i:i + 1]), 1, (3, 16, 16), 10, y[i:i + 1]))
+    case = BatchedGradientCase.from_cases(cases)
+    objective = FrameMatching(case, y)
+    z = torch.randn(3, objective.dim)
+    f, g = objective(z, torch.arange(3))  # vmapped, per-frame weights
+    for i in range(3):
+        f1, g1 = objective(z[i:i + 1], torch.tensor([i]))  # one frame: plain autograd
+        xi = z[i].clone().view(1, 3, 16, 16).requires_grad_(True)
+        loss = gradient_distance_l2(dummy_gradients(cases[i], xi, y[i:i + 1]), cases[i].gradients)
+        (grad,) = torch.autograd.grad(loss, xi)
+        for value, gradient in ((f[i], g[i]), (f1[0], g1[0])):
+            assert torch.allclose(value, loss.detach(), rtol=1e-4)
+            assert torch.allclose(gradient, grad.flatten(), rtol=1e-3, atol=1e-6)
+
+
 # ---------------------------------------------------------------- the per-row L-BFGS
 
 SCALES = torch.tensor([1.0, 4.0, 10.0, 0.5])

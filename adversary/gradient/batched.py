@@ -55,7 +55,8 @@ class BatchedGradientCase(GradientCase):
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
         if self.batch_size != 1:
-            raise SplitleakError(f"the batched engine attacks batch-1 updates (one frame each), got batch {self.batch_size}")
+            raise SplitleakError(f"the batched engine attacks batch-1 updates (one frame each), "
+                                 f"got batch {self.batch_size}")
         if not self.gradients:
             raise SplitleakError("no gradients")
         self.input_shape = tuple(int(s) for s in self.input_shape)

@@ -12,10 +12,10 @@ steps and the rest stall (about 22 dB vs 32-37 dB for the per-frame loop on DLG 
 
 Per row this is torch.optim.LBFGS's algorithm (H0 = s'y / y'y, pairs kept only when
 s'y > 1e-10, first step min(1, 1/|g|_1) * lr; -H g by the compact representation, equal to
-the two-loop recursion), with a per-row line search:
-`armijo` backtracks (quadratic interpolation, clamped to [0.1, 0.5] of the step) until
-f(z + t d) <= f(z) + c1 t g'd, each shorter trial riding in the next batched call; `fixed` takes torch's fixed step (no line search) as in the
-original DLG code, a non-finite loss then restarting the row.
+the two-loop recursion), with a per-row line search: `armijo` backtracks (quadratic
+interpolation, clamped to [0.1, 0.5] of the step) until f(z + t d) <= f(z) + c1 t g'd, each
+shorter trial riding in the next batched call; `fixed` takes torch's fixed step (no line
+search) as in the original DLG code, a non-finite loss then restarting the row.
 """
 
 from __future__ import annotations
@@ -104,10 +104,12 @@ class _Live:
 
     Curvature pairs live in a ring of `history` slots shared by all rows: every iteration writes
     slot `head` of every row (a row that keeps no pair this time gets rho = 0 there, i.e. no pair),
-    so all rows share one chronological order. -H g comes from the compact representation
-    (Byrd, Nocedal & Schnabel 1994), equal to the two-loop recursion but made of a few batched
-    products instead of ~6 x history small ones: with S, Y the pairs oldest first, R = triu(S'Y),
-    D = diag(S'Y) and gamma = s'y / y'y of the newest pair,
+    so all rows share one chronological order, and a row remembers the pairs of its last `history`
+    iterations (torch: its last `history` pairs; the two differ only after skipped pairs).
+    -H g comes from the compact representation (Byrd, Nocedal & Schnabel 1994), equal to the
+    two-loop recursion but made of a few batched products instead of ~6 x history small ones:
+    with S, Y the pairs oldest first, R = triu(S'Y), D = diag(S'Y), gamma = s'y / y'y of the
+    newest pair,
         H g = gamma g + S p - gamma Y u,  u = R^-1 S'g,  p = R^-T ((D + gamma Y'Y) u - gamma Y'g).
     S'Y and Y'Y are kept (float64, chronological) and updated with the newest pair only.
     """
@@ -180,7 +182,8 @@ class _Live:
         new = (head - 1) % m  # slot of the newest pair
         s_new, y_new = self.S[:, new], self.Y[:, new]
         sp = torch.bmm(torch.stack([g, y_new], 1), self.S.transpose(1, 2)).double()  # s_i'g, s_i'y_new
-        yp = torch.bmm(torch.stack([g, y_new, s_new], 1), self.Y.transpose(1, 2)).double()  # y_i'g, y_i'y_new, y_i's_new
+        # y_i'g, y_i'y_new, y_i's_new
+        yp = torch.bmm(torch.stack([g, y_new, s_new], 1), self.Y.transpose(1, 2)).double()
         sp, yp = torch.roll(sp, -head, 2), torch.roll(yp, -head, 2)  # slots -> oldest first
         self.SY[:, :, -1] = sp[:, 1]
         self.SY[:, -1, :] = yp[:, 2]
