@@ -16,3 +16,14 @@ def start_cloud(tmp_path):
     yield start
     for server in servers:
         server.stop(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: small convolutions on a shared 2-core machine run 5-20x slower with more."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

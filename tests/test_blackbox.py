@@ -25,13 +25,7 @@ SIZE = 32
 TINY = dict(batch=8, width=8, flip=0, progress=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run faster on one thread, above all on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

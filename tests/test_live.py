@@ -21,12 +21,7 @@ from splitleak.recording import RecordingReader
 EDGE = dict(source="synthetic:48x40", model="lenet", split="conv2", size=32, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stream(port: int, truth: Path, frames: int) -> dict:
