@@ -185,6 +185,20 @@ def test_rows_converge_independently(line_search):
     assert (out.iterations != out.iterations[0]).any()  # rows stop at their own time
 
 
+def test_stop_tested_every_k_iterations_as_dlg_steps():
+    """stop_every=k: a row runs the k-iteration step that starts below the threshold."""
+    options = LBFGSOptions(max_iter=400, restarts=0, threshold=1e-5, stop_every=5, history=10)
+    out = minimize(rosenbrock, seeded_init, 3, options)
+    immediate = minimize(rosenbrock, seeded_init, 3, LBFGSOptions(max_iter=400, restarts=0, threshold=1e-5,
+                                                                   history=10))
+    assert out.converged.all() and immediate.converged.all()
+    # past the first test below the threshold, at most one more 5-iteration step (less if the
+    # gradient vanishes first)
+    assert (out.iterations > immediate.iterations).all()
+    assert (out.iterations <= (immediate.iterations // 5 + 2) * 5).all()
+    assert (out.loss < immediate.loss).all()
+
+
 def test_rows_out_of_starts_are_reported_not_converged():
     out = minimize(rosenbrock, seeded_init, 2, LBFGSOptions(max_iter=3, restarts=1, threshold=1e-12))
     assert not out.converged.any()
@@ -272,3 +286,5 @@ def test_reconstruct_many_gives_one_result_per_case():
     assert len(results) == 2
     assert all(r.inputs.shape == (1, 3, 8, 8) and r.loss.shape == (1,) for r in results)
     assert all(isinstance(r.extra["restarts_used"], int) for r in results)
+    single = get_attack("idlg-batched")(iterations=1, restarts=1).reconstruct(cases.frame(1))  # a plain case
+    assert single.inputs.shape == (1, 3, 8, 8) and single.labels.tolist() == [4]

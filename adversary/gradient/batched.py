@@ -1,16 +1,19 @@
 """The batched engine: N tapped frames, each its own batch-1 update, attacked as N independent
 gradient-matching problems in one vectorised optimisation (`dlg-batched`, `idlg-batched`).
 
-Per frame i the problem is dlg's / idlg's:  min_{x_i, y_i} sum_params || dL(f(x_i), y_i)/dW - g_i ||^2.
+Per frame i the problem is dlg's / idlg's:
+    min_{x_i, y_i}  sum_params || dL(f(x_i), y_i)/dW - g_i ||^2.
 The per-frame parameter gradient and the gradient of the per-frame matching loss w.r.t. the
 frame's own dummy (a double backward) are taken for all frames at once with torch.func:
 `vmap(grad_and_value(frame_loss))`, where `frame_loss` calls `grad` of
 `learning.loss(functional_call(module, params, x_i), y_i)`, the edge's own definition on a batch
-of one. The optimiser is `lbfgs_batched.minimize`: a per-frame L-BFGS (own history, own line
-search, own convergence, own restarts), so a converged frame is frozen and costs nothing, and a
-frame that diverges restarts from its next seed while the others go on. `dlg` / `idlg` (one
-frame at a time) stay the reference; with the same seeds the batched attack starts every frame
-exactly where the sequential one starts it (`BatchedGradientCase.frame(i)`).
+of one (class ids enter as one-hot soft labels: the same loss; a call with one or two frames
+left runs plain autograd instead, faster there). The optimiser is `lbfgs_batched.minimize`, a
+per-frame L-BFGS (own history, own line search, own convergence, own restarts): a converged
+frame is frozen and costs nothing, a frame that diverges or stalls restarts from its next seed
+while the others go on. `dlg` / `idlg` (one frame at a time) stay the reference; with the same
+seeds the batched attack starts every frame exactly where the sequential one starts it
+(`BatchedGradientCase.frame(i)`).
 
 Input: a `BatchedGradientCase`, whose `gradients` values carry a leading frame dimension N
 (`gradients[name]` is (N, *param.shape)), `labels` (N,) if the updates carried them, and
@@ -21,6 +24,7 @@ optionally `frame_params` (N, *param.shape) when the frames were taken at differ
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -99,8 +103,6 @@ class BatchedGradientCase(GradientCase):
         """Frame i as the plain batch-1 GradientCase the sequential attacks take (same seed)."""
         module = self.module
         if self.frame_params is not None:
-            import copy
-
             module = copy.deepcopy(self.module)
             with torch.no_grad():
                 for name, p in module.named_parameters():
@@ -228,31 +230,36 @@ class BatchedLbfgsAttack(LbfgsGradientAttack):
     """dlg / idlg over N frames at once. Same options and meaning as `LbfgsGradientAttack`
     (an iteration budget of iterations x max_iter L-BFGS iterations per start, `restarts` starts
     in all, success below `threshold`), mapped per frame: `strong_wolfe` -> per-frame Armijo
-    backtracking, None -> torch's fixed step. Differences: `stop_loss` defaults to the threshold
-    (a frame is frozen as soon as it succeeds; 0 polishes every frame to the end of its start),
-    and `patience` (default 2 x max_iter, dlg's "two steps without progress") ends a start whose
-    loss stopped falling by `min_progress` (relative)."""
+    backtracking, None -> torch's fixed step. A frame is frozen once its loss is below `stop_loss`
+    (default: the threshold; 0 polishes every frame to the end of its start), tested as dlg tests
+    it: every `stop_every` (default max_iter, dlg's step) iterations on the loss at the previous
+    test, so a frame runs the step that starts below `stop_loss` (1 tests after every iteration).
+    `patience` (default 2 x max_iter, dlg's "two steps without progress") ends a start whose loss
+    stopped falling by `min_progress` (relative)."""
 
     def __init__(self, iterations: int = 300, restarts: int = 10, lr: float = 1.0, max_iter: int = 20,
                  history_size: int = 100, line_search: str | None = "strong_wolfe", init: str = "normal",
                  threshold: float = 1e-5, stop_loss: float | None = None, patience: int | None = None,
-                 min_progress: float = 0.0, progress: bool = False) -> None:
+                 min_progress: float = 0.0, stop_every: int | None = None, progress: bool = False) -> None:
         super().__init__(iterations, restarts, lr, max_iter, history_size, line_search, init, threshold,
                          0.0 if stop_loss is None else stop_loss)
         self.stop_loss = self.loss_threshold if stop_loss is None else float(stop_loss)
         self.patience = 2 * self.max_iter if patience is None else int(patience)
         self.min_progress, self.progress = float(min_progress), bool(progress)
+        self.stop_every = self.max_iter if stop_every is None else int(stop_every)
 
     def options(self) -> LBFGSOptions:
         return LBFGSOptions(max_iter=self.iterations * self.max_iter, restarts=self.restarts - 1,
                             threshold=self.loss_threshold, stop=self.stop_loss, history=self.history_size,
                             lr=self.lr, line_search="armijo" if self.line_search else "fixed",
-                            patience=self.patience or None, min_progress=self.min_progress)
+                            patience=self.patience or None, min_progress=self.min_progress,
+                            stop_every=self.stop_every)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "engine": "batched (torch.func vmap, per-frame L-BFGS)",
                 "line_search": "per-frame armijo backtracking" if self.line_search else "fixed step",
-                "stop_loss": self.stop_loss, "patience": self.patience, "min_progress": self.min_progress,
+                "stop_loss": self.stop_loss, "stop_every": self.stop_every, "patience": self.patience,
+                "min_progress": self.min_progress,
                 "iteration": f"{self.max_iter} L-BFGS iterations (dlg's step of up to {self.max_iter} evaluations)"}
 
     def batch_labels(self, case: BatchedGradientCase) -> torch.Tensor | None:

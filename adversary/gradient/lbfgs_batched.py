@@ -39,14 +39,17 @@ class LBFGSOptions:
     max_iter: L-BFGS iterations per start; restarts: extra starts a row may use after the first;
     threshold: a start that ends below it is a success (no more restarts); stop: a row whose loss
     falls below it is frozen at once (None: the threshold; 0: never, polish to the end of the
-    start); patience: a start whose loss has not dropped by the fraction `min_progress` over this
-    many iterations ends early (None: never).
+    start); stop_every: None tests `stop` after every iteration; k tests it every k iterations of
+    a start, on the loss k iterations earlier, as a loop of k-iteration L-BFGS steps that stops
+    once a step started below `stop` does (dlg's loop: 20); patience: a start whose loss has not
+    dropped by the fraction `min_progress` over this many iterations ends early (None: never).
     """
 
     max_iter: int = 300
     restarts: int = 10
     threshold: float = 1e-5
     stop: float | None = None
+    stop_every: int | None = None
     history: int = 100
     lr: float = 1.0
     line_search: str = "armijo"
@@ -61,6 +64,8 @@ class LBFGSOptions:
             raise SplitleakError(f"line_search must be one of {LINE_SEARCHES}, got {self.line_search!r}")
         if self.max_iter < 1 or self.restarts < 0 or self.history < 1 or self.max_backtracks < 0:
             raise SplitleakError("max_iter and history must be >= 1, restarts and max_backtracks >= 0")
+        if self.stop_every is not None and self.stop_every < 1:
+            raise SplitleakError(f"stop_every must be None or >= 1, got {self.stop_every}")
         if not self.lr > 0:
             raise SplitleakError(f"lr must be > 0, got {self.lr}")
 
@@ -115,7 +120,7 @@ class _Live:
     """
 
     PER_ROW = ("frame", "z", "f", "g", "S", "Y", "rho", "h_diag", "SY", "YY", "iters", "start_best",
-               "start_best_iter", "trial", "tries", "t", "d", "gtd")
+               "start_best_iter", "trial", "tries", "t", "d", "gtd", "mark")
 
     def __init__(self, z: torch.Tensor, history: int) -> None:
         k, dim = z.shape
@@ -138,6 +143,7 @@ class _Live:
         self.t = torch.zeros(k, device=dev, dtype=dt)
         self.d = torch.zeros(k, dim, device=dev, dtype=dt)
         self.gtd = torch.zeros(k, device=dev, dtype=dt)
+        self.mark = torch.full((k,), float("inf"), device=dev, dtype=dt)  # loss at the last stop test
         self.head = 0  # the next slot to write, i.e. the oldest one
 
     @property
@@ -245,18 +251,31 @@ def _start(live: _Live, out: _Frames, objective: Objective, mask: torch.Tensor, 
     live.iters[idx] = 0
     live.trial[idx] = False
     live.tries[idx] = 0
+    live.mark[idx] = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
     live.start_best[idx] = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
     live.start_best_iter[idx] = 0
-    _record(out, frames, f, z, options)
+    _record(out, frames, f, z)
+    if options.stop_every is None:
+        out.done[frames[f < options.stop_below]] = True
 
 
-def _record(out: _Frames, frames: torch.Tensor, f: torch.Tensor, z: torch.Tensor, options: LBFGSOptions) -> None:
-    """Keep each problem's best point over all starts; finish problems below `stop`."""
+def _record(out: _Frames, frames: torch.Tensor, f: torch.Tensor, z: torch.Tensor) -> None:
+    """Keep each problem's best point over all starts."""
     better = f < out.best_f[frames]  # False for NaN
     if bool(better.any()):
         out.best_f[frames[better]] = f[better]
         out.best_z[frames[better]] = z[better]
-    out.done[frames[f < options.stop_below]] = True
+
+
+def _stop(live: _Live, out: _Frames, complete: torch.Tensor, options: LBFGSOptions) -> None:
+    """Finish the rows that passed the stop test (see LBFGSOptions.stop_every)."""
+    if options.stop_every is None:
+        hit = complete & (live.f < options.stop_below)
+    else:
+        test = complete & (live.iters % options.stop_every == 0)
+        hit = test & (live.mark < options.stop_below)
+        live.mark = torch.where(test, live.f, live.mark)
+    out.done[live.frame[hit]] = True
 
 
 def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOptions) -> torch.Tensor:
@@ -301,7 +320,8 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
     live.g = torch.where(moved[:, None], g_new, g)
     live.iters += complete.long()
     out.iters[live.frame] += complete.long()
-    _record(out, live.frame[moved], f_new[moved], z_new[moved], options)
+    _record(out, live.frame[moved], f_new[moved], z_new[moved])
+    _stop(live, out, complete, options)
     improved = live.f < live.start_best * (1 - options.min_progress)
     live.start_best = torch.where(improved, live.f, live.start_best)
     live.start_best_iter = torch.where(improved, live.iters, live.start_best_iter)
