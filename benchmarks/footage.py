@@ -77,11 +77,11 @@ def key(settings: dict[str, Any]) -> str:
 
 def cached_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int, seed: int = 0) -> tuple[Path, dict]:
     """A latent prior (`train-prior --latent`) on the attacker's footage; trained once per settings."""
-    from adversary.priors.train import TrainConfig, train_prior
+    from adversary.priors.train import RECIPE, TrainConfig, train_prior
 
     frames = attacker_frames(clip_frames())
     settings = {"source": CLIP, "frames": frames, "size": size, "latent": True, "steps": steps,
-                "vae_steps": vae_steps, "batch": batch, "seed": seed}
+                "vae_steps": vae_steps, "batch": batch, "seed": seed, "recipe": RECIPE}
     folder = cache / f"prior-{key(settings)}"
     done = folder / "benchmark_done.json"
     if not done.is_file():

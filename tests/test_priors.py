@@ -121,6 +121,11 @@ def test_resume_continues_and_refuses_other_runs(tmp_path, capsys):
     assert json.loads((out / "prior.json").read_text())["steps"]["unet"] == 2
     with (out / "train_log.csv").open() as f:
         assert [row["step"] for row in csv.DictReader(f)] == ["1", "2"]
+    meta = json.loads((out / "prior.json").read_text())
+    del meta["train"]["recipe"]  # a prior from before the recipe existed (epsilon prediction)
+    (out / "prior.json").write_text(json.dumps(meta))
+    assert train(tmp_path, "run", "--steps", "3", "--resume")[0] == 2
+    assert "recipe" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument")

@@ -31,8 +31,11 @@ from splitleak.video import open_source, save_png, to_model_input
 
 STATE = "train_state.pt"
 LOG = "train_log.csv"
+# The training objective's version: bump it when a change makes older priors a different
+# model (2: v-prediction; 1 was epsilon). Resume and the benchmarks' caches key on it.
+RECIPE = 2
 # What makes two runs the same run: --resume refuses a folder that differs in any of these.
-IDENTITY = ("source", "latent", "size", "text", "seed", "frames", "vae_down", "widths")
+IDENTITY = ("source", "latent", "size", "text", "seed", "frames", "vae_down", "widths", "recipe")
 
 
 @dataclass
@@ -59,6 +62,7 @@ class TrainConfig:
     save_every: int = 250
     preview: int = 8  # samples written to samples.png at the end (0: none)
     resume: bool = False
+    recipe: int = RECIPE
 
     def check(self) -> None:
         if self.size < 16 or self.size % 8:
