@@ -15,8 +15,25 @@ from torch import nn
 from splitleak.errors import SplitleakError
 
 
+class _CaseBase:
+    """What both threat-model cases share: a prior adds the "prior" grant; inputs are square."""
+
+    input_shape: tuple[int, ...]
+    grants: frozenset[str]
+    prior: Any
+
+    def __post_init__(self) -> None:
+        if self.prior is not None:
+            self.grants = frozenset(self.grants) | {"prior"}
+
+    @property
+    def size(self) -> int:
+        """Side of the square input."""
+        return int(self.input_shape[-1])
+
+
 @dataclass
-class WhiteBoxCase:
+class WhiteBoxCase(_CaseBase):
     """White-box feature inversion: the attacker holds the head F1 (architecture and weights).
 
     `input_shape` is one input's shape, e.g. (3, size, size); `seed` makes the attack repeatable.
@@ -31,15 +48,6 @@ class WhiteBoxCase:
     grants: frozenset[str] = frozenset({"features", "head_weights", "head_architecture", "input_size"})
     prior: Any = None
     frames: tuple[tuple[str, int], ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.prior is not None:
-            self.grants = frozenset(self.grants) | {"prior"}
-
-    @property
-    def size(self) -> int:
-        """Side of the square input."""
-        return int(self.input_shape[-1])
 
 
 class FeatureInversionAttack:

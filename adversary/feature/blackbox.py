@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from adversary.feature.base import FeatureInversionAttack, WhiteBoxCase
+from adversary.feature.base import FeatureInversionAttack, WhiteBoxCase, _CaseBase
 from adversary.feature.do import feature_loss
 from adversary.feature.inverter import (
     CONFIG, FeatureInverter, InverterConfig, default_levels, load_inverter, save_inverter,
@@ -79,7 +79,7 @@ class QueryOracle:
 
 
 @dataclass
-class BlackBoxCase:
+class BlackBoxCase(_CaseBase):
     """Black-box feature inversion: the tapped features, query access to F1, the input size, and
     (like WhiteBoxCase) an optional prior, which adds the "prior" grant, and the batch's (stream, seq)."""
 
@@ -91,15 +91,6 @@ class BlackBoxCase:
     prior: Any = None
     frames: tuple[tuple[str, int], ...] | None = None
     tag: str = ""  # what the wire metadata says the head is (model-split-size-weights): cache folder names
-
-    def __post_init__(self) -> None:
-        if self.prior is not None:
-            self.grants = frozenset(self.grants) | {"prior"}
-
-    @property
-    def size(self) -> int:
-        """Side of the square input."""
-        return int(self.input_shape[-1])
 
 
 def as_blackbox(case: WhiteBoxCase | BlackBoxCase) -> BlackBoxCase:

@@ -18,7 +18,7 @@ from adversary.feature.do import total_variation
 from splitleak import learning
 from splitleak.errors import SplitleakError
 
-__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "cosine_distance", "dummy_gradients",
+__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "best_of_restarts", "cosine_distance", "dummy_gradients",
            "gradient_distance_l2", "infer_labels_idlg", "last_layer_gradients", "total_variation"]
 
 INPUT_KINDS = ("image", "features")
@@ -116,6 +116,21 @@ class GradientInversionAttack:
     def reconstruct(self, case: GradientCase) -> GradientResult:
         """Recover the batch behind `case.gradients`."""
         raise NotImplementedError
+
+
+def best_of_restarts(run: Any, restarts: int, threshold: float | None = None) -> tuple[Any, list[float]]:
+    """Call run(restart) for restart = 0, 1, ...; each returns a tuple whose [1] is its loss.
+    Returns the lowest-loss run and every run's loss; stops early once a loss is below `threshold`."""
+    best, losses = None, []
+    for restart in range(restarts):
+        result = run(restart)
+        losses.append(result[1])
+        if best is None or result[1] < best[1]:
+            best = result
+        if threshold is not None and result[1] < threshold:
+            break
+    assert best is not None, "restarts must be >= 1"
+    return best, losses
 
 
 def dummy_gradients(case: GradientCase, inputs: torch.Tensor, labels: torch.Tensor,

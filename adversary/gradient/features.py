@@ -24,6 +24,7 @@ from adversary.gradient.base import (
     GradientCase,
     GradientInversionAttack,
     GradientResult,
+    best_of_restarts,
     dummy_gradients,
     gradient_distance_l2,
     infer_labels_idlg,
@@ -126,16 +127,8 @@ class FeatureVectorInversion(GradientInversionAttack):
         start = time.perf_counter()
         labels = case.labels if case.labels is not None else infer_labels_idlg(case)
         true = [case.gradients[n] for n in case.names]
-        best: tuple[torch.Tensor, float, int, int] | None = None
-        losses = []
-        for restart in range(self.restarts):
-            run = self._run(case, labels, case.seed + restart, true)
-            losses.append(run[1])
-            if best is None or run[1] < best[1]:
-                best = run
-            if run[1] < self.loss_threshold:
-                break
-        assert best is not None
+        best, losses = best_of_restarts(lambda r: self._run(case, labels, case.seed + r, true), self.restarts,
+                                        self.loss_threshold)
         x, loss, steps, kicks = best
         b = case.batch_size
         extra: dict[str, Any] = {"restart_losses": losses, "steps": steps, "stagnation_kicks": kicks,

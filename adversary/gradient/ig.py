@@ -19,6 +19,7 @@ from adversary.gradient.base import (
     GradientCase,
     GradientInversionAttack,
     GradientResult,
+    best_of_restarts,
     cosine_distance,
     dummy_gradients,
     infer_labels_idlg,
@@ -87,14 +88,7 @@ class InvertingGradients(GradientInversionAttack):
         start = time.perf_counter()
         labels = case.labels if case.labels is not None else infer_labels_idlg(case)
         true = [case.gradients[n] for n in case.names]
-        best: tuple[torch.Tensor, float, float] | None = None
-        losses = []
-        for restart in range(self.restarts):
-            run = self._run(case, labels, case.seed + restart, true)
-            losses.append(run[1])
-            if best is None or run[1] < best[1]:
-                best = run
-        assert best is not None
+        best, losses = best_of_restarts(lambda r: self._run(case, labels, case.seed + r, true), self.restarts)
         x, loss, initial = best
         b = case.batch_size
         extra: dict[str, Any] = {"initial_loss": initial, "restart_losses": losses,
