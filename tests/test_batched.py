@@ -15,12 +15,8 @@ from splitleak.models import build_split_model
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def _one_thread(one_thread):
     """Tiny problems: a second intra-op thread only adds contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def lenet(size=16, seed=0):
@@ -199,6 +195,23 @@ def test_stop_tested_every_k_iterations_as_dlg_steps():
     assert (out.loss < immediate.loss).all()
 
 
+def crawling_quadratic(z, rows):
+    """sum(z^2): with a fixed step of 1e-4 of L-BFGS's (Newton) step the loss falls ~2e-4 per iteration."""
+    return (z ** 2).sum(1), 2 * z
+
+
+def test_slow_starts_end_when_their_loss_has_not_halved():
+    slow = LBFGSOptions(max_iter=1000, restarts=2, threshold=1e-12, line_search="fixed", lr=1e-4, history=5,
+                        slow_patience=50)
+    out = minimize(crawling_quadratic, seeded_init, 2, slow)
+    assert out.starts.tolist() == [3, 3] and out.iterations.tolist() == [150, 150]
+    # without the rule every start runs its whole budget; halving does reset the clock
+    full = minimize(crawling_quadratic, seeded_init, 2, LBFGSOptions(**{**slow.__dict__, "slow_patience": None}))
+    assert full.iterations.tolist() == [3000, 3000]
+    fast = minimize(crawling_quadratic, seeded_init, 2, LBFGSOptions(**{**slow.__dict__, "lr": 0.1, "threshold": 1e-8}))
+    assert fast.converged.all() and fast.starts.tolist() == [1, 1] and (fast.iterations > 50).all()
+
+
 def test_rows_out_of_starts_are_reported_not_converged():
     out = minimize(rosenbrock, seeded_init, 2, LBFGSOptions(max_iter=3, restarts=1, threshold=1e-12))
     assert not out.converged.any()
@@ -211,6 +224,8 @@ def test_options_are_checked():
         LBFGSOptions(line_search="wolfe")
     with pytest.raises(SplitleakError):
         LBFGSOptions(max_iter=0)
+    with pytest.raises(SplitleakError):
+        LBFGSOptions(slow_drop=1.0)
 
 
 # ---------------------------------------------------------------- the case and the attacks

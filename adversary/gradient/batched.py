@@ -235,31 +235,38 @@ class BatchedLbfgsAttack(LbfgsGradientAttack):
     it: every `stop_every` (default max_iter, dlg's step) iterations on the loss at the previous
     test, so a frame runs the step that starts below `stop_loss` (1 tests after every iteration).
     `patience` (default 2 x max_iter, dlg's "two steps without progress") ends a start whose loss
-    stopped falling by `min_progress` (relative)."""
+    stopped falling by `min_progress` (relative); `slow_steps` (default 50, dlg's `patience`) ends a
+    start whose loss has not halved within that many steps (x max_iter iterations) of its last
+    halving (0 / None: never)."""
 
     def __init__(self, iterations: int = 300, restarts: int = 10, lr: float = 1.0, max_iter: int = 20,
                  history_size: int = 100, line_search: str | None = "strong_wolfe", init: str = "normal",
                  threshold: float = 1e-5, stop_loss: float | None = None, patience: int | None = None,
-                 min_progress: float = 0.0, stop_every: int | None = None, progress: bool = False) -> None:
+                 min_progress: float = 0.0, stop_every: int | None = None, slow_steps: int | None = 50,
+                 progress: bool = False) -> None:
         super().__init__(iterations, restarts, lr, max_iter, history_size, line_search, init, threshold,
                          0.0 if stop_loss is None else stop_loss)
         self.stop_loss = self.loss_threshold if stop_loss is None else float(stop_loss)
         self.patience = 2 * self.max_iter if patience is None else int(patience)
         self.min_progress, self.progress = float(min_progress), bool(progress)
         self.stop_every = self.max_iter if stop_every is None else int(stop_every)
+        self.slow_steps = int(slow_steps) if slow_steps else None
 
     def options(self) -> LBFGSOptions:
         return LBFGSOptions(max_iter=self.iterations * self.max_iter, restarts=self.restarts - 1,
                             threshold=self.loss_threshold, stop=self.stop_loss, history=self.history_size,
                             lr=self.lr, line_search="armijo" if self.line_search else "fixed",
                             patience=self.patience or None, min_progress=self.min_progress,
-                            stop_every=self.stop_every)
+                            stop_every=self.stop_every,
+                            slow_patience=self.slow_steps * self.max_iter if self.slow_steps else None)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "engine": "batched (torch.func vmap, per-frame L-BFGS)",
                 "line_search": "per-frame armijo backtracking" if self.line_search else "fixed step",
                 "stop_loss": self.stop_loss, "stop_every": self.stop_every, "patience": self.patience,
-                "min_progress": self.min_progress,
+                "min_progress": self.min_progress, "slow_steps": self.slow_steps,
+                "slow_rule": "a start ends when its best loss has not halved within slow_steps steps of its "
+                             "last halving (dlg's patience rule)",
                 "iteration": f"{self.max_iter} L-BFGS iterations (dlg's step of up to {self.max_iter} evaluations)"}
 
     def batch_labels(self, case: BatchedGradientCase) -> torch.Tensor | None:

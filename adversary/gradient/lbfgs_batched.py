@@ -42,7 +42,11 @@ class LBFGSOptions:
     start); stop_every: None tests `stop` after every iteration; k tests it every k iterations of
     a start, on the loss k iterations earlier, as a loop of k-iteration L-BFGS steps that stops
     once a step started below `stop` does (dlg's loop: 20); patience: a start whose loss has not
-    dropped by the fraction `min_progress` over this many iterations ends early (None: never).
+    dropped by the fraction `min_progress` over this many iterations ends early (None: never);
+    slow_patience: a start whose best loss has not fallen to `slow_drop` times its value at the
+    last such fall (or at the start) within this many iterations ends early (None: never; dlg's
+    rule "not halved over 50 steps" is 1000 iterations and 0.5): a start that slow would not
+    reach the threshold in its budget, and a fresh seed does better.
     """
 
     max_iter: int = 300
@@ -57,6 +61,8 @@ class LBFGSOptions:
     c1: float = 1e-4
     patience: int | None = None
     min_progress: float = 1e-3
+    slow_patience: int | None = None
+    slow_drop: float = 0.5
     tolerance_change: float = 1e-9
 
     def __post_init__(self) -> None:
@@ -64,6 +70,9 @@ class LBFGSOptions:
             raise SplitleakError(f"line_search must be one of {LINE_SEARCHES}, got {self.line_search!r}")
         if self.max_iter < 1 or self.restarts < 0 or self.history < 1 or self.max_backtracks < 0:
             raise SplitleakError("max_iter and history must be >= 1, restarts and max_backtracks >= 0")
+        if self.slow_patience is not None and self.slow_patience < 1 or not 0 < self.slow_drop < 1:
+            raise SplitleakError(f"slow_patience must be None or >= 1 and slow_drop in (0, 1), got "
+                                 f"{self.slow_patience} and {self.slow_drop}")
         if self.stop_every is not None and self.stop_every < 1:
             raise SplitleakError(f"stop_every must be None or >= 1, got {self.stop_every}")
         if not self.lr > 0:
@@ -120,7 +129,7 @@ class _Live:
     """
 
     PER_ROW = ("frame", "z", "f", "g", "S", "Y", "rho", "h_diag", "SY", "YY", "iters", "start_best",
-               "start_best_iter", "trial", "tries", "t", "d", "gtd", "mark")
+               "start_best_iter", "slow_ref", "slow_ref_iter", "trial", "tries", "t", "d", "gtd", "mark")
 
     def __init__(self, z: torch.Tensor, history: int) -> None:
         k, dim = z.shape
@@ -138,6 +147,8 @@ class _Live:
         self.iters = torch.zeros(k, device=dev, dtype=torch.long)  # iterations of the current start
         self.start_best = torch.full((k,), float("inf"), device=dev, dtype=dt)
         self.start_best_iter = torch.zeros(k, device=dev, dtype=torch.long)
+        self.slow_ref = torch.full((k,), float("inf"), device=dev, dtype=dt)  # best loss at its last big fall
+        self.slow_ref_iter = torch.zeros(k, device=dev, dtype=torch.long)
         self.trial = torch.zeros(k, device=dev, dtype=torch.bool)  # backtracking along d
         self.tries = torch.zeros(k, device=dev, dtype=torch.long)
         self.t = torch.zeros(k, device=dev, dtype=dt)
@@ -254,6 +265,8 @@ def _start(live: _Live, out: _Frames, objective: Objective, mask: torch.Tensor, 
     live.mark[idx] = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
     live.start_best[idx] = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
     live.start_best_iter[idx] = 0
+    live.slow_ref[idx] = live.start_best[idx]
+    live.slow_ref_iter[idx] = 0
     _record(out, frames, f, z)
     if options.stop_every is None:
         out.done[frames[f < options.stop_below]] = True
@@ -330,6 +343,11 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
         ended |= torch.isnan(f_new)  # diverged
     if options.patience is not None:
         ended |= live.iters - live.start_best_iter >= options.patience
+    fell = live.start_best < live.slow_ref * options.slow_drop
+    live.slow_ref = torch.where(fell, live.start_best, live.slow_ref)
+    live.slow_ref_iter = torch.where(fell, live.iters, live.slow_ref_iter)
+    if options.slow_patience is not None:
+        ended |= live.iters - live.slow_ref_iter >= options.slow_patience
     return ended & complete & ~out.done[live.frame]
 
 
