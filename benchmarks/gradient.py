@@ -322,10 +322,10 @@ def main() -> None:
     write(args.json, rows + table,
           {"model": MODEL, "size": SIZE, "frames": frames, "table_frames": table_frames, "sources": list(SOURCES),
            "labels": "clip index", "weights": f"seed:{args.seed}", "threads": args.threads, "quick": args.quick,
-           "attack_options": STOP_AT_SUCCESS,
+           "attack_options": STOP_AT_SUCCESS, "success": "gradient loss < 1e-5 (attack's own criterion)",
            "ig": {"model": f"{IG_MODEL}, seeded weights, {SIZE}x{SIZE}", "batches": ig_batches,
-                  "iterations": ig_iterations, "other_options": "ig defaults (Adam lr 0.1 on the gradient's sign, "
-                                                                "lambda_tv 0.01, 1 restart)"}, "success": "gradient loss < 1e-5 (attack's own criterion)",
+                  "iterations": ig_iterations,
+                  "other_options": "ig defaults (Adam lr 0.1 on the gradient's sign, lambda_tv 0.01, 1 restart)"},
            "psnr30_rate": f"share of frames at PSNR >= {SUCCESS_DB:g} dB (32x32)",
            "eval_size": EVAL_SIZE, "resize": "cv2.INTER_CUBIC, clipped to [0, 1]",
            "table_ii": {"feature_extractor": f"{FE_MODEL} cut at {FE_SPLIT}, seeded weights, frozen",

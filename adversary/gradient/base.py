@@ -18,8 +18,8 @@ from adversary.feature.do import total_variation
 from splitleak import learning
 from splitleak.errors import SplitleakError
 
-__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "best_of_restarts", "cosine_distance", "dummy_gradients",
-           "gradient_distance_l2", "infer_labels_idlg", "last_layer_gradients", "total_variation"]
+__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "best_of_restarts", "cosine_distance",
+           "dummy_gradients", "gradient_distance_l2", "infer_labels_idlg", "last_layer_gradients", "total_variation"]
 
 INPUT_KINDS = ("image", "features")
 
@@ -118,16 +118,18 @@ class GradientInversionAttack:
         raise NotImplementedError
 
 
-def best_of_restarts(run: Any, restarts: int, threshold: float | None = None) -> tuple[Any, list[float]]:
-    """Call run(restart) for restart = 0, 1, ...; each returns a tuple whose [1] is its loss.
-    Returns the lowest-loss run and every run's loss; stops early once a loss is below `threshold`."""
+def best_of_restarts(run: Any, restarts: int, threshold: float | None = None,
+                     loss: Any = lambda result: result[1]) -> tuple[Any, list[float]]:
+    """Call run(restart) for restart = 0, 1, ...; `loss(result)` is a result's loss (default: its [1]).
+    Returns the lowest-loss result and every result's loss; stops early once a loss is below `threshold`."""
     best, losses = None, []
     for restart in range(restarts):
         result = run(restart)
-        losses.append(result[1])
-        if best is None or result[1] < best[1]:
+        value = loss(result)
+        losses.append(value)
+        if best is None or value < loss(best):
             best = result
-        if threshold is not None and result[1] < threshold:
+        if threshold is not None and value < threshold:
             break
     assert best is not None, "restarts must be >= 1"
     return best, losses

@@ -23,6 +23,7 @@ from adversary.gradient.base import (
     GradientCase,
     GradientInversionAttack,
     GradientResult,
+    best_of_restarts,
     dummy_gradients,
     gradient_distance_l2,
 )
@@ -137,19 +138,14 @@ class LbfgsGradientAttack(GradientInversionAttack):
         self.check_access(case)
         start = time.perf_counter()
         labels = self.fixed_labels(case)
-        best: Run | None = None
-        losses: list[float] = []
-        for restart in range(self.restarts):
+
+        def start_from(restart: int) -> Run:
             x0, y0 = dummy_start(case, case.seed + restart, self.init, labels is None)
-            run = lbfgs_match(case, x0, labels, y0, steps=self.iterations, lr=self.lr, max_iter=self.max_iter,
-                              history_size=self.history_size, line_search=self.line_search,
-                              stop_loss=self.stop_loss, patience=self.patience)
-            losses.append(run.loss)
-            if best is None or run.loss < best.loss:
-                best = run
-            if run.loss < self.loss_threshold:
-                break
-        assert best is not None
+            return lbfgs_match(case, x0, labels, y0, steps=self.iterations, lr=self.lr, max_iter=self.max_iter,
+                               history_size=self.history_size, line_search=self.line_search,
+                               stop_loss=self.stop_loss, patience=self.patience)
+
+        best, losses = best_of_restarts(start_from, self.restarts, self.loss_threshold, loss=lambda run: run.loss)
         found = labels if best.label_logits is None else best.label_logits.argmax(-1)
         inputs = torch.nan_to_num(best.inputs)  # a run that blew up everywhere leaves NaNs
         inputs = inputs.clamp(0, 1) if case.is_image else inputs

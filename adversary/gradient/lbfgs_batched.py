@@ -262,11 +262,9 @@ def _start(live: _Live, out: _Frames, objective: Objective, mask: torch.Tensor, 
     live.iters[idx] = 0
     live.trial[idx] = False
     live.tries[idx] = 0
-    live.mark[idx] = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
-    live.start_best[idx] = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
-    live.start_best_iter[idx] = 0
-    live.slow_ref[idx] = live.start_best[idx]
-    live.slow_ref_iter[idx] = 0
+    start_loss = torch.where(torch.isnan(f), torch.full_like(f, float("inf")), f)
+    live.mark[idx] = live.start_best[idx] = live.slow_ref[idx] = start_loss
+    live.start_best_iter[idx] = live.slow_ref_iter[idx] = 0
     _record(out, frames, f, z)
     if options.stop_every is None:
         out.done[frames[f < options.stop_below]] = True
@@ -335,20 +333,26 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
     out.iters[live.frame] += complete.long()
     _record(out, live.frame[moved], f_new[moved], z_new[moved])
     _stop(live, out, complete, options)
-    improved = live.f < live.start_best * (1 - options.min_progress)
-    live.start_best = torch.where(improved, live.f, live.start_best)
-    live.start_best_iter = torch.where(improved, live.iters, live.start_best_iter)
+    live.start_best, live.start_best_iter = _fall(live.f, live.start_best, live.start_best_iter, live.iters,
+                                                  1 - options.min_progress)
     ended = (live.iters >= options.max_iter) | flat
     if options.line_search == "fixed":
         ended |= torch.isnan(f_new)  # diverged
     if options.patience is not None:
         ended |= live.iters - live.start_best_iter >= options.patience
-    fell = live.start_best < live.slow_ref * options.slow_drop
-    live.slow_ref = torch.where(fell, live.start_best, live.slow_ref)
-    live.slow_ref_iter = torch.where(fell, live.iters, live.slow_ref_iter)
+    live.slow_ref, live.slow_ref_iter = _fall(live.start_best, live.slow_ref, live.slow_ref_iter, live.iters,
+                                              options.slow_drop)
     if options.slow_patience is not None:
         ended |= live.iters - live.slow_ref_iter >= options.slow_patience
     return ended & complete & ~out.done[live.frame]
+
+
+def _fall(value: torch.Tensor, ref: torch.Tensor, ref_iter: torch.Tensor, iters: torch.Tensor,
+          factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A progress clock per row: (ref, ref_iter) move to (value, iters) where value < factor * ref.
+    `patience` and `slow_patience` end a start whose clock has not moved for that many iterations."""
+    fell = value < ref * factor
+    return torch.where(fell, value, ref), torch.where(fell, iters, ref_iter)
 
 
 def _shorter(t: torch.Tensor, f: torch.Tensor, f_new: torch.Tensor, gtd: torch.Tensor) -> torch.Tensor:
