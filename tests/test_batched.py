@@ -159,7 +159,36 @@ def test_fixed_step_follows_torch_lbfgs_row_by_row():
             assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("line_search", ["armijo", "fixed"])
+def test_strong_wolfe_takes_torch_lbfgs_trial_steps_row_by_row():
+    """Every evaluation point of every row, line-search trials included, is torch's on that row
+    alone, also once the 3-pair history has wrapped round."""
+    rec = Recorder(rosenbrock)
+    init = lambda r, s: seeded_init(r, s).double()  # noqa: E731  (float64: the paths agree to rounding)
+    minimize(rec, init, 4, LBFGSOptions(max_iter=60, restarts=0, threshold=0.0, stop=0.0, history=3,
+                                        line_search="strong_wolfe", tolerance_change=1e-12))
+    extra_trials = 0
+    for row in range(4):
+        z = init(torch.tensor([row]), torch.tensor([0]))[0].clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([z], lr=1, max_iter=60, max_eval=1000, history_size=3, tolerance_grad=0,
+                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
+        seen = []
+
+        def closure():
+            opt.zero_grad()
+            seen.append(z.detach().clone())
+            f = (SCALES[row] * (z[1:] - z[:-1] ** 2) ** 2 + (1 - z[:-1]) ** 2).sum()
+            f.backward()
+            return f
+
+        opt.step(closure)  # torch stops at its tolerance (loss < 1e-9 here); we go on to max_iter
+        assert 20 <= len(seen) <= len(rec.points[row])
+        extra_trials += len(seen) - 1 - opt.state[z]["n_iter"]
+        for ours, theirs in zip(rec.points[row], seen):
+            assert torch.allclose(ours, theirs, rtol=1e-9, atol=1e-10)
+    assert extra_trials >= 10  # bracketing and zoom trials were compared, not just first steps
+
+
+@pytest.mark.parametrize("line_search", ["strong_wolfe", "armijo", "fixed"])
 def test_rows_converge_independently(line_search):
     options = LBFGSOptions(max_iter=400, restarts=2, threshold=1e-10, history=10, line_search=line_search)
     rec = Recorder(rosenbrock)

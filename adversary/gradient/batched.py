@@ -229,8 +229,8 @@ class FrameMatching:
 class BatchedLbfgsAttack(LbfgsGradientAttack):
     """dlg / idlg over N frames at once. Same options and meaning as `LbfgsGradientAttack`
     (an iteration budget of iterations x max_iter L-BFGS iterations per start, `restarts` starts
-    in all, success below `threshold`), mapped per frame: `strong_wolfe` -> per-frame Armijo
-    backtracking, None -> torch's fixed step. A frame is frozen once its loss is below `stop_loss`
+    in all, success below `threshold`), run per frame: `strong_wolfe` -> torch's strong-Wolfe
+    search per frame (the trial steps dlg takes on that frame alone), None -> torch's fixed step. A frame is frozen once its loss is below `stop_loss`
     (default: the threshold; 0 polishes every frame to the end of its start), tested as dlg tests
     it: every `stop_every` (default max_iter, dlg's step) iterations on the loss at the previous
     test, so a frame runs the step that starts below `stop_loss` (1 tests after every iteration).
@@ -255,14 +255,14 @@ class BatchedLbfgsAttack(LbfgsGradientAttack):
     def options(self) -> LBFGSOptions:
         return LBFGSOptions(max_iter=self.iterations * self.max_iter, restarts=self.restarts - 1,
                             threshold=self.loss_threshold, stop=self.stop_loss, history=self.history_size,
-                            lr=self.lr, line_search="armijo" if self.line_search else "fixed",
+                            lr=self.lr, line_search=self.line_search or "fixed", tolerance_change=1e-12,
                             patience=self.patience or None, min_progress=self.min_progress,
                             stop_every=self.stop_every,
                             slow_patience=self.slow_steps * self.max_iter if self.slow_steps else None)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "engine": "batched (torch.func vmap, per-frame L-BFGS)",
-                "line_search": "per-frame armijo backtracking" if self.line_search else "fixed step",
+                "line_search": "per-frame strong wolfe" if self.line_search else "fixed step",
                 "stop_loss": self.stop_loss, "stop_every": self.stop_every, "patience": self.patience,
                 "min_progress": self.min_progress, "slow_steps": self.slow_steps,
                 "slow_rule": "a start ends when its best loss has not halved within slow_steps steps of its "

@@ -12,10 +12,13 @@ steps and the rest stall (about 22 dB vs 32-37 dB for the per-frame loop on DLG 
 
 Per row this is torch.optim.LBFGS's algorithm (H0 = s'y / y'y, pairs kept only when
 s'y > 1e-10, first step min(1, 1/|g|_1) * lr; -H g by the compact representation, equal to
-the two-loop recursion), with a per-row line search: `armijo` backtracks (quadratic
-interpolation, clamped to [0.1, 0.5] of the step) until f(z + t d) <= f(z) + c1 t g'd, each
-shorter trial riding in the next batched call; `fixed` takes torch's fixed step (no line
-search) as in the original DLG code, a non-finite loss then restarting the row.
+the two-loop recursion), with a per-row line search, each trial of which rides in the next
+batched call: `strong_wolfe` is torch's (wolfe_batched.py), so a row takes the steps torch's
+L-BFGS takes on it alone; `armijo` backtracks (quadratic interpolation, clamped to [0.1, 0.5]
+of the step) until f(z + t d) <= f(z) + c1 t g'd; `fixed` takes torch's fixed step (no line
+search) as in the original DLG code, a non-finite loss then restarting the row. Where torch's
+L-BFGS would stop (a search that ends where it began, an uphill direction), a row forgets its
+history and goes on by steepest descent.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from dataclasses import dataclass
 
 import torch
 
+from adversary.gradient.wolfe_batched import WolfeRows
 from splitleak.errors import SplitleakError
 
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Init = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (rows (k,), start number (k,)) -> z (k, D)
-LINE_SEARCHES = ("armijo", "fixed")
+LINE_SEARCHES = ("strong_wolfe", "armijo", "fixed")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class LBFGSOptions:
     line_search: str = "armijo"
     max_backtracks: int = 10
     c1: float = 1e-4
+    c2: float = 0.9
+    max_ls: int = 25
     patience: int | None = None
     min_progress: float = 1e-3
     slow_patience: int | None = None
@@ -68,8 +74,10 @@ class LBFGSOptions:
     def __post_init__(self) -> None:
         if self.line_search not in LINE_SEARCHES:
             raise SplitleakError(f"line_search must be one of {LINE_SEARCHES}, got {self.line_search!r}")
-        if self.max_iter < 1 or self.restarts < 0 or self.history < 1 or self.max_backtracks < 0:
-            raise SplitleakError("max_iter and history must be >= 1, restarts and max_backtracks >= 0")
+        if self.max_iter < 1 or self.restarts < 0 or self.history < 1 or self.max_backtracks < 0 or self.max_ls < 1:
+            raise SplitleakError("max_iter, history and max_ls must be >= 1, restarts and max_backtracks >= 0")
+        if not 0 < self.c1 < self.c2 < 1:
+            raise SplitleakError(f"need 0 < c1 < c2 < 1, got c1 {self.c1} and c2 {self.c2}")
         if self.slow_patience is not None and self.slow_patience < 1 or not 0 < self.slow_drop < 1:
             raise SplitleakError(f"slow_patience must be None or >= 1 and slow_drop in (0, 1), got "
                                  f"{self.slow_patience} and {self.slow_drop}")
@@ -116,20 +124,22 @@ class _Live:
     """The problems still running, one storage row each; rows are dropped as problems finish, so
     every iteration works on whole tensors (no gathers).
 
-    Curvature pairs live in a ring of `history` slots shared by all rows: every iteration writes
-    slot `head` of every row (a row that keeps no pair this time gets rho = 0 there, i.e. no pair),
-    so all rows share one chronological order, and a row remembers the pairs of its last `history`
-    iterations (torch: its last `history` pairs; the two differ only after skipped pairs).
+    Curvature pairs live in a ring of `history` slots per row: a row that keeps a pair writes it at
+    its own `head` slot and moves its head on, so, as in torch, a row remembers its last `history`
+    pairs whatever the others do and however many line-search trials its iterations took.
     -H g comes from the compact representation (Byrd, Nocedal & Schnabel 1994), equal to the
     two-loop recursion but made of a few batched products instead of ~6 x history small ones:
     with S, Y the pairs oldest first, R = triu(S'Y), D = diag(S'Y), gamma = s'y / y'y of the
     newest pair,
         H g = gamma g + S p - gamma Y u,  u = R^-1 S'g,  p = R^-T ((D + gamma Y'Y) u - gamma Y'g).
-    S'Y and Y'Y are kept (float64, chronological) and updated with the newest pair only.
+    R and Y'Y (float64) are kept in each row's chronological order, oldest first: a row that keeps
+    a pair rolls them by one, and direction() fills in the newest pair's column. Slots with no
+    pair hold zeros in S and Y (and a unit diagonal in R), so they drop out of every product
+    without masks.
     """
 
-    PER_ROW = ("frame", "z", "f", "g", "S", "Y", "rho", "h_diag", "SY", "YY", "iters", "start_best",
-               "start_best_iter", "slow_ref", "slow_ref_iter", "trial", "tries", "t", "d", "gtd", "mark")
+    PER_ROW = ("frame", "z", "f", "g", "S", "Y", "rho", "h_diag", "R", "YY", "iters", "start_best",
+               "start_best_iter", "slow_ref", "slow_ref_iter", "trial", "tries", "t", "d", "gtd", "mark", "head")
 
     def __init__(self, z: torch.Tensor, history: int) -> None:
         k, dim = z.shape
@@ -142,20 +152,21 @@ class _Live:
         self.Y = torch.zeros(k, history, dim, device=dev, dtype=dt)
         self.rho = torch.zeros(k, history, device=dev, dtype=dt)  # 1 / s'y, 0: no pair in this slot
         self.h_diag = torch.ones(k, device=dev, dtype=dt)
-        self.SY = torch.zeros(k, history, history, device=dev, dtype=torch.float64)  # oldest first
+        self.R = torch.eye(history, device=dev, dtype=torch.float64).repeat(k, 1, 1)  # oldest first
         self.YY = torch.zeros(k, history, history, device=dev, dtype=torch.float64)
         self.iters = torch.zeros(k, device=dev, dtype=torch.long)  # iterations of the current start
         self.start_best = torch.full((k,), float("inf"), device=dev, dtype=dt)
         self.start_best_iter = torch.zeros(k, device=dev, dtype=torch.long)
         self.slow_ref = torch.full((k,), float("inf"), device=dev, dtype=dt)  # best loss at its last big fall
         self.slow_ref_iter = torch.zeros(k, device=dev, dtype=torch.long)
-        self.trial = torch.zeros(k, device=dev, dtype=torch.bool)  # backtracking along d
+        self.trial = torch.zeros(k, device=dev, dtype=torch.bool)  # in a line search along d
         self.tries = torch.zeros(k, device=dev, dtype=torch.long)
         self.t = torch.zeros(k, device=dev, dtype=dt)
         self.d = torch.zeros(k, dim, device=dev, dtype=dt)
         self.gtd = torch.zeros(k, device=dev, dtype=dt)
         self.mark = torch.full((k,), float("inf"), device=dev, dtype=dt)  # loss at the last stop test
-        self.head = 0  # the next slot to write, i.e. the oldest one
+        self.head = torch.zeros(k, device=dev, dtype=torch.long)  # per row: the next slot, its oldest
+        self.wolfe = WolfeRows(k, dim, dev, dt)  # strong-Wolfe search state (unused by the others)
 
     @property
     def k(self) -> int:
@@ -168,56 +179,66 @@ class _Live:
         idx = mask.nonzero().flatten()
         for name in self.PER_ROW:
             setattr(self, name, getattr(self, name).index_select(0, idx))
+        self.wolfe.keep(idx)
 
     def clear(self, mask: torch.Tensor) -> None:
         """Forget the curvature history of the rows where mask is True."""
-        self.rho.masked_fill_(mask[:, None], 0.0)
-        self.h_diag.masked_fill_(mask, 1.0)
+        rows = mask.nonzero().flatten()
+        if rows.numel() == 0:
+            return
+        for name in ("S", "Y", "rho", "YY"):
+            getattr(self, name)[rows] = 0.0
+        self.R[rows] = torch.eye(self.R.shape[1], device=self.R.device, dtype=self.R.dtype)
+        self.h_diag[rows] = 1.0
 
     def has_history(self) -> torch.Tensor:
         return (self.rho != 0).any(1)
 
     def push(self, mask: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
-        """Store (s, y) in slot `head` for the rows in mask where s'y > 1e-10, as torch's L-BFGS."""
+        """Store (s, y) at the head of the rows in mask where s'y > 1e-10, as torch's L-BFGS."""
         ys = torch.linalg.vecdot(s, y)
-        keep = mask & (ys > 1e-10)
-        slot = self.head
-        zero = torch.zeros((), device=s.device, dtype=s.dtype)
-        self.S[:, slot] = torch.where(keep[:, None], s, zero)
-        self.Y[:, slot] = torch.where(keep[:, None], y, zero)
-        self.rho[:, slot] = torch.where(keep, 1.0 / torch.where(keep, ys, 1.0), zero)
-        yy = torch.linalg.vecdot(y, y)
-        self.h_diag = torch.where(keep, ys / torch.where(keep, yy, 1.0), self.h_diag)
-        self.head = (slot + 1) % self.S.shape[1]
-        # the evicted (oldest) pair's row and column wrap round to the end; direction() refills them
-        self.SY = torch.roll(self.SY, (-1, -1), (1, 2))
-        self.YY = torch.roll(self.YY, (-1, -1), (1, 2))
+        rows = (mask & (ys > 1e-10)).nonzero().flatten()
+        if rows.numel() == 0:
+            return
+        slot, s, y, ys = self.head[rows], s[rows], y[rows], ys[rows]
+        self.S[rows, slot], self.Y[rows, slot], self.rho[rows, slot] = s, y, 1.0 / ys
+        self.h_diag[rows] = ys / torch.linalg.vecdot(y, y)
+        self.head[rows] = (slot + 1) % self.S.shape[1]
+        # one place older for every pair of these rows; the newest's row and column (left unset
+        # here) are filled in by direction(), which runs before anything reads them
+        for name in ("R", "YY"):
+            mat = getattr(self, name)
+            if rows.numel() == mat.shape[0]:
+                shifted = torch.empty_like(mat)
+                shifted[:, :-1, :-1] = mat[:, 1:, 1:]
+                setattr(self, name, shifted)
+            else:
+                mat[rows, :-1, :-1] = mat[rows, 1:, 1:]
 
     def direction(self, g: torch.Tensor) -> torch.Tensor:
         """-H g per row, from each row's own pairs."""
-        m, head = self.S.shape[1], self.head
-        new = (head - 1) % m  # slot of the newest pair
-        s_new, y_new = self.S[:, new], self.Y[:, new]
-        sp = torch.bmm(torch.stack([g, y_new], 1), self.S.transpose(1, 2)).double()  # s_i'g, s_i'y_new
-        # y_i'g, y_i'y_new, y_i's_new
-        yp = torch.bmm(torch.stack([g, y_new, s_new], 1), self.Y.transpose(1, 2)).double()
-        sp, yp = torch.roll(sp, -head, 2), torch.roll(yp, -head, 2)  # slots -> oldest first
-        self.SY[:, :, -1] = sp[:, 1]
-        self.SY[:, -1, :] = yp[:, 2]
+        k, m = self.rho.shape
+        rows = torch.arange(k, device=g.device)
+        new = (self.head - 1) % m  # per row, the slot of the newest pair
+        order = (self.head[:, None] + torch.arange(m, device=g.device)) % m  # slots, oldest first
+        s_new, y_new = self.S[rows, new], self.Y[rows, new]
+        pair = torch.stack([g, y_new], 1)
+        by_age = order[:, None, :].expand(-1, 2, -1)
+        sp = torch.bmm(pair, self.S.transpose(1, 2)).double().gather(2, by_age)  # s_i'g, s_i'y_new
+        yp = torch.bmm(pair, self.Y.transpose(1, 2)).double().gather(2, by_age)  # y_i'g, y_i'y_new
+        newest_kept = self.rho[rows, new] != 0
+        self.R[:, :, -1] = sp[:, 1]
+        self.R[:, -1, :-1] = 0.0
+        self.R[:, -1, -1] = torch.where(newest_kept, sp[:, 1, -1], 1.0)
         self.YY[:, :, -1] = yp[:, 1]
         self.YY[:, -1, :] = yp[:, 1]
-        valid = torch.roll(self.rho != 0, -head, 1).double()
-        both = valid[:, :, None] * valid[:, None, :]
-        r = torch.triu(self.SY * both)
-        r.diagonal(dim1=1, dim2=2).add_(1 - valid)  # no pair in a slot: an inert unit row
-        d = torch.diagonal(r, dim1=1, dim2=2) * valid
+        valid = (self.rho != 0).gather(1, order).double()
+        d = torch.diagonal(self.R, dim1=1, dim2=2) * valid
         gamma = self.h_diag.double()[:, None]
-        a, b = sp[:, 0] * valid, yp[:, 0] * valid
-        u = torch.linalg.solve_triangular(r, a[..., None], upper=True)[..., 0]
-        yyu = torch.bmm(self.YY, u[..., None])[..., 0] * valid  # u is 0 off the valid slots
-        w = d * u + gamma * yyu - gamma * b
-        p = torch.linalg.solve_triangular(r.transpose(1, 2), w[..., None], upper=False)[..., 0]
-        p, u = torch.roll(p, head, 1).to(g.dtype), torch.roll(u, head, 1).to(g.dtype)  # back to slots
+        u = torch.linalg.solve_triangular(self.R, sp[:, 0, :, None], upper=True)[..., 0]
+        w = d * u + gamma * torch.bmm(self.YY, u[..., None])[..., 0] - gamma * yp[:, 0]
+        p = torch.linalg.solve_triangular(self.R.mT, w[..., None], upper=False)[..., 0]
+        p, u = (torch.empty_like(v).scatter_(1, order, v).to(g.dtype) for v in (p, u))  # back to slots
         hg = self.h_diag[:, None] * (g - torch.bmm(u[:, None], self.Y)[:, 0]) + torch.bmm(p[:, None], self.S)[:, 0]
         return -hg
 
@@ -292,10 +313,10 @@ def _stop(live: _Live, out: _Frames, complete: torch.Tensor, options: LBFGSOptio
 def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOptions) -> torch.Tensor:
     """One objective call for every live row; returns the mask of rows whose start has ended.
 
-    A row either tries the first step along a new direction or, when its last trial failed the
-    Armijo test, a shorter step along the same one: backtracking rows ride along in the same call
-    as the others instead of costing calls of their own. An iteration (what max_iter counts) is a
-    direction finished: its step accepted, or given up after max_backtracks shorter trials.
+    A row either tries the first step along a new direction or the next trial of a line search in
+    progress along the same one: searching rows ride along in the same call as the others instead
+    of costing calls of their own. An iteration (what max_iter counts) is a direction finished: a
+    step chosen, or the search given up.
     """
     z, f, g = live.z, live.f, live.g
     fresh = ~live.trial
@@ -311,27 +332,20 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
     t = torch.where(fresh, t, live.t)
     flat = fresh & ~(gtd < -options.tolerance_change)  # zero gradient: nowhere to go from here
     t = torch.where(flat, torch.zeros_like(t), t)
-    z_new = z + t[:, None] * d
-    f_new, g_new = _evaluate(out, objective, z_new, live.frame)
-    if options.line_search == "armijo":
-        ok = torch.isfinite(f_new) & (f_new <= f + options.c1 * t * gtd)
-        retry = ~ok & ~flat & (live.tries < options.max_backtracks)
-        moved = ok & ~flat & (f_new < f)
-    else:
-        retry = torch.zeros_like(flat)
-        moved = torch.isfinite(f_new) & ~flat
-    live.trial, live.d, live.gtd = retry, d, gtd
-    live.tries = torch.where(retry, live.tries + 1, torch.zeros_like(live.tries))
-    live.t = torch.where(retry, _shorter(t, f, f_new, gtd), t)
-    complete = ~retry
-    live.push(moved, z_new - z, g_new - g)
+    f_new, g_new = _evaluate(out, objective, z + t[:, None] * d, live.frame)
+    search = _SEARCHES[options.line_search]
+    complete, moved, t_step, f_step, g_step, t_next = search(live, fresh, t, d, gtd, f_new, g_new, options)
+    complete, moved = complete | flat, moved & ~flat
+    live.trial, live.d, live.gtd, live.t = ~complete, d, gtd, t_next
+    s = t_step[:, None] * d
+    live.push(moved, s, g_step - g)
     live.clear(complete & ~moved)  # a failed line search leaves the row in place, history forgotten
-    live.z = torch.where(moved[:, None], z_new, z)
-    live.f = torch.where(moved, f_new, f)
-    live.g = torch.where(moved[:, None], g_new, g)
+    live.z = torch.where(moved[:, None], z + s, z)
+    live.f = torch.where(moved, f_step, f)
+    live.g = torch.where(moved[:, None], g_step, g)
     live.iters += complete.long()
     out.iters[live.frame] += complete.long()
-    _record(out, live.frame[moved], f_new[moved], z_new[moved])
+    _record(out, live.frame[moved], f_step[moved], live.z[moved])
     _stop(live, out, complete, options)
     live.start_best, live.start_best_iter = _fall(live.f, live.start_best, live.start_best_iter, live.iters,
                                                   1 - options.min_progress)
@@ -345,6 +359,40 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
     if options.slow_patience is not None:
         ended |= live.iters - live.slow_ref_iter >= options.slow_patience
     return ended & complete & ~out.done[live.frame]
+
+
+Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _armijo(live: _Live, fresh: torch.Tensor, t: torch.Tensor, d: torch.Tensor, gtd: torch.Tensor,
+            f_new: torch.Tensor, g_new: torch.Tensor, options: LBFGSOptions) -> Step:
+    """Backtracking: accept the trial when f(z + t d) <= f(z) + c1 t g'd, else a shorter one.
+    Returns (search over, row moves, step, its loss, its gradient, next trial step)."""
+    f = live.f
+    ok = torch.isfinite(f_new) & (f_new <= f + options.c1 * t * gtd)
+    retry = ~ok & (live.tries < options.max_backtracks)
+    live.tries = torch.where(retry, live.tries + 1, torch.zeros_like(live.tries))
+    return ~retry, ok & (f_new < f), t, f_new, g_new, torch.where(retry, _shorter(t, f, f_new, gtd), t)
+
+
+def _fixed(live: _Live, fresh: torch.Tensor, t: torch.Tensor, d: torch.Tensor, gtd: torch.Tensor,
+           f_new: torch.Tensor, g_new: torch.Tensor, options: LBFGSOptions) -> Step:
+    """No line search: torch's fixed step, taken wherever the loss is finite."""
+    return torch.ones_like(fresh), torch.isfinite(f_new), t, f_new, g_new, t
+
+
+def _strong_wolfe(live: _Live, fresh: torch.Tensor, t: torch.Tensor, d: torch.Tensor, gtd: torch.Tensor,
+                  f_new: torch.Tensor, g_new: torch.Tensor, options: LBFGSOptions) -> Step:
+    """torch's strong-Wolfe search per row (wolfe_batched); the step it ends on is never worse than
+    staying, and counts as a move where it lowers the loss."""
+    live.wolfe.begin(fresh, live.f, live.g, gtd, d)
+    done, t_step, f_step, g_step, t_next = live.wolfe.step(
+        t, live.f, live.g, gtd, f_new, g_new, torch.linalg.vecdot(g_new, d), options.c1, options.c2,
+        options.tolerance_change, options.max_ls)
+    return done, done & (t_step != 0) & (f_step < live.f), t_step, f_step, g_step, t_next
+
+
+_SEARCHES = {"armijo": _armijo, "fixed": _fixed, "strong_wolfe": _strong_wolfe}
 
 
 def _fall(value: torch.Tensor, ref: torch.Tensor, ref_iter: torch.Tensor, iters: torch.Tensor,
