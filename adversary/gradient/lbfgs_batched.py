@@ -60,7 +60,7 @@ class LBFGSOptions:
     stop_every: int | None = None
     history: int = 100
     lr: float = 1.0
-    line_search: str = "armijo"
+    line_search: str = "strong_wolfe"
     max_backtracks: int = 10
     c1: float = 1e-4
     c2: float = 0.9
