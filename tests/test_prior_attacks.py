@@ -131,6 +131,23 @@ def test_dmb_multi_ties_latents(prior) -> None:
     assert torch.equal(v[0], v[1]) and not torch.equal(v[0], v[2])
 
 
+def test_dmb_multi_shared_phase_spends_the_per_frame_budget_on_one_latent_per_group(prior) -> None:
+    z, case = head_case("lenet", prior, frames=3)
+    case.frames = (("cam0", 4), ("cam0", 5), ("cam0", 9))  # groups [0, 1] and [2]
+    only_shared = MultiFrameDiffusionBased(iterations=4, steps=1, shared_phase=1.0, shared_init=False)
+    x = only_shared.reconstruct(z, case)
+    assert only_shared.phase_iterations == (6, 0)  # 4 sampler runs per frame x 3 frames / 2 groups
+    assert len(only_shared.trace["feature"]) == 6 + 1
+    v = only_shared.last_latents
+    assert torch.equal(v[0], v[1]) and not torch.equal(v[0], v[2])
+    assert x.shape == (3, 3, SIZE, SIZE) and torch.isfinite(only_shared.last_loss).all()
+    half = MultiFrameDiffusionBased(iterations=4, steps=1, shared_phase=0.5)
+    half.reconstruct(z, case)
+    assert half.phase_iterations == (3, 2) and len(half.trace["feature"]) == (3 + 1) + (2 + 1)
+    with pytest.raises(SplitleakError, match="shared_phase"):
+        MultiFrameDiffusionBased(shared_phase=1.5)
+
+
 def test_db_needs_a_latent_prior() -> None:
     z, case = head_case("lenet", make_tiny_prior(SIZE, latent=False))
     with pytest.raises(SplitleakError, match="VAE"):

@@ -115,10 +115,15 @@ class DiffusionBased(PriorAttack):
         z, mask = self.targets(features, case)
         cond, best, self.trace = self.condition(prior), Best(), {}
         v0 = self.initial_noise(z.shape[0], prior, case).to(case.device, prior.dtype)
-        run = self._guided if self.variant == "guidance" else self._unrolled
-        run(v0, z, mask, case, prior, cond, best)
+        self.optimise(v0, z, mask, case, prior, cond, best)
         self.last_loss = best.loss.cpu()
         return best.x.float().clamp(0, 1)
+
+    def optimise(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
+                 prior: Any, cond: torch.Tensor | None, best: Best) -> None:
+        """Run the variant from the initial latents v0; `best` collects each frame's best image."""
+        run = self._guided if self.variant == "guidance" else self._unrolled
+        run(v0, z, mask, case, prior, cond, best)
 
     def _sample(self, prior: Any, v_n: torch.Tensor, cond: torch.Tensor | None, **kwargs: Any) -> torch.Tensor:
         return prior.sample(v_n, steps=self.steps, text=cond, cfg_scale=self.cfg_scale, **kwargs)
@@ -132,17 +137,22 @@ class DiffusionBased(PriorAttack):
         return self.steps * activation_bytes(prior, v, cond) > CPU_ACTIVATION_BUDGET
 
     def _unrolled(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
-                  prior: Any, cond: torch.Tensor | None, best: Best) -> None:
+                  prior: Any, cond: torch.Tensor | None, best: Best, iterations: int | None = None,
+                  owner: torch.Tensor | None = None) -> None:
+        """Adam on v through the unrolled sampler. With `owner` (frame -> row of v0), fewer latents
+        than frames: frame i is scored on the image of latent owner[i]."""
+        iterations = self.iterations if iterations is None else iterations
         self.checkpointed = self.use_checkpoint(prior, v0, cond, case)
         v = v0.requires_grad_(True)
         opt = torch.optim.Adam([v], lr=self.lr)
-        for step in range(self.iterations + 1):  # the last pass only scores the final v
-            training = step < self.iterations
+        for step in range(iterations + 1):  # the last pass only scores the final v
+            training = step < iterations
             with torch.set_grad_enabled(training), self.autocast(case, self.amp):
                 v_n = normalise(v)
                 latent = self._sample(prior, v_n, cond, checkpoint=self.checkpointed and training)
-                loss, feat, x = self.image_loss(prior.decode(latent), z, mask, case)
-                terms = self.latent_terms(v_n.float(), case)
+                images = prior.decode(latent)
+                loss, feat, x = self.image_loss(images if owner is None else images[owner], z, mask, case)
+                terms = self.latent_terms(v_n.float() if owner is None else v_n.float()[owner], case)
                 total = loss + sum(terms.values()) if terms else loss
             best.update(feat, x)
             self.log(feature=feat, total=total, **terms)

@@ -12,6 +12,13 @@ Groups come from the wire metadata of the batch (case.frames: stream and seq): r
 consecutive seq of one stream, cut at `window` frames and at batch boundaries (raise
 `--batch` to keep long runs together). Without metadata the batch is taken as consecutive
 frames in order. With `shared_init` every frame of a group starts from the same noise.
+
+`shared_phase` f: a continuation on the tie. The tie starts infinitely strong (one latent per
+group, scored against every frame of the group, as lambda_c -> inf would force) and is then
+relaxed to lambda_c. The shared phase costs one sampler run per group instead of one per frame,
+so at the same sampler budget (`iterations` runs per frame) it gets f * iterations * B / G
+steps for B frames in G groups, and the tied per-frame phase the remaining (1 - f) * iterations,
+starting every frame from its group's latent. f = 0 is Algorithm 2 as written.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from adversary.feature.base import WhiteBoxCase
+from adversary.feature.db import Best
 from adversary.feature.dmb import DiffusionBased
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
 from adversary.registry import register
@@ -34,21 +42,26 @@ class MultiFrameDiffusionBased(DiffusionBased):
     name: ClassVar[str] = "dmb-multi"
 
     def __init__(self, iterations: int = 1500, lr: float = 0.1, steps: int = 20, lambda_s: float = LAMBDA_S,
-                 lambda_c: float = LAMBDA_C, window: int = 5, shared_init: bool = True, text: str | None = None,
+                 lambda_c: float = LAMBDA_C, window: int = 5, shared_init: bool = True,
+                 shared_phase: float = 0.0, text: str | None = None,
                  lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0, cfg_scale: float = 1.0,
                  checkpoint: bool | None = None, amp: bool = True) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp)
-        if window < 1 or lambda_c < 0:
-            raise SplitleakError(f"window must be >= 1 and lambda_c >= 0, got {window} and {lambda_c}")
+        if window < 1 or lambda_c < 0 or not 0.0 <= shared_phase <= 1.0:
+            raise SplitleakError(f"window must be >= 1, lambda_c >= 0 and shared_phase in [0, 1], got {window}, "
+                                 f"{lambda_c} and {shared_phase}")
         self.lambda_c, self.window, self.shared_init = float(lambda_c), int(window), bool(shared_init)
+        self.shared_phase = float(shared_phase)
+        self.phase_iterations: tuple[int, int] | None = None  # (shared, per-frame) steps of the last batch
         self.groups: list[list[int]] = []
 
     def config(self) -> dict[str, object]:
         config = super().config()
         config.pop("variant")
         return {**config, "lambda_c": self.lambda_c, "window": self.window, "shared_init": self.shared_init,
+                "shared_phase": self.shared_phase, "phase_iterations": self.phase_iterations,
                 "tie": "lambda_c * mean((v_n,k - group mean)^2)"}
 
     def frame_groups(self, batch: int, case: WhiteBoxCase) -> list[list[int]]:
@@ -71,6 +84,26 @@ class MultiFrameDiffusionBased(DiffusionBased):
         if self.lambda_c > 0:
             terms["tie"] = self.lambda_c * group_tie(v_n, self.groups)
         return terms
+
+    def phase_budget(self, frames: int, groups: int) -> tuple[int, int]:
+        """(shared-phase steps, per-frame steps) at `iterations` sampler runs per frame."""
+        shared = round(self.shared_phase * self.iterations)
+        return round(shared * frames / groups), self.iterations - shared
+
+    def optimise(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
+                 prior: Any, cond: torch.Tensor | None, best: Best) -> None:
+        shared, per_frame = self.phase_iterations = self.phase_budget(v0.shape[0], len(self.groups))
+        if shared:
+            owner = torch.empty(v0.shape[0], dtype=torch.long)
+            for row, group in enumerate(self.groups):
+                owner[group] = row
+            owner = owner.to(v0.device)
+            firsts = torch.as_tensor([group[0] for group in self.groups], device=v0.device)
+            self._unrolled(v0[firsts], z, mask, case, prior, cond, best, iterations=shared, owner=owner)
+            v0 = self.last_latents[owner].clone()
+            self.last_latents = v0
+        if per_frame:
+            self._unrolled(v0, z, mask, case, prior, cond, best, iterations=per_frame)
 
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
         self.groups = self.frame_groups(features.shape[0], case)

@@ -3,12 +3,12 @@ gradient-matching problems in one vectorised optimisation (`dlg-batched`, `idlg-
 
 Per frame i the problem is dlg's / idlg's:
     min_{x_i, y_i}  sum_params || dL(f(x_i), y_i)/dW - g_i ||^2.
-The per-frame parameter gradient and the gradient of the per-frame matching loss w.r.t. the
-frame's own dummy (a double backward) are taken for all frames at once with torch.func:
-`vmap(grad_and_value(frame_loss))`, where `frame_loss` calls `grad` of
-`learning.loss(functional_call(module, params, x_i), y_i)`, the edge's own definition on a batch
-of one (class ids enter as one-hot soft labels: the same loss; a call with one or two frames
-left runs plain autograd instead, faster there). The optimiser is `lbfgs_batched.minimize`, a
+The per-frame parameter gradients are taken for all frames at once with torch.func,
+`vmap(grad(...))` of `learning.loss(functional_call(module, params, x_i), y_i)` (the edge's own
+definition on a batch of one), and the gradient of the summed matching losses w.r.t. the dummies
+(a double backward; frames are independent, so row i gets its own loss's gradient) by autograd.
+Class ids enter as one-hot soft labels (the same loss); a call with one frame left runs plain
+autograd instead, faster there. The optimiser is `lbfgs_batched.minimize`, a
 per-frame L-BFGS (own history, own line search, own convergence, own restarts): a converged
 frame is frozen and costs nothing, a frame that diverges or stalls restarts from its next seed
 while the others go on. `dlg` / `idlg` (one frame at a time) stay the reference; with the same
@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
 from adversary.gradient.base import GradientCase, GradientResult, infer_labels_idlg
@@ -42,7 +42,7 @@ from adversary.registry import register
 from splitleak import learning
 from splitleak.errors import SplitleakError
 
-SINGLE_BELOW = 2  # up to this many frames per call, a loop of plain autograd beats vmap on CPU
+SINGLE_BELOW = 1  # up to this many frames per call, plain autograd beats vmap on CPU (measured: 1)
 FRAME_SEED_STRIDE = 1000  # frame i starts from seeds seed + 1000 i + restart: no two frames share a start
 
 
@@ -186,19 +186,14 @@ class FrameMatching:
         self._fixed = {n: p.detach() for n, p in params.items() if n not in self.names}
         self._shared = {n: params[n].detach() for n in self.names}
         frame_grads = _functional(case.module, self.names)
-
-        def frame_loss(z, target, label, trained):
-            x = z[: self.n_x].view(1, *self.shape)
-            y = torch.softmax(z[self.n_x:], -1)[None] if self.joint else label[None]
-            g = frame_grads(trained, x, y)
-            return sum(((g[n] - target[n]) ** 2).sum() for n in self.names)
-
-        label_dim = None if self.joint else 0
-        self._vg = {per: vmap(grad_and_value(frame_loss), in_dims=(0, 0, label_dim, 0 if per else None))
-                    for per in (False, True)}
+        # per-frame parameter gradients under vmap; the matching loss and its gradient w.r.t. z are
+        # taken outside it by plain autograd (frames are independent, so d sum / d z_i = d loss_i / d z_i),
+        # about 10% faster than an outer vmap(grad_and_value) level on CPU
+        self._frame_grads = {per: vmap(lambda tr, x, y: frame_grads(tr, x[None], y[None]),
+                                       in_dims=(0 if per else None, 0, 0)) for per in (False, True)}
 
     def __call__(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if rows.numel() <= SINGLE_BELOW:  # a frame or two: plain autograd, which skips vmap's overhead
+        if rows.numel() <= SINGLE_BELOW:  # one frame: plain autograd, which skips vmap's overhead
             parts = [self._single(z[k:k + 1], int(i)) for k, i in enumerate(rows.tolist())]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         whole = rows.numel() == self._all.numel() and torch.equal(rows, self._all.to(rows.device))
@@ -208,8 +203,13 @@ class FrameMatching:
         per = self.frame_params is not None
         trained = {n: pick(t) for n, t in self.frame_params.items()} if per else self._shared
         with torch.enable_grad():
-            g, f = self._vg[per](z, targets, labels, trained)
-        return f.detach(), g.detach()
+            z = z.detach().requires_grad_(True)
+            x = z[:, : self.n_x].view(-1, *self.shape)
+            y = torch.softmax(z[:, self.n_x:], -1) if self.joint else labels
+            grads = self._frame_grads[per](trained, x, y)
+            f = sum(((grads[n] - targets[n]) ** 2).flatten(1).sum(1) for n in self.names)
+            (g,) = torch.autograd.grad(f.sum(), z)
+        return f.detach(), g
 
     def _single(self, z: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The same loss and gradient for one frame, without vmap."""

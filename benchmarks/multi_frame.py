@@ -1,0 +1,102 @@
+"""Multi-frame DMB variants vs single-frame DMB on consecutive held-out frames.
+
+The feature-inversion benchmark's assets (its cached prior and victim, benchmarks.footage's
+held-out bikes frames), more consecutive frames than its multi rows (default 8, in windows of
+4), and every variant at the same sampler budget: `iterations` sampler runs per frame.
+  single   dmb, each frame alone
+  alg2     dmb-multi as Algorithm 2 is written (lambda_c = 0.05 on our scale, shared initial noise)
+  untied   dmb-multi with lambda_c = 0 and independent noise: must match single (a sanity row)
+  phaseF   dmb-multi with shared_phase = F/100: one latent per group first, then the tied frames
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from adversary.run import run_attack
+from benchmarks import footage
+from benchmarks.common import parser, print_table, write
+from benchmarks.feature_inversion import settings
+
+FIXED = {"single": ("dmb", {}), "alg2": ("dmb-multi", {}),
+         "untied": ("dmb-multi", {"lambda_c": 0.0, "shared_init": 0})}
+
+
+def variant(name: str) -> tuple[str, dict[str, Any]]:
+    """(attack, options) for a variant name."""
+    if name in FIXED:
+        return FIXED[name]
+    if name.startswith("phase") and name[5:].isdigit():
+        return "dmb-multi", {"shared_phase": int(name[5:]) / 100}
+    raise SystemExit(f"unknown variant {name!r}: single, alg2, untied or phaseF (F in percent)")
+
+
+def head_spec(text: str) -> tuple[str, str, str]:
+    parts = text.split(":")
+    if len(parts) != 3 or parts[2] not in ("random", "trained"):
+        raise SystemExit(f"--heads wants MODEL:SPLIT:random|trained, got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--heads", default="resnet18:layer1:random,resnet18:layer3:trained",
+                   help="comma-separated MODEL:SPLIT:random|trained")
+    p.add_argument("--variants", default="single,alg2,phase50")
+    p.add_argument("--frames", type=int, default=8, help="consecutive held-out frames (one batch)")
+    p.add_argument("--window", type=int, default=4, help="frames per multi-frame group")
+    p.add_argument("--iterations", type=int, help="sampler runs per frame (default: the feature benchmark's)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", default="runs/feature_inversion_cache")
+    p.add_argument("--work", default="runs/multi_frame")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    s = settings(args.quick)
+    iterations = args.iterations or s.iterations
+    heads = [head_spec(h) for h in args.heads.split(",") if h]
+    variants = {name: variant(name) for name in args.variants.split(",") if name}
+    cache, work = Path(args.cache), Path(args.work)
+    prior_dir, _ = footage.cached_prior(cache, s.size, s.prior_steps, s.prior_vae_steps, s.prior_batch)
+    victim_path, _ = footage.cached_victim(cache, s.size, s.victim_epochs)
+    seqs, images = footage.held_out(args.frames, s.size)
+    shutil.rmtree(work, ignore_errors=True)
+    truth = footage.write_truth(work / "truth", seqs, images)
+
+    rows: list[dict[str, Any]] = []
+    for head in tqdm(heads, desc="heads", unit="head"):
+        model, split, victim = head
+        rec = footage.write_recording(work / "recordings" / "-".join(head),
+                                      footage.head(model, split, s.size, victim, victim_path), seqs, images)
+        for name, (attack, opts) in variants.items():
+            opts = {"steps": s.steps, **opts, **({"window": args.window} if attack == "dmb-multi" else {})}
+            start = time.perf_counter()
+            metrics = run_attack(str(rec), attack, str(work / "out" / f"{'-'.join(head)}-{name}"), truth=str(truth),
+                                 iterations=iterations, options=opts, prior=str(prior_dir),
+                                 weights_path=str(victim_path) if victim == "trained" else None,
+                                 batch_size=args.frames, progress=False, seed=0)
+            psnr = [f["psnr"] for f in metrics["frames"]]
+            rows.append({"model": model, "split": split, "victim": victim, "variant": name, "attack": attack,
+                         "options": opts, "psnr": float(np.mean(psnr)), "ssim": metrics["summary"]["mean_ssim"],
+                         "psnr_per_frame": psnr, "seconds_per_frame": (time.perf_counter() - start) / len(psnr),
+                         "phase_iterations": (metrics["config"].get("attack_config") or {}).get("phase_iterations")})
+            tqdm.write(f"{'/'.join(head):<28} {name:<8} psnr {rows[-1]['psnr']:6.2f}  ssim {rows[-1]['ssim']:.3f}")
+    print_table(rows, ["model", "split", "victim", "variant", "psnr", "ssim", "seconds_per_frame"])
+    for head in heads:
+        single = next((r for r in rows if (r["model"], r["split"], r["victim"]) == head and r["variant"] == "single"),
+                      None)
+        for r in rows:
+            if single and (r["model"], r["split"], r["victim"]) == head and r is not single:
+                print(f"  {'/'.join(head):<28} {r['variant']:<8} {r['psnr'] - single['psnr']:+.2f} dB vs single")
+    write(args.json, rows, {"frames": [int(q) for q in seqs], "window": args.window, "iterations": iterations,
+                            "ddim_steps": s.steps, "prior": str(prior_dir), "quick": args.quick,
+                            "budget": "every variant: `iterations` sampler runs per frame"})
+
+
+if __name__ == "__main__":
+    main()
