@@ -227,3 +227,16 @@ def test_unroll_checkpointing_is_really_on_in_eval_mode(prior) -> None:
     auto.reconstruct(z, case)
     forced.reconstruct(z, case)
     assert auto.checkpointed is False and forced.checkpointed is True  # a tiny prior on CPU: no recomputation
+
+
+def test_multi_frame_benchmark_names_its_variants() -> None:
+    from benchmarks.multi_frame import head_spec, variant
+
+    assert variant("single") == ("dmb", {})
+    assert variant("phase50") == ("dmb-multi", {"shared_phase": 0.5})
+    assert head_spec("resnet18:layer3:trained") == ("resnet18", "layer3", "trained")
+    for bad in ("phaseX", "triple"):
+        with pytest.raises(SystemExit, match="unknown variant"):
+            variant(bad)
+    with pytest.raises(SystemExit, match="MODEL:SPLIT"):
+        head_spec("resnet18:layer3")
