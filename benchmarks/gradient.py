@@ -8,7 +8,7 @@ frames at PSNR >= 30 dB, mean PSNR / SSIM at 32x32 and at 128x128 (bicubic upsca
 frame after the other) and batched (`dlg-batched`, `idlg-batched`: all frames at once) run
 back to back in one process, with the same seeds, iteration budget, restarts and stop rule
 (stop a frame at success), and a comparison row gives `batched_over_sequential` (frames/s).
-`ig` / `rgap` rows are added when those attacks are registered.
+`ig` / `rgap` rows are added when those attacks are registered (R-GAP also on its own model, cnn6).
 
 Part 2, Inverting Gradients on resnet18 (seeded weights, eval-mode BatchNorm) at 32x32: one
 FedSGD gradient of a batch of B frames (B = 1, 4, 8, one frame per clip in turn), `ig` with a
@@ -168,7 +168,18 @@ def lenet_rows(frames: int, seed: int, attacks: list[str]) -> list[dict[str, Any
         except SplitleakError as err:
             rows.append({"attack": name, "model": MODEL, "status": f"unavailable: {err}"})
         print_table([rows[-1]], ROW_COLUMNS)
+    if "rgap" in attacks:
+        rows.append(rgap_cnn6_row(inputs, labels, seed))
+        print_table([rows[-1]], ROW_COLUMNS)
     return rows
+
+
+def rgap_cnn6_row(inputs: torch.Tensor, labels: torch.Tensor, seed: int) -> dict[str, Any]:
+    """R-GAP on its own model, cnn6 (bias-free, leaky ReLU), on the same frames at batch 1."""
+    model = build_split_model("cnn6", "none", size=SIZE, weights=f"seed:{seed}")
+    cases = make_cases(model.tail, inputs, labels, tuple(model.input_shape), model.num_classes, seed=seed)
+    results, wall, cpu = run_attack("rgap", cases, False, {})
+    return {**summary_row("rgap", results, inputs, wall, cpu, "sequential"), "model": "cnn6"}
 
 
 # ----------------------------------------------------------------------------- IG on resnet18
@@ -271,7 +282,7 @@ def table_rows(frames: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-ROW_COLUMNS = ["attack", "engine", "frames", "success_rate", "psnr30_rate", "psnr", "ssim", "psnr_128", "ssim_128",
+ROW_COLUMNS = ["attack", "model", "engine", "frames", "success_rate", "psnr30_rate", "psnr", "ssim", "psnr_128", "ssim_128",
                "seconds_per_frame", "cpu_seconds_per_frame", "label_accuracy", "status"]
 COMPARISON_COLUMNS = ["attack", "frames", "batched_over_sequential", "batched_over_sequential_cpu",
                       "psnr_sequential", "psnr_batched", "success_sequential", "success_batched"]

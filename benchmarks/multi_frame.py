@@ -3,10 +3,11 @@
 The feature-inversion benchmark's assets (its cached prior and victim, benchmarks.footage's
 held-out bikes frames), more consecutive frames than its multi rows (default 8, in windows of
 4), and every variant at the same sampler budget: `iterations` sampler runs per frame.
-  single   dmb, each frame alone
+  single   dmb, each frame alone; singleN: with N iterations (to match a variant's wall time)
   alg2     dmb-multi as Algorithm 2 is written (lambda_c = 0.05 on our scale, shared initial noise)
   untied   dmb-multi with lambda_c = 0 and independent noise: must match single (a sanity row)
   phaseF   dmb-multi with shared_phase = F/100: one latent per group first, then the tied frames
+           (dmb-multi's default is phase25)
 """
 from __future__ import annotations
 
@@ -24,17 +25,19 @@ from benchmarks import footage
 from benchmarks.common import parser, print_table, write
 from benchmarks.feature_inversion import settings
 
-FIXED = {"single": ("dmb", {}), "alg2": ("dmb-multi", {}),
-         "untied": ("dmb-multi", {"lambda_c": 0.0, "shared_init": 0})}
+FIXED = {"single": ("dmb", {}), "alg2": ("dmb-multi", {"shared_phase": 0.0}),
+         "untied": ("dmb-multi", {"lambda_c": 0.0, "shared_init": 0, "shared_phase": 0.0})}
 
 
-def variant(name: str) -> tuple[str, dict[str, Any]]:
-    """(attack, options) for a variant name."""
+def variant(name: str) -> tuple[str, dict[str, Any], int | None]:
+    """(attack, options, iterations or None for the benchmark's) for a variant name."""
     if name in FIXED:
-        return FIXED[name]
+        return (*FIXED[name], None)
     if name.startswith("phase") and name[5:].isdigit():
-        return "dmb-multi", {"shared_phase": int(name[5:]) / 100}
-    raise SystemExit(f"unknown variant {name!r}: single, alg2, untied or phaseF (F in percent)")
+        return "dmb-multi", {"shared_phase": int(name[5:]) / 100}, None
+    if name.startswith("single") and name[6:].isdigit() and int(name[6:]) > 0:
+        return "dmb", {}, int(name[6:])
+    raise SystemExit(f"unknown variant {name!r}: single, singleN, alg2, untied or phaseF (F in percent)")
 
 
 def head_spec(text: str) -> tuple[str, str, str]:
@@ -73,16 +76,16 @@ def main() -> None:
         model, split, victim = head
         rec = footage.write_recording(work / "recordings" / "-".join(head),
                                       footage.head(model, split, s.size, victim, victim_path), seqs, images)
-        for name, (attack, opts) in variants.items():
+        for name, (attack, opts, own_iterations) in variants.items():
             opts = {"steps": s.steps, **opts, **({"window": args.window} if attack == "dmb-multi" else {})}
             start = time.perf_counter()
             metrics = run_attack(str(rec), attack, str(work / "out" / f"{'-'.join(head)}-{name}"), truth=str(truth),
-                                 iterations=iterations, options=opts, prior=str(prior_dir),
+                                 iterations=own_iterations or iterations, options=opts, prior=str(prior_dir),
                                  weights_path=str(victim_path) if victim == "trained" else None,
                                  batch_size=args.frames, progress=False, seed=0)
             psnr = [f["psnr"] for f in metrics["frames"]]
             rows.append({"model": model, "split": split, "victim": victim, "variant": name, "attack": attack,
-                         "options": opts, "psnr": float(np.mean(psnr)), "ssim": metrics["summary"]["mean_ssim"],
+                         "options": opts, "iterations": own_iterations or iterations, "psnr": float(np.mean(psnr)), "ssim": metrics["summary"]["mean_ssim"],
                          "psnr_per_frame": psnr, "seconds_per_frame": (time.perf_counter() - start) / len(psnr),
                          "phase_iterations": (metrics["config"].get("attack_config") or {}).get("phase_iterations")})
             tqdm.write(f"{'/'.join(head):<28} {name:<8} psnr {rows[-1]['psnr']:6.2f}  ssim {rows[-1]['ssim']:.3f}")

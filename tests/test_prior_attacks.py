@@ -118,7 +118,8 @@ def test_dmb_multi_ties_latents(prior) -> None:
     case.frames = (("cam0", 4), ("cam0", 5), ("cam0", 6))
 
     def spread(lambda_c: float) -> float:
-        attack = MultiFrameDiffusionBased(iterations=4, steps=2, lambda_c=lambda_c, shared_init=False)
+        attack = MultiFrameDiffusionBased(iterations=4, steps=2, lambda_c=lambda_c, shared_init=False,
+                                          shared_phase=0.0)
         attack.reconstruct(z, case)
         assert attack.groups == [[0, 1, 2]]
         return float(group_tie(attack.last_latents, attack.groups).mean())
@@ -232,10 +233,11 @@ def test_unroll_checkpointing_is_really_on_in_eval_mode(prior) -> None:
 def test_multi_frame_benchmark_names_its_variants() -> None:
     from benchmarks.multi_frame import head_spec, variant
 
-    assert variant("single") == ("dmb", {})
-    assert variant("phase50") == ("dmb-multi", {"shared_phase": 0.5})
+    assert variant("single") == ("dmb", {}, None)
+    assert variant("single170") == ("dmb", {}, 170)
+    assert variant("phase50") == ("dmb-multi", {"shared_phase": 0.5}, None)
     assert head_spec("resnet18:layer3:trained") == ("resnet18", "layer3", "trained")
-    for bad in ("phaseX", "triple"):
+    for bad in ("phaseX", "triple", "single0"):
         with pytest.raises(SystemExit, match="unknown variant"):
             variant(bad)
     with pytest.raises(SystemExit, match="MODEL:SPLIT"):
