@@ -282,8 +282,8 @@ def table_rows(frames: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-ROW_COLUMNS = ["attack", "model", "engine", "frames", "success_rate", "psnr30_rate", "psnr", "ssim", "psnr_128", "ssim_128",
-               "seconds_per_frame", "cpu_seconds_per_frame", "label_accuracy", "status"]
+ROW_COLUMNS = ["attack", "model", "engine", "frames", "success_rate", "psnr30_rate", "psnr", "ssim", "psnr_128",
+               "ssim_128", "seconds_per_frame", "cpu_seconds_per_frame", "label_accuracy", "status"]
 COMPARISON_COLUMNS = ["attack", "frames", "batched_over_sequential", "batched_over_sequential_cpu",
                       "psnr_sequential", "psnr_batched", "success_sequential", "success_batched"]
 IG_COLUMNS = ["attack", "model", "batch_size", "iterations", "psnr", "ssim", "psnr_128", "ssim_128", "cosine_loss",

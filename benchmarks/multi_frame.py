@@ -85,7 +85,8 @@ def main() -> None:
                                  batch_size=args.frames, progress=False, seed=0)
             psnr = [f["psnr"] for f in metrics["frames"]]
             rows.append({"model": model, "split": split, "victim": victim, "variant": name, "attack": attack,
-                         "options": opts, "iterations": own_iterations or iterations, "psnr": float(np.mean(psnr)), "ssim": metrics["summary"]["mean_ssim"],
+                         "options": opts, "iterations": own_iterations or iterations, "psnr": float(np.mean(psnr)),
+                         "ssim": metrics["summary"]["mean_ssim"],
                          "psnr_per_frame": psnr, "seconds_per_frame": (time.perf_counter() - start) / len(psnr),
                          "phase_iterations": (metrics["config"].get("attack_config") or {}).get("phase_iterations")})
             tqdm.write(f"{'/'.join(head):<28} {name:<8} psnr {rows[-1]['psnr']:6.2f}  ssim {rows[-1]['ssim']:.3f}")

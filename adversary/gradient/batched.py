@@ -230,10 +230,11 @@ class BatchedLbfgsAttack(LbfgsGradientAttack):
     """dlg / idlg over N frames at once. Same options and meaning as `LbfgsGradientAttack`
     (an iteration budget of iterations x max_iter L-BFGS iterations per start, `restarts` starts
     in all, success below `threshold`), run per frame: `strong_wolfe` -> torch's strong-Wolfe
-    search per frame (the trial steps dlg takes on that frame alone), None -> torch's fixed step. A frame is frozen once its loss is below `stop_loss`
-    (default: the threshold; 0 polishes every frame to the end of its start), tested as dlg tests
-    it: every `stop_every` (default max_iter, dlg's step) iterations on the loss at the previous
-    test, so a frame runs the step that starts below `stop_loss` (1 tests after every iteration).
+    search per frame (the trial steps dlg takes on that frame alone), None -> torch's fixed step.
+    A frame is frozen once its loss is below `stop_loss` (default: the threshold; 0 polishes
+    every frame to the end of its start), tested as dlg tests it: every `stop_every` (default
+    max_iter, dlg's step) iterations on the loss at the previous test, so a frame runs the step
+    that starts below `stop_loss` (1 tests after every iteration).
     `patience` (default 2 x max_iter, dlg's "two steps without progress") ends a start whose loss
     stopped falling by `min_progress` (relative); `slow_steps` (default 50, dlg's `patience`) ends a
     start whose loss has not halved within that many steps (x max_iter iterations) of its last
