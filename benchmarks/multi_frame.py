@@ -51,7 +51,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--heads", default="resnet18:layer1:random,resnet18:layer3:trained",
                    help="comma-separated MODEL:SPLIT:random|trained")
-    p.add_argument("--variants", default="single,alg2,phase50")
+    p.add_argument("--variants", default="single,alg2,phase25", help="comma-separated (see above)")
     p.add_argument("--frames", type=int, default=8, help="consecutive held-out frames (one batch)")
     p.add_argument("--window", type=int, default=4, help="frames per multi-frame group")
     p.add_argument("--iterations", type=int, help="sampler runs per frame (default: the feature benchmark's)")
