@@ -43,7 +43,7 @@ class Settings:
     """Everything that sizes a run; written into the JSON config."""
 
     frames: int  # consecutive held-out frames, inverted as one batch
-    iterations: int  # white-box optimisation steps, the same for DO, DB, DMB and DMB-multi
+    iterations: int  # white-box optimisation steps for DO, DB, DMB; sampler runs per frame for DMB-multi
     steps: int  # DDIM steps of the benchmark's DMB / bb-dmb rows
     bb_iterations: int  # inverter training steps, the same for bb-do, bb-db and bb-dmb
     bb_batch: int
@@ -364,7 +364,9 @@ def main() -> None:
                     "evaluation": f"bikes frames {seqs[0]}..{seqs[-1]} (held out from all of the above)"},
         "prior": prior_info, "victim": victim_info,
         "metrics": "psnr/ssim: both images bicubic-resized to 128; psnr_64/ssim_64: at the native 64",
-        "iteration_budget": f"white-box DO, DB, DMB, DMB-multi: {s.iterations} Adam steps each (paper: 1,500); "
+        "iteration_budget": f"white-box DO, DB, DMB: {s.iterations} Adam steps each (paper: 1,500); DMB-multi: "
+                            f"{s.iterations} sampler runs per frame (its default shared phase spends a quarter on "
+                            f"one latent per window of {s.frames}); "
                             f"black-box bb-do, bb-db, bb-dmb: {s.bb_iterations} inverter training steps each, "
                             f"batch {s.bb_batch}",
         "ddim_steps": f"{s.steps} in the attack rows (paper: 20, out of CPU reach across all rows); "
