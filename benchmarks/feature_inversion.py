@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from adversary.feature.dmb import DiffusionBased, activation_bytes
+from adversary.feature.dmb_multi import SHARED_PHASE
 from adversary.feature.base import WhiteBoxCase
 from adversary.run import run_attack
 from benchmarks import footage
@@ -365,8 +366,8 @@ def main() -> None:
         "prior": prior_info, "victim": victim_info,
         "metrics": "psnr/ssim: both images bicubic-resized to 128; psnr_64/ssim_64: at the native 64",
         "iteration_budget": f"white-box DO, DB, DMB: {s.iterations} Adam steps each (paper: 1,500); DMB-multi: "
-                            f"{s.iterations} sampler runs per frame (its default shared phase spends a quarter on "
-                            f"one latent per window of {s.frames}); "
+                            f"{s.iterations} sampler runs per frame (its default shared phase spends "
+                            f"{SHARED_PHASE:.0%} of it on one latent per window of {s.frames}); "
                             f"black-box bb-do, bb-db, bb-dmb: {s.bb_iterations} inverter training steps each, "
                             f"batch {s.bb_batch}",
         "ddim_steps": f"{s.steps} in the attack rows (paper: 20, out of CPU reach across all rows); "
