@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -83,10 +82,10 @@ def main() -> None:
                                  iterations=own_iterations or iterations, options=opts, prior=str(prior_dir),
                                  weights_path=str(victim_path) if victim == "trained" else None,
                                  batch_size=args.frames, progress=False, seed=0)
-            psnr = [f["psnr"] for f in metrics["frames"]]
+            psnr, summary = [f["psnr"] for f in metrics["frames"]], metrics["summary"]
             rows.append({"model": model, "split": split, "victim": victim, "variant": name, "attack": attack,
-                         "options": opts, "iterations": own_iterations or iterations, "psnr": float(np.mean(psnr)),
-                         "ssim": metrics["summary"]["mean_ssim"],
+                         "options": opts, "iterations": own_iterations or iterations, "psnr": summary["mean_psnr"],
+                         "ssim": summary["mean_ssim"],
                          "psnr_per_frame": psnr, "seconds_per_frame": (time.perf_counter() - start) / len(psnr),
                          "phase_iterations": (metrics["config"].get("attack_config") or {}).get("phase_iterations")})
             tqdm.write(f"{'/'.join(head):<28} {name:<8} psnr {rows[-1]['psnr']:6.2f}  ssim {rows[-1]['ssim']:.3f}")
