@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adversary.feature.dmb import DiffusionBased, activation_bytes
+from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, DiffusionBased, activation_bytes
 from adversary.feature.dmb_multi import SHARED_PHASE
 from adversary.feature.base import WhiteBoxCase
 from adversary.run import run_attack
@@ -30,7 +30,7 @@ from benchmarks.common import parser, print_table, write
 
 WHITE = {"do": "do", "db": "db", "dmb": "dmb"}
 BLACK = {"do": "bb-do", "db": "bb-db", "dmb": "bb-dmb"}
-COLUMNS = ["model", "split", "victim", "setting", "frames", "method", "psnr", "ssim", "psnr_64", "ssim_64",
+COLUMNS = ["model", "split", "victim", "setting", "frames", "method", "variant", "psnr", "ssim", "psnr_64", "ssim_64",
            "seconds_per_frame", "peak_mb", "iterations"]
 Head = tuple[str, str, str]  # model, split, victim
 
@@ -58,6 +58,7 @@ class Settings:
     prior_batch: int = 8
     timing_iterations: int = 3
     timing_steps: int = 20
+    alg1_rows: bool = True  # also run DMB as Algorithm 1 is written (coarse_steps=0), side by side
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,6 +126,7 @@ class Run:
     method: str  # do / db / dmb
     setting: str  # white-box / black-box
     frames: str  # single / multi
+    variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps)
 
     @property
     def attack(self) -> str:
@@ -135,13 +137,15 @@ class Run:
     @property
     def folder(self) -> str:
         model, split, victim = self.head
-        return f"{model}-{split}-{victim}-{self.attack}"
+        return "-".join(filter(None, (model, split, victim, self.attack, self.variant)))
 
 
 def plan(s: Settings) -> list[Run]:
     runs = []
     for head in s.heads:
         runs += [Run(head, m, "white-box", "single") for m in ("do", "db", "dmb")]
+        if s.alg1_rows:
+            runs.append(Run(head, "dmb", "white-box", "single", "alg1"))
         if head in s.multi_heads:
             runs.append(Run(head, "dmb", "white-box", "multi"))
         if head in s.bb_heads:
@@ -160,6 +164,8 @@ def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int,
     opts: dict[str, Any] = {}
     if run.method == "dmb":
         opts["steps"] = s.steps
+    if run.variant == "alg1":
+        opts["coarse_steps"] = 0
     if run.frames == "multi":
         opts["window"] = s.frames
     return s.iterations, opts
@@ -183,7 +189,7 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
     if training and not training.get("cached"):
         seconds -= float(train_seconds or 0.0)  # a one-off, reported apart
     return {"model": model, "split": split, "victim": victim, "setting": run.setting, "frames": run.frames,
-            "method": run.method, "attack": run.attack, "psnr": summary["mean_psnr"], "ssim": summary["mean_ssim"],
+            "method": run.method, "variant": run.variant or None, "attack": run.attack, "psnr": summary["mean_psnr"], "ssim": summary["mean_ssim"],
             "psnr_64": summary["mean_psnr_native"], "ssim_64": summary["mean_ssim_native"],
             "seconds_per_frame": seconds / max(1, n), "peak_mb": mem.mb, "iterations": iterations,
             "ddim_steps": opts.get("steps") if run.method == "dmb" else None, "n_frames": n,
@@ -216,7 +222,7 @@ def dmb_iteration(prior_dir: Path, image: np.ndarray, s: Settings) -> list[dict[
         for ck in (True, False):
             results = {}
             for n in (1, 1 + s.timing_iterations):
-                attack = DiffusionBased(iterations=n, steps=s.timing_steps, checkpoint=ck)
+                attack = DiffusionBased(iterations=n, steps=s.timing_steps, checkpoint=ck, coarse_steps=0)
                 calls[0] = 0
                 with PeakRSS() as mem:
                     start = time.perf_counter()
@@ -236,10 +242,10 @@ def dmb_iteration(prior_dir: Path, image: np.ndarray, s: Settings) -> list[dict[
 
 # ----- summary -------------------------------------------------------------------------------------
 
-def _get(rows: list[dict], head: Head, setting: str, frames: str, method: str) -> dict | None:
+def _get(rows: list[dict], head: Head, setting: str, frames: str, method: str, variant: str = "") -> dict | None:
     for r in rows:
-        if (r["model"], r["split"], r["victim"], r["setting"], r["frames"], r["method"]) == (*head, setting, frames,
-                                                                                                 method):
+        if (r["model"], r["split"], r["victim"], r["setting"], r["frames"], r["method"], r.get("variant") or "") == (
+                *head, setting, frames, method, variant):
             return r
     return None
 
@@ -253,6 +259,7 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
                 "head": "/".join(head), "do": do["psnr"], "db": db["psnr"], "dmb": dmb["psnr"],
                 "ssim_do": do["ssim"], "ssim_db": db["ssim"], "ssim_dmb": dmb["ssim"],
                 "gap_db": dmb["psnr"] - max(do["psnr"], db["psnr"]),
+                "dmb_alg1": (_get(rows, head, "white-box", "single", "dmb", "alg1") or {}).get("psnr"),
                 "dmb_best_psnr": dmb["psnr"] > max(do["psnr"], db["psnr"]),
                 "dmb_best_ssim": dmb["ssim"] > max(do["ssim"], db["ssim"])})
         multi = _get(rows, head, "white-box", "multi", "dmb")
@@ -283,7 +290,8 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
     for w in summ["dmb_vs_do_db"]:
         flag = "DMB best" if w["dmb_best_psnr"] and w["dmb_best_ssim"] else "DMB not best"
         print(f"  {w['head']:<32} do {w['do']:.2f}/{w['ssim_do']:.3f}  db {w['db']:.2f}/{w['ssim_db']:.3f}  "
-              f"dmb {w['dmb']:.2f}/{w['ssim_dmb']:.3f}  gap {w['gap_db']:+.2f} dB  [{flag}]")
+              f"dmb {w['dmb']:.2f}/{w['ssim_dmb']:.3f}  gap {w['gap_db']:+.2f} dB  [{flag}]"
+              + (f"  (Algorithm 1 as written: {w['dmb_alg1']:.2f})" if w["dmb_alg1"] is not None else ""))
     for m in summ["multi_vs_single"]:
         print(f"  multi vs single {m['head']:<24} {m['single']:.2f} -> {m['multi']:.2f} ({m['gain_db']:+.2f} dB)")
     if summ["multi_mean_gain_db"] is not None:
@@ -348,7 +356,7 @@ def main() -> None:
                              cache, cut)
             rows.append(row)
             bar.write(f"{row['model']:<18} {row['split']:<6} {row['victim']:<7} {row['setting']:<9} "
-                      f"{row['frames']:<6} {row['method']:<3}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.3f}  "
+                      f"{row['frames']:<6} {row['method']:<3} {row['variant'] or '':<4}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.3f}  "
                       f"{row['seconds_per_frame']:7.2f} s/frame  +{row['peak_mb']:.0f} MB")
     print()
     print_table(rows, COLUMNS)
@@ -365,7 +373,11 @@ def main() -> None:
                     "evaluation": f"bikes frames {seqs[0]}..{seqs[-1]} (held out from all of the above)"},
         "prior": prior_info, "victim": victim_info,
         "metrics": "psnr/ssim: both images bicubic-resized to 128; psnr_64/ssim_64: at the native 64",
-        "iteration_budget": f"white-box DO, DB, DMB: {s.iterations} Adam steps each (paper: 1,500); DMB-multi: "
+        "iteration_budget": f"white-box DO, DB: {s.iterations} Adam steps each (paper: 1,500); DMB: {s.iterations} "
+                            f"runs of the {s.steps}-step sampler, the default spending {COARSE_SHARE:.0%} of them "
+                            f"as {COARSE_STEPS}-step runs ({s.iterations * COARSE_SHARE * s.steps / COARSE_STEPS:.0f} "
+                            f"+ {s.iterations * (1 - COARSE_SHARE):.0f} Adam steps); variant alg1: {s.iterations} "
+                            f"Adam steps through the {s.steps}-step sampler; DMB-multi: "
                             f"{s.iterations} sampler runs per frame (its default shared phase spends "
                             f"{SHARED_PHASE:.0%} of it on one latent per window of {s.frames}); "
                             f"black-box bb-do, bb-db, bb-dmb: {s.bb_iterations} inverter training steps each, "

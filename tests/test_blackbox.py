@@ -121,7 +121,9 @@ def test_temporal_variant_reads_k_frames(tmp_path: Path, frames):
     assert to_grid(torch.zeros(2, 5, 768), (5, 768)).shape == (2, 768, 2, 2)  # ViT tokens as a map
 
 
-@pytest.mark.parametrize("cls,options", [(BlackBoxDB, {}), (BlackBoxDMB, {"steps": 2})])
+@pytest.mark.parametrize("cls,options", [(BlackBoxDB, {}), (BlackBoxDMB, {"steps": 2}),
+                                         (BlackBoxDMB, {"steps": 2, "start": 2})],
+                         ids=["bb-db", "bb-dmb", "bb-dmb-end-to-end"])
 def test_prior_variants_run_through_a_tiny_prior(tmp_path: Path, frames, cls, options):
     from adversary.priors.diffusion import make_tiny_prior
 
@@ -134,3 +136,24 @@ def test_prior_variants_run_through_a_tiny_prior(tmp_path: Path, frames, cls, op
     recon = attack.reconstruct(model.head(held[:4]).detach(), case)
     assert recon.shape == (4, 3, SIZE, SIZE) and 0 <= recon.min() and recon.max() <= 1
     assert attack.training["query_images"] == 8 and np.isfinite(attack.training["final_loss"])
+
+
+def test_bb_dmb_regresses_onto_inverted_latents_unless_it_starts_from_noise(monkeypatch):
+    from adversary.priors.diffusion import make_tiny_prior
+
+    prior, x = make_tiny_prior(SIZE), torch.rand(2, 3, SIZE, SIZE)
+    short, whole = BlackBoxDMB(steps=4, start=1), BlackBoxDMB(steps=4, start=4)
+    assert torch.allclose(short.targets(prior, x), prior.invert(prior.encode(x), steps=4, upto=1))
+    assert torch.equal(whole.targets(prior, x), x)  # end to end: the pixel loss through the sampler
+    called = []
+    monkeypatch.setattr(prior, "sample", lambda *a, **k: called.append(k) or prior.encode(x))
+    out = torch.zeros(2, *prior.latent_shape)
+    assert float(short.train_loss(prior, out, out + 1, x)) == 1.0 and not called  # no sampler in training
+    whole.train_loss(prior, out, x, x)
+    short.render(prior, out, SIZE)
+    assert [k["last"] for k in called] == [4, 1]
+    assert short.config()["start"] == 1 and whole.config()["training_loss"].startswith("pixel")
+    with pytest.raises(SplitleakError, match="start"):
+        BlackBoxDMB(steps=4, start=5)
+    with pytest.raises(SplitleakError, match="start"):
+        BlackBoxDMB(start=0)

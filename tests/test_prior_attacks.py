@@ -149,6 +149,34 @@ def test_dmb_multi_shared_phase_spends_the_per_frame_budget_on_one_latent_per_gr
         MultiFrameDiffusionBased(shared_phase=1.5)
 
 
+def test_dmb_coarse_phase_buys_adam_steps_at_the_same_sampler_budget(prior) -> None:
+    z, case = head_case("lenet", prior)
+    calls = []
+    sample = prior.sample
+
+    def counting(v, steps=20, **kwargs):
+        calls.append(kwargs.get("last") or steps)
+        return sample(v, steps=steps, **kwargs)
+
+    attack = DiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5, checkpoint=False)
+    prior.sample = counting
+    try:
+        x = attack.reconstruct(z, case)
+    finally:
+        del prior.sample
+    assert attack.adam_steps == [(2, 4), (4, 2)]  # half of 4 K=4 runs is 4 two-step runs
+    assert calls == [2] * 4 + [4] * 2 + [4]  # the final pass scores through the full sampler
+    assert sum(calls[:-1]) == 4 * 4 and len(attack.trace["feature"]) == 7
+    assert x.shape == (2, 3, SIZE, SIZE) and attack.config()["adam_steps"] == [(2, 4), (4, 2)]
+    assert DiffusionBased(iterations=5, steps=4, coarse_steps=0).step_plan(5) == [(4, 5)]  # Algorithm 1
+    assert DiffusionBased(iterations=5, steps=2, coarse_steps=2).step_plan(5) == [(2, 5)]
+    assert DiffusionBased(steps=10, coarse_steps=2, coarse_share=1.0).step_plan(3) == [(2, 15)]
+    with pytest.raises(SplitleakError, match="coarse"):
+        DiffusionBased(coarse_share=1.5)
+    with pytest.raises(SplitleakError, match="coarse"):
+        MultiFrameDiffusionBased(coarse_steps=-1)
+
+
 def test_db_needs_a_latent_prior() -> None:
     z, case = head_case("lenet", make_tiny_prior(SIZE, latent=False))
     with pytest.raises(SplitleakError, match="VAE"):

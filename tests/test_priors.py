@@ -71,6 +71,19 @@ def test_sample_is_deterministic_and_guidance_steers(latent_prior):
         latent_prior.sample(torch.zeros(1, 3, 8, 8))
 
 
+def test_ddim_inversion_walks_back_up_the_schedule(latent_prior):
+    w = latent_prior.encode(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    noisy = latent_prior.invert(w, steps=50)
+    assert not noisy.requires_grad and noisy.shape == w.shape
+    travelled = (noisy - w).pow(2).mean()
+    back = latent_prior.sample(noisy, steps=50, checkpoint=False)
+    assert (back - w).pow(2).mean() < 0.05 * travelled  # the sampler returns close to where it started
+    part = latent_prior.invert(w, steps=10, upto=3)
+    assert (part - w).pow(2).mean() < travelled
+    with torch.no_grad():
+        assert (latent_prior.sample(part, steps=10, last=3) - w).pow(2).mean() < (part - w).pow(2).mean()
+
+
 def test_conditional_prior_follows_text_and_casts():
     prior = make_tiny_prior(16, latent=False, conditional=True)
     assert prior.conditional

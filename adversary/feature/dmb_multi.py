@@ -33,7 +33,7 @@ import torch
 
 from adversary.feature.base import WhiteBoxCase
 from adversary.feature.db import Best
-from adversary.feature.dmb import DiffusionBased
+from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, DiffusionBased
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
 from adversary.registry import register
 from splitleak.errors import SplitleakError
@@ -51,10 +51,11 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  lambda_c: float = LAMBDA_C, window: int = 5, shared_init: bool = True,
                  shared_phase: float = SHARED_PHASE, text: str | None = None,
                  lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0, cfg_scale: float = 1.0,
-                 checkpoint: bool | None = None, amp: bool = True) -> None:
+                 checkpoint: bool | None = None, amp: bool = True, coarse_steps: int = COARSE_STEPS,
+                 coarse_share: float = COARSE_SHARE) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
-                         checkpoint=checkpoint, amp=amp)
+                         checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share)
         if window < 1 or lambda_c < 0 or not 0.0 <= shared_phase <= 1.0:
             raise SplitleakError(f"window must be >= 1, lambda_c >= 0 and shared_phase in [0, 1], got {window}, "
                                  f"{lambda_c} and {shared_phase}")

@@ -162,13 +162,15 @@ class DiffusionPrior:
 
     def sample(self, v: Tensor, steps: int = 20, text: object = None, guidance: Guidance | None = None,
                checkpoint: bool = True, eta: float = 0.0, cfg_scale: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: torch.Generator | None = None, last: int | None = None) -> Tensor:
         """Deterministic DDIM (eta=0) from noise latent v (B, *latent_shape) -> clean latent.
 
         Differentiable w.r.t. v (unrolled; with `checkpoint` every UNet call is recomputed in
         backward, so activations are not kept). `text`: prompts, a prompt, or an embedding
         tensor (conditional UNets; default the empty prompt; an unconditional prior ignores it).
         `cfg_scale` > 1: classifier-free guidance against the empty prompt.
+        `last`: run only the schedule's last `last` steps (v is then the latent at that point, e.g.
+        from `invert(..., upto=last)`).
         `guidance(x0_pred, t)`: the per-step variant, no unrolling: the UNet runs under no_grad
         and each step's predicted clean sample is moved by minus what guidance returns (a
         scaled gradient of the attack's loss w.r.t. x0_pred; guidance runs with autograd
@@ -185,7 +187,8 @@ class DiffusionPrior:
         final = torch.tensor(float(self.scheduler.final_alpha_cumprod), device=v.device)
         x = v.to(self.dtype)
         unrolled = guidance is None
-        for t, t_prev in self.timesteps(steps):
+        schedule = self.timesteps(steps)
+        for t, t_prev in schedule[len(schedule) - (steps if last is None else min(last, steps)):]:
             alpha, alpha_prev = alphas[t], (alphas[t_prev] if t_prev >= 0 else final)
             with torch.set_grad_enabled(unrolled and torch.is_grad_enabled()):
                 out = self._predict(x, t, cond, cfg_pair, cfg_scale, checkpoint and unrolled)
@@ -206,6 +209,22 @@ class DiffusionPrior:
                 x = x + sigma * noise
             if not unrolled:
                 x = x.detach()
+        return x
+
+    @torch.no_grad()
+    def invert(self, latents: Tensor, steps: int = 20, upto: int | None = None, text: object = None) -> Tensor:
+        """Deterministic DDIM inversion: clean latents -> the latents `upto` steps (default all) back
+        up the `steps`-step schedule, from which `sample(..., last=upto)` returns near them. Each
+        step reuses the model output at its lower timestep (the usual approximation)."""
+        cond = self._condition(text, latents.shape[0])
+        alphas = self.scheduler.alphas_cumprod.to(device=latents.device, dtype=torch.float32)
+        final = torch.tensor(float(self.scheduler.final_alpha_cumprod), device=latents.device)
+        x = latents.to(self.dtype)
+        for t, t_prev in self.timesteps(steps)[::-1][: steps if upto is None else upto]:
+            alpha_prev = alphas[t_prev] if t_prev >= 0 else final
+            out = self._predict(x, max(t_prev, 0), cond, None, 1.0, False)
+            x0, eps = self._split(out.to(x.dtype), x, alpha_prev.to(x.dtype))
+            x = alphas[t].sqrt() * x0 + (1 - alphas[t]).sqrt() * eps
         return x
 
     def random_latents(self, batch: int, seed: int | None = None) -> Tensor:
