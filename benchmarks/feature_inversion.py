@@ -313,6 +313,8 @@ def main() -> None:
                    help="torch threads (default 1: on a shared 2-core machine, 2 threads ran ~5x slower)")
     p.add_argument("--cache", default="runs/feature_inversion_cache", help="prior, victim and inverter cache")
     p.add_argument("--work", help="recordings and reconstructions (default runs/feature_inversion[_quick])")
+    p.add_argument("--rows", choices=("all", "white-box", "black-box"), default="all",
+                   help="run only the white-box or only the black-box rows (default all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     s = settings(args.quick)
@@ -341,7 +343,7 @@ def main() -> None:
     print_table(timing, ["checkpoint", "checkpointed", "ddim_steps", "seconds_per_iteration",
                          "unet_calls_per_iteration", "peak_mb", "unrolled_activation_mb_estimate"])
 
-    runs = plan(s)
+    runs = [r for r in plan(s) if args.rows in ("all", r.setting)]
     rows: list[dict[str, Any]] = []
     recordings: dict[Head, Path] = {}
     with tqdm(runs, desc="feature inversion", unit="run") as bar:
@@ -365,7 +367,7 @@ def main() -> None:
     seconds = time.perf_counter() - started
     print(f"\ntotal {seconds:.0f} s ({build_seconds:.0f} s building or loading the prior and the victim)")
     config = {
-        "quick": args.quick, "settings": asdict(s), "threads": args.threads, "work": str(work),
+        "quick": args.quick, "rows": args.rows, "settings": asdict(s), "threads": args.threads, "work": str(work),
         "footage": {"clip": footage.CLIP, "clip_frames": total, "attacker_frames": f"0..{cut - 1}",
                     "prior": f"{footage.CLIP} frames 0..{cut - 1} (train-prior --latent --size {s.size})",
                     "black_box_queries": f"{footage.CLIP} frames 0..{cut - 1} (+ flips) through F1",

@@ -8,6 +8,7 @@ held-out bikes frames), more consecutive frames than its multi rows (default 8, 
   untied   dmb-multi with lambda_c = 0 and independent noise: must match single (a sanity row)
   phaseF   dmb-multi with shared_phase = F/100: one latent per group first, then the tied frames
            (dmb-multi's default is phase25)
+Any variant may end in /KEY=VALUE items: extra attack options (phase50/coarse_steps=0).
 """
 from __future__ import annotations
 
@@ -29,9 +30,24 @@ FIXED = {"single": ("dmb", {}), "alg2": ("dmb-multi", {"shared_phase": 0.0}),
 
 
 def variant(name: str) -> tuple[str, dict[str, Any], int | None]:
-    """(attack, options, iterations or None for the benchmark's) for a variant name."""
+    """(attack, options, iterations or None for the benchmark's) for a variant name; a name may
+    end in /KEY=VALUE items, extra attack options (e.g. phase50/coarse_steps=0)."""
+    base, *extra = name.split("/")
+    attack, options, iterations = _base_variant(base)
+    for item in extra:
+        key, sep, value = item.partition("=")
+        try:
+            options[key] = float(value) if "." in value else int(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key:
+            raise SystemExit(f"bad option {item!r} in variant {name!r}: want KEY=NUMBER")
+    return attack, options, iterations
+
+
+def _base_variant(name: str) -> tuple[str, dict[str, Any], int | None]:
     if name in FIXED:
-        return (*FIXED[name], None)
+        return FIXED[name][0], dict(FIXED[name][1]), None
     if name.startswith("phase") and name[5:].isdigit():
         return "dmb-multi", {"shared_phase": int(name[5:]) / 100}, None
     if name.startswith("single") and name[6:].isdigit() and int(name[6:]) > 0:

@@ -264,6 +264,13 @@ def test_multi_frame_benchmark_names_its_variants() -> None:
     assert variant("single") == ("dmb", {}, None)
     assert variant("single170") == ("dmb", {}, 170)
     assert variant("phase50") == ("dmb-multi", {"shared_phase": 0.5}, None)
+    assert variant("phase50/coarse_steps=0/coarse_share=0.8") == (
+        "dmb-multi", {"shared_phase": 0.5, "coarse_steps": 0, "coarse_share": 0.8}, None)
+    assert variant("alg2/lambda_c=1") == ("dmb-multi", {"shared_phase": 0.0, "lambda_c": 1}, None)
+    assert variant("alg2") == ("dmb-multi", {"shared_phase": 0.0}, None)  # FIXED is not mutated
+    for bad in ("single/steps", "single/=3", "single/steps=x"):
+        with pytest.raises(SystemExit, match="KEY=NUMBER"):
+            variant(bad)
     assert head_spec("resnet18:layer3:trained") == ("resnet18", "layer3", "trained")
     for bad in ("phaseX", "triple", "single0"):
         with pytest.raises(SystemExit, match="unknown variant"):
