@@ -153,6 +153,13 @@ def plan(s: Settings) -> list[Run]:
     return runs
 
 
+def selected(run: Run, rows: str, s: Settings) -> bool:
+    """Whether --rows ROWS keeps this run."""
+    if rows == "multi":
+        return run.head in s.multi_heads and run.method == "dmb" and run.setting == "white-box" and not run.variant
+    return rows in ("all", run.setting)
+
+
 def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int, dict[str, Any]]:
     """(iterations, attack options) for a run."""
     if run.setting == "black-box":
@@ -313,8 +320,9 @@ def main() -> None:
                    help="torch threads (default 1: on a shared 2-core machine, 2 threads ran ~5x slower)")
     p.add_argument("--cache", default="runs/feature_inversion_cache", help="prior, victim and inverter cache")
     p.add_argument("--work", help="recordings and reconstructions (default runs/feature_inversion[_quick])")
-    p.add_argument("--rows", choices=("all", "white-box", "black-box"), default="all",
-                   help="run only the white-box or only the black-box rows (default all)")
+    p.add_argument("--rows", choices=("all", "white-box", "black-box", "multi"), default="all",
+                   help="run only the white-box, the black-box, or the multi-frame rows and the "
+                        "single-frame DMB rows they are compared with (default all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     s = settings(args.quick)
@@ -343,7 +351,7 @@ def main() -> None:
     print_table(timing, ["checkpoint", "checkpointed", "ddim_steps", "seconds_per_iteration",
                          "unet_calls_per_iteration", "peak_mb", "unrolled_activation_mb_estimate"])
 
-    runs = [r for r in plan(s) if args.rows in ("all", r.setting)]
+    runs = [r for r in plan(s) if selected(r, args.rows, s)]
     rows: list[dict[str, Any]] = []
     recordings: dict[Head, Path] = {}
     with tqdm(runs, desc="feature inversion", unit="run") as bar:

@@ -171,6 +171,13 @@ def test_dmb_coarse_phase_buys_adam_steps_at_the_same_sampler_budget(prior) -> N
     assert DiffusionBased(iterations=5, steps=4, coarse_steps=0).step_plan(5) == [(4, 5)]  # Algorithm 1
     assert DiffusionBased(iterations=5, steps=2, coarse_steps=2).step_plan(5) == [(2, 5)]
     assert DiffusionBased(steps=10, coarse_steps=2, coarse_share=1.0).step_plan(3) == [(2, 15)]
+    z3, case3 = head_case("lenet", prior, frames=3)
+    case3.frames = (("cam0", 4), ("cam0", 5), ("cam0", 9))  # groups [0, 1] and [2]
+    for tied, plan in ((0, [(2, 4), (4, 1), (4, 2)]), (1, [(2, 4), (4, 1), (2, 2), (4, 1)])):
+        multi = MultiFrameDiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5,
+                                         shared_phase=0.5, checkpoint=False, coarse_tied=tied)
+        multi.reconstruct(z3, case3)
+        assert multi.phase_iterations == (3, 2) and multi.adam_steps == plan
     with pytest.raises(SplitleakError, match="coarse"):
         DiffusionBased(coarse_share=1.5)
     with pytest.raises(SplitleakError, match="coarse"):
@@ -256,6 +263,19 @@ def test_unroll_checkpointing_is_really_on_in_eval_mode(prior) -> None:
     auto.reconstruct(z, case)
     forced.reconstruct(z, case)
     assert auto.checkpointed is False and forced.checkpointed is True  # a tiny prior on CPU: no recomputation
+
+
+def test_feature_benchmark_selects_rows() -> None:
+    from benchmarks.feature_inversion import plan, selected, settings
+
+    s = settings(quick=False)
+    runs = plan(s)
+    multi = [r for r in runs if selected(r, "multi", s)]
+    assert {(r.frames, r.method, r.variant) for r in multi} == {("single", "dmb", ""), ("multi", "dmb", "")}
+    assert len(multi) == 2 * len(s.multi_heads)
+    assert all(r.setting == "black-box" for r in runs if selected(r, "black-box", s))
+    assert sum(selected(r, "all", s) for r in runs) == len(runs)
+    assert any(r.variant == "alg1" for r in runs)
 
 
 def test_multi_frame_benchmark_names_its_variants() -> None:

@@ -421,7 +421,8 @@ class BlackBoxDMB(BlackBoxAttack):
                 "training_loss": "pixel mse through the sampler" if self.end_to_end else "mse to E(x_q)"}
 
     def _key(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any) -> dict[str, Any]:
-        return {**super()._key(bb, fshape, prior), "start": self.start}
+        target = "pixels through the sampler" if self.end_to_end else "clean latent"
+        return {**super()._key(bb, fshape, prior), "start": self.start, "target": target}
 
     def out_shape(self, prior: Any, size: int) -> tuple[int, int]:
         return int(prior.latent_shape[0]), int(prior.latent_shape[-1])

@@ -146,9 +146,10 @@ class DiffusionBased(PriorAttack):
                 **kwargs: Any) -> torch.Tensor:
         return prior.sample(v_n, steps=steps or self.steps, text=cond, cfg_scale=self.cfg_scale, **kwargs)
 
-    def step_plan(self, iterations: int) -> list[tuple[int, int]]:
-        """(sampler steps, Adam steps) phases for a budget of `iterations` K-step sampler runs."""
-        if not self.coarse_steps or self.coarse_steps >= self.steps:
+    def step_plan(self, iterations: int, coarse: bool = True) -> list[tuple[int, int]]:
+        """(sampler steps, Adam steps) phases for a budget of `iterations` K-step sampler runs
+        (`coarse=False`: all at K steps)."""
+        if not coarse or not self.coarse_steps or self.coarse_steps >= self.steps:
             return [(self.steps, iterations)]
         spent = round(self.coarse_share * iterations)
         plan = [(self.coarse_steps, spent * self.steps // self.coarse_steps), (self.steps, iterations - spent)]
@@ -164,10 +165,10 @@ class DiffusionBased(PriorAttack):
 
     def _unrolled(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
                   prior: Any, cond: torch.Tensor | None, best: Best, iterations: int | None = None,
-                  owner: torch.Tensor | None = None) -> None:
+                  owner: torch.Tensor | None = None, coarse: bool = True) -> None:
         """Adam on v through the unrolled sampler. With `owner` (frame -> row of v0), fewer latents
         than frames: frame i is scored on the image of latent owner[i]."""
-        plan = self.step_plan(self.iterations if iterations is None else iterations)
+        plan = self.step_plan(self.iterations if iterations is None else iterations, coarse)
         self.adam_steps = self.adam_steps + plan
         self.checkpointed = self.use_checkpoint(prior, v0, cond, case)
         v = v0.requires_grad_(True)

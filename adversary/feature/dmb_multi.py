@@ -20,9 +20,16 @@ so at the same sampler budget (`iterations` runs per frame) it gets f * iteratio
 steps for B frames in G groups, and the tied per-frame phase the remaining (1 - f) * iterations,
 starting every frame from its group's latent. f = 0 is Algorithm 2 as written.
 
-The default f = 0.25 is measured (benchmarks/multi_frame.py, 8 held-out bikes frames in windows
-of 4, 100 iterations, 10 DDIM steps, four resnet18 heads): +1.8 dB mean PSNR over single-frame
-DMB, where f = 0 lost 0.7 dB on layer1 and gained 0.3 dB on layer3 (trained victim).
+Coarse-to-fine sampler steps (see adversary.feature.dmb) run in the shared phase, and in the
+tied phase only with `coarse_tied=1`: with the K-step sampler throughout the tied phase,
+8 held-out bikes frames (windows of 4) gained +0.3 dB on resnet18 layer1 (random) and +0.15 dB on
+layer3 (trained victim) over coarse steps in both phases, at 0.8x the wall time.
+
+The default f = 0.25 was measured without coarse steps (benchmarks/multi_frame.py, 8 held-out
+bikes frames in windows of 4, 100 iterations, 10 DDIM steps, four resnet18 heads): +1.8 dB mean
+PSNR over single-frame DMB, where f = 0 lost 0.7 dB on layer1 and gained 0.3 dB on layer3
+(trained victim). Coarse steps lift single-frame DMB by 0.6-3.3 dB and most of that gain is gone:
++0.3 dB (layer1, random) and +0.85 dB (layer3, trained) over it, on the same 8 frames.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  shared_phase: float = SHARED_PHASE, text: str | None = None,
                  lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0, cfg_scale: float = 1.0,
                  checkpoint: bool | None = None, amp: bool = True, coarse_steps: int = COARSE_STEPS,
-                 coarse_share: float = COARSE_SHARE) -> None:
+                 coarse_share: float = COARSE_SHARE, coarse_tied: int = 0) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share)
@@ -60,7 +67,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
             raise SplitleakError(f"window must be >= 1, lambda_c >= 0 and shared_phase in [0, 1], got {window}, "
                                  f"{lambda_c} and {shared_phase}")
         self.lambda_c, self.window, self.shared_init = float(lambda_c), int(window), bool(shared_init)
-        self.shared_phase = float(shared_phase)
+        self.shared_phase, self.coarse_tied = float(shared_phase), bool(coarse_tied)
         self.phase_iterations: tuple[int, int] | None = None  # (shared, per-frame) steps of the last batch
         self.groups: list[list[int]] = []
 
@@ -68,7 +75,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
         config = super().config()
         config.pop("variant")
         return {**config, "lambda_c": self.lambda_c, "window": self.window, "shared_init": self.shared_init,
-                "shared_phase": self.shared_phase, "phase_iterations": self.phase_iterations,
+                "shared_phase": self.shared_phase, "coarse_tied": self.coarse_tied, "phase_iterations": self.phase_iterations,
                 "tie": "lambda_c * mean((v_n,k - group mean)^2)"}
 
     def frame_groups(self, batch: int, case: WhiteBoxCase) -> list[list[int]]:
@@ -110,7 +117,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
             v0 = self.last_latents[owner].clone()
             self.last_latents = v0
         if per_frame:
-            self._unrolled(v0, z, mask, case, prior, cond, best, iterations=per_frame)
+            self._unrolled(v0, z, mask, case, prior, cond, best, iterations=per_frame, coarse=self.coarse_tied)
 
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
         self.groups = self.frame_groups(features.shape[0], case)
