@@ -196,7 +196,8 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
     if training and not training.get("cached"):
         seconds -= float(train_seconds or 0.0)  # a one-off, reported apart
     return {"model": model, "split": split, "victim": victim, "setting": run.setting, "frames": run.frames,
-            "method": run.method, "variant": run.variant or None, "attack": run.attack, "psnr": summary["mean_psnr"], "ssim": summary["mean_ssim"],
+            "method": run.method, "variant": run.variant or None, "attack": run.attack,
+            "psnr": summary["mean_psnr"], "ssim": summary["mean_ssim"],
             "psnr_64": summary["mean_psnr_native"], "ssim_64": summary["mean_ssim_native"],
             "seconds_per_frame": seconds / max(1, n), "peak_mb": mem.mb, "iterations": iterations,
             "ddim_steps": opts.get("steps") if run.method == "dmb" else None, "n_frames": n,
@@ -366,7 +367,8 @@ def main() -> None:
                              cache, cut)
             rows.append(row)
             bar.write(f"{row['model']:<18} {row['split']:<6} {row['victim']:<7} {row['setting']:<9} "
-                      f"{row['frames']:<6} {row['method']:<3} {row['variant'] or '':<4}  psnr {row['psnr']:6.2f}  ssim {row['ssim']:.3f}  "
+                      f"{row['frames']:<6} {row['method']:<3} {row['variant'] or '':<4}  "
+                      f"psnr {row['psnr']:6.2f}  ssim {row['ssim']:.3f}  "
                       f"{row['seconds_per_frame']:7.2f} s/frame  +{row['peak_mb']:.0f} MB")
     print()
     print_table(rows, COLUMNS)

@@ -82,6 +82,11 @@ def test_ddim_inversion_walks_back_up_the_schedule(latent_prior):
     assert (part - w).pow(2).mean() < travelled
     with torch.no_grad():
         assert (latent_prior.sample(part, steps=10, last=3) - w).pow(2).mean() < (part - w).pow(2).mean()
+    for bad in ({"upto": 0}, {"upto": 11}):
+        with pytest.raises(SplitleakError, match="upto"):
+            latent_prior.invert(w, steps=10, **bad)
+    with pytest.raises(SplitleakError, match="last"):
+        latent_prior.sample(part, steps=10, last=0)
 
 
 def test_conditional_prior_follows_text_and_casts():

@@ -75,7 +75,8 @@ class MultiFrameDiffusionBased(DiffusionBased):
         config = super().config()
         config.pop("variant")
         return {**config, "lambda_c": self.lambda_c, "window": self.window, "shared_init": self.shared_init,
-                "shared_phase": self.shared_phase, "coarse_tied": self.coarse_tied, "phase_iterations": self.phase_iterations,
+                "shared_phase": self.shared_phase, "coarse_tied": self.coarse_tied,
+                "phase_iterations": self.phase_iterations,
                 "tie": "lambda_c * mean((v_n,k - group mean)^2)"}
 
     def frame_groups(self, batch: int, case: WhiteBoxCase) -> list[list[int]]:

@@ -178,6 +178,8 @@ class DiffusionPrior:
         """
         if tuple(v.shape[1:]) != self.latent_shape:
             raise SplitleakError(f"latent shape {tuple(v.shape[1:])} != prior's {self.latent_shape}")
+        if last is not None and not 1 <= last <= steps:
+            raise SplitleakError(f"last must be between 1 and steps ({steps}), got {last}")
         batch = v.shape[0]
         cond = self._condition(text, batch)
         cfg_pair = None
@@ -188,7 +190,7 @@ class DiffusionPrior:
         x = v.to(self.dtype)
         unrolled = guidance is None
         schedule = self.timesteps(steps)
-        for t, t_prev in schedule[len(schedule) - (steps if last is None else min(last, steps)):]:
+        for t, t_prev in schedule[len(schedule) - (last or steps):]:
             alpha, alpha_prev = alphas[t], (alphas[t_prev] if t_prev >= 0 else final)
             with torch.set_grad_enabled(unrolled and torch.is_grad_enabled()):
                 out = self._predict(x, t, cond, cfg_pair, cfg_scale, checkpoint and unrolled)
@@ -216,6 +218,8 @@ class DiffusionPrior:
         """Deterministic DDIM inversion: clean latents -> the latents `upto` steps (default all) back
         up the `steps`-step schedule, from which `sample(..., last=upto)` returns near them. Each
         step reuses the model output at its lower timestep (the usual approximation)."""
+        if upto is not None and not 1 <= upto <= steps:
+            raise SplitleakError(f"upto must be between 1 and steps ({steps}), got {upto}")
         cond = self._condition(text, latents.shape[0])
         alphas = self.scheduler.alphas_cumprod.to(device=latents.device, dtype=torch.float32)
         final = torch.tensor(float(self.scheduler.final_alpha_cumprod), device=latents.device)
