@@ -24,7 +24,6 @@ from tqdm import tqdm
 from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, DiffusionBased, activation_bytes
 from adversary.feature.dmb_multi import SHARED_PHASE
 from adversary.feature.base import WhiteBoxCase
-from adversary.run import run_attack
 from benchmarks import footage
 from benchmarks.common import parser, print_table, write
 
@@ -182,12 +181,9 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
                victim_path: Path, cache: Path, query_frames: int) -> dict[str, Any]:
     model, split, victim = run.head
     iterations, opts = options(run, s, cache, query_frames)
-    needs_prior = run.method != "do"
     with PeakRSS() as mem:
-        metrics = run_attack(str(recording), run.attack, str(out), truth=str(truth), iterations=iterations,
-                             options=opts, prior=str(prior) if needs_prior else None,
-                             weights_path=str(victim_path) if victim == "trained" else None,
-                             batch_size=s.frames, progress=False, seed=0)
+        metrics = footage.invert(recording, run.attack, out, truth, iterations, opts,
+                                 prior if run.method != "do" else None, victim, victim_path, s.frames)
     summary, config = metrics["summary"], metrics["config"]
     n = len(metrics["frames"])
     seconds = float(summary["seconds"])
@@ -387,8 +383,8 @@ def main() -> None:
         "metrics": "psnr/ssim: both images bicubic-resized to 128; psnr_64/ssim_64: at the native 64",
         "iteration_budget": f"white-box DO, DB: {s.iterations} Adam steps each (paper: 1,500); DMB: {s.iterations} "
                             f"runs of the {s.steps}-step sampler, the default spending {COARSE_SHARE:.0%} of them "
-                            f"as {COARSE_STEPS}-step runs ({s.iterations * COARSE_SHARE * s.steps / COARSE_STEPS:.0f} "
-                            f"+ {s.iterations * (1 - COARSE_SHARE):.0f} Adam steps); variant alg1: {s.iterations} "
+                            f"as {COARSE_STEPS}-step runs (Adam steps per sampler size: "
+                            f"{DiffusionBased(steps=s.steps).step_plan(s.iterations)}); variant alg1: {s.iterations} "
                             f"Adam steps through the {s.steps}-step sampler; DMB-multi: "
                             f"{s.iterations} sampler runs per frame (its default shared phase spends "
                             f"{SHARED_PHASE:.0%} of it on one latent per window of {s.frames}); "

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adversary.run import run_attack
 from splitleak.models import SplitModel, build_split_model
 from splitleak.recording import RecordingWriter, write_json
 from splitleak.video import frame_name, open_source, save_png, to_model_input
@@ -69,6 +70,16 @@ def write_recording(folder: Path, model: SplitModel, seqs: list[int], images: np
                     "codec": {"name": "fp32"}}
             writer.append("frame", meta, {"features": z})
     return folder
+
+
+def invert(recording: Path, attack: str, out: Path, truth: Path, iterations: int, options: dict[str, Any],
+           prior: Path | None, victim: str, victim_path: Path, frames: int) -> dict[str, Any]:
+    """Run `attack` on a benchmark recording as one batch of `frames` (the trained victim's weights
+    where victim is "trained"); returns the run's metrics."""
+    return run_attack(str(recording), attack, str(out), truth=str(truth), iterations=iterations, options=options,
+                      prior=str(prior) if prior is not None else None,
+                      weights_path=str(victim_path) if victim == "trained" else None,
+                      batch_size=frames, progress=False, seed=0)
 
 
 def key(settings: dict[str, Any]) -> str:

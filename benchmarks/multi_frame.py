@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from adversary.run import run_attack
 from benchmarks import footage
 from benchmarks.common import parser, print_table, write
 from benchmarks.feature_inversion import settings
@@ -94,10 +93,8 @@ def main() -> None:
         for name, (attack, opts, own_iterations) in variants.items():
             opts = {"steps": s.steps, **opts, **({"window": args.window} if attack == "dmb-multi" else {})}
             start = time.perf_counter()
-            metrics = run_attack(str(rec), attack, str(work / "out" / f"{'-'.join(head)}-{name}"), truth=str(truth),
-                                 iterations=own_iterations or iterations, options=opts, prior=str(prior_dir),
-                                 weights_path=str(victim_path) if victim == "trained" else None,
-                                 batch_size=args.frames, progress=False, seed=0)
+            metrics = footage.invert(rec, attack, work / "out" / f"{'-'.join(head)}-{name}", truth,
+                                     own_iterations or iterations, opts, prior_dir, victim, victim_path, args.frames)
             psnr, summary = [f["psnr"] for f in metrics["frames"]], metrics["summary"]
             rows.append({"model": model, "split": split, "victim": victim, "variant": name, "attack": attack,
                          "options": opts, "iterations": own_iterations or iterations, "psnr": summary["mean_psnr"],

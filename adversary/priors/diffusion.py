@@ -132,6 +132,11 @@ class DiffusionPrior:
         jump = scheduler.config.num_train_timesteps // steps
         return [(int(t), int(t) - jump) for t in scheduler.timesteps]
 
+    def _alpha_table(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(alphas_cumprod per timestep, the alpha past the schedule's end) on `device`, float32."""
+        alphas = self.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+        return alphas, torch.tensor(float(self.scheduler.final_alpha_cumprod), device=device)
+
     def _model_output(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         if cond is None:
             return self.unet(x, t).sample
@@ -185,8 +190,7 @@ class DiffusionPrior:
         cfg_pair = None
         if cond is not None and cfg_scale != 1.0:
             cfg_pair = torch.cat([self._condition("", batch), cond])
-        alphas = self.scheduler.alphas_cumprod.to(device=v.device, dtype=torch.float32)
-        final = torch.tensor(float(self.scheduler.final_alpha_cumprod), device=v.device)
+        alphas, final = self._alpha_table(v.device)
         x = v.to(self.dtype)
         unrolled = guidance is None
         schedule = self.timesteps(steps)
@@ -221,8 +225,7 @@ class DiffusionPrior:
         if upto is not None and not 1 <= upto <= steps:
             raise SplitleakError(f"upto must be between 1 and steps ({steps}), got {upto}")
         cond = self._condition(text, latents.shape[0])
-        alphas = self.scheduler.alphas_cumprod.to(device=latents.device, dtype=torch.float32)
-        final = torch.tensor(float(self.scheduler.final_alpha_cumprod), device=latents.device)
+        alphas, final = self._alpha_table(latents.device)
         x = latents.to(self.dtype)
         for t, t_prev in self.timesteps(steps)[::-1][: steps if upto is None else upto]:
             alpha_prev = alphas[t_prev] if t_prev >= 0 else final
