@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, DiffusionBased, activation_bytes
-from adversary.feature.dmb_multi import SHARED_PHASE
+from adversary.feature.dmb_multi import FUSE
 from adversary.feature.base import WhiteBoxCase
 from benchmarks import footage
 from benchmarks.common import parser, print_table, write
@@ -43,6 +43,7 @@ class Settings:
     """Everything that sizes a run; written into the JSON config."""
 
     frames: int  # consecutive held-out frames, inverted as one batch
+    multi_frames: int  # consecutive held-out frames (from the same first one) of the multi-frame comparison
     iterations: int  # white-box optimisation steps for DO, DB, DMB; sampler runs per frame for DMB-multi
     steps: int  # DDIM steps of the benchmark's DMB / bb-dmb rows
     bb_iterations: int  # inverter training steps, the same for bb-do, bb-db and bb-dmb
@@ -64,14 +65,14 @@ class Settings:
 def settings(quick: bool) -> Settings:
     if quick:
         heads = _heads("resnet18", ["layer1", "layer3"], ["random", "trained"])
-        return Settings(frames=2, iterations=20, steps=10, bb_iterations=20, bb_batch=4, prior_steps=150,
+        return Settings(frames=2, multi_frames=4, iterations=20, steps=10, bb_iterations=20, bb_batch=4, prior_steps=150,
                         prior_vae_steps=60, victim_epochs=1, heads=heads, multi_heads=heads,
                         bb_heads=[("resnet18", "layer1", "random")], timing_iterations=2)
     heads = _heads("resnet18", ["conv1", "layer1", "layer2", "layer3"], ["random", "trained"])
     heads += _heads("mobilenet_v3_small", ["1", "3"], ["random"])
     # prior: 3,000 UNet and 1,500 VAE steps (~18 min here); at 1,500 / 500 both losses were still falling
     # and the VAE capped DB and DMB near 26 dB where DO reached 36 dB
-    return Settings(frames=4, iterations=100, steps=10, bb_iterations=120, bb_batch=4, prior_steps=3000,
+    return Settings(frames=4, multi_frames=8, iterations=100, steps=10, bb_iterations=120, bb_batch=4, prior_steps=3000,
                     prior_vae_steps=1500, victim_epochs=4, heads=heads,
                     multi_heads=_heads("resnet18", ["layer1", "layer3"], ["random", "trained"]),
                     bb_heads=_heads("resnet18", ["layer1", "layer3"], ["trained"]))
@@ -125,7 +126,12 @@ class Run:
     method: str  # do / db / dmb
     setting: str  # white-box / black-box
     frames: str  # single / multi
-    variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps)
+    variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps);
+    # "window": single-frame DMB on the multi-frame comparison's frames
+
+    def frame_count(self, s: Settings) -> int:
+        """How many consecutive held-out frames this run inverts."""
+        return s.multi_frames if self.frames == "multi" or self.variant == "window" else s.frames
 
     @property
     def attack(self) -> str:
@@ -146,7 +152,7 @@ def plan(s: Settings) -> list[Run]:
         if s.alg1_rows:
             runs.append(Run(head, "dmb", "white-box", "single", "alg1"))
         if head in s.multi_heads:
-            runs.append(Run(head, "dmb", "white-box", "multi"))
+            runs += [Run(head, "dmb", "white-box", "single", "window"), Run(head, "dmb", "white-box", "multi")]
         if head in s.bb_heads:
             runs += [Run(head, m, "black-box", "single") for m in ("do", "db", "dmb")]
     return runs
@@ -155,7 +161,7 @@ def plan(s: Settings) -> list[Run]:
 def selected(run: Run, rows: str, s: Settings) -> bool:
     """Whether --rows ROWS keeps this run."""
     if rows == "multi":
-        return run.head in s.multi_heads and run.method == "dmb" and run.setting == "white-box" and not run.variant
+        return run.frames == "multi" or run.variant == "window"
     return rows in ("all", run.setting)
 
 
@@ -173,7 +179,7 @@ def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int,
     if run.variant == "alg1":
         opts["coarse_steps"] = 0
     if run.frames == "multi":
-        opts["window"] = s.frames
+        opts["window"] = s.multi_frames
     return s.iterations, opts
 
 
@@ -183,7 +189,7 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
     iterations, opts = options(run, s, cache, query_frames)
     with PeakRSS() as mem:
         metrics = footage.invert(recording, run.attack, out, truth, iterations, opts,
-                                 prior if run.method != "do" else None, victim, victim_path, s.frames)
+                                 prior if run.method != "do" else None, victim, victim_path, run.frame_count(s))
     summary, config = metrics["summary"], metrics["config"]
     n = len(metrics["frames"])
     seconds = float(summary["seconds"])
@@ -267,9 +273,11 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
                 "dmb_best_psnr": dmb["psnr"] > max(do["psnr"], db["psnr"]),
                 "dmb_best_ssim": dmb["ssim"] > max(do["ssim"], db["ssim"])})
         multi = _get(rows, head, "white-box", "multi", "dmb")
-        if multi and dmb:
-            out["multi_vs_single"].append({"head": "/".join(head), "single": dmb["psnr"], "multi": multi["psnr"],
-                                           "gain_db": multi["psnr"] - dmb["psnr"]})
+        single = _get(rows, head, "white-box", "single", "dmb", "window")
+        if multi and single:
+            out["multi_vs_single"].append({"head": "/".join(head), "single": single["psnr"], "multi": multi["psnr"],
+                                           "ssim_single": single["ssim"], "ssim_multi": multi["ssim"],
+                                           "gain_db": multi["psnr"] - single["psnr"]})
         bdo, bdmb = _get(rows, head, "black-box", "single", "do"), _get(rows, head, "black-box", "single", "dmb")
         if bdo and bdmb:
             out["bb_dmb_vs_bb_do"].append({"head": "/".join(head), "bb_do": bdo["psnr"], "bb_dmb": bdmb["psnr"],
@@ -296,8 +304,11 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
         print(f"  {w['head']:<32} do {w['do']:.2f}/{w['ssim_do']:.3f}  db {w['db']:.2f}/{w['ssim_db']:.3f}  "
               f"dmb {w['dmb']:.2f}/{w['ssim_dmb']:.3f}  gap {w['gap_db']:+.2f} dB  [{flag}]"
               + (f"  (Algorithm 1 as written: {w['dmb_alg1']:.2f})" if w["dmb_alg1"] is not None else ""))
+    if summ["multi_vs_single"]:
+        print(f"DMB-multi vs single-frame DMB on {s.multi_frames} consecutive frames (one window):")
     for m in summ["multi_vs_single"]:
-        print(f"  multi vs single {m['head']:<24} {m['single']:.2f} -> {m['multi']:.2f} ({m['gain_db']:+.2f} dB)")
+        print(f"  multi vs single {m['head']:<24} {m['single']:.2f}/{m['ssim_single']:.3f} -> "
+              f"{m['multi']:.2f}/{m['ssim_multi']:.3f} ({m['gain_db']:+.2f} dB)")
     if summ["multi_mean_gain_db"] is not None:
         print(f"  multi-frame mean gain {summ['multi_mean_gain_db']:+.2f} dB (target >= +1 dB)")
     for b in summ["bb_dmb_vs_bb_do"]:
@@ -339,8 +350,9 @@ def main() -> None:
     print(f"prior {prior_dir}; victim {victim_path} (held-out accuracy {victim_info['held_out_accuracy']:.3f}, "
           f"chance {victim_info['chance']:.3f}); assets ready in {build_seconds:.0f} s")
 
-    seqs, images = footage.held_out(s.frames, s.size)
-    print(f"held-out frames {footage.STREAM}: bikes {seqs[0]}..{seqs[-1]} at {s.size}x{s.size}")
+    seqs, images = footage.held_out(max(s.frames, s.multi_frames), s.size)
+    print(f"held-out frames {footage.STREAM}: bikes {seqs[0]}..{seqs[s.frames - 1]} at {s.size}x{s.size} "
+          f"(the multi-frame comparison: {seqs[0]}..{seqs[s.multi_frames - 1]})")
     shutil.rmtree(work, ignore_errors=True)
     truth = footage.write_truth(work / "truth", seqs, images)
 
@@ -350,20 +362,21 @@ def main() -> None:
 
     runs = [r for r in plan(s) if selected(r, args.rows, s)]
     rows: list[dict[str, Any]] = []
-    recordings: dict[Head, Path] = {}
+    recordings: dict[tuple[Head, int], Path] = {}
     with tqdm(runs, desc="feature inversion", unit="run") as bar:
         for run in bar:
             bar.set_postfix_str(run.folder)
-            if run.head not in recordings:
+            n = run.frame_count(s)
+            if (run.head, n) not in recordings:
                 model, split, victim = run.head
-                rec = work / "recordings" / f"{model}-{split}-{victim}"
-                recordings[run.head] = footage.write_recording(
-                    rec, footage.head(model, split, s.size, victim, victim_path), seqs, images)
-            row = attack_row(run, s, recordings[run.head], truth, work / "out" / run.folder, prior_dir, victim_path,
+                rec = work / "recordings" / f"{model}-{split}-{victim}-{n}"
+                recordings[run.head, n] = footage.write_recording(
+                    rec, footage.head(model, split, s.size, victim, victim_path), seqs[:n], images[:n])
+            row = attack_row(run, s, recordings[run.head, n], truth, work / "out" / run.folder, prior_dir, victim_path,
                              cache, cut)
             rows.append(row)
             bar.write(f"{row['model']:<18} {row['split']:<6} {row['victim']:<7} {row['setting']:<9} "
-                      f"{row['frames']:<6} {row['method']:<3} {row['variant'] or '':<4}  "
+                      f"{row['frames']:<6} {row['method']:<3} {row['variant'] or '':<6}  "
                       f"psnr {row['psnr']:6.2f}  ssim {row['ssim']:.3f}  "
                       f"{row['seconds_per_frame']:7.2f} s/frame  +{row['peak_mb']:.0f} MB")
     print()
@@ -378,7 +391,8 @@ def main() -> None:
                     "prior": f"{footage.CLIP} frames 0..{cut - 1} (train-prior --latent --size {s.size})",
                     "black_box_queries": f"{footage.CLIP} frames 0..{cut - 1} (+ flips) through F1",
                     "victim": "train-victim: first 70% of bikes, bigbuckbunny, carphone (clip classification)",
-                    "evaluation": f"bikes frames {seqs[0]}..{seqs[-1]} (held out from all of the above)"},
+                    "evaluation": f"bikes frames {seqs[0]}..{seqs[s.frames - 1]}, the multi-frame comparison "
+                                  f"{seqs[0]}..{seqs[s.multi_frames - 1]} (held out from all of the above)"},
         "prior": prior_info, "victim": victim_info,
         "metrics": "psnr/ssim: both images bicubic-resized to 128; psnr_64/ssim_64: at the native 64",
         "iteration_budget": f"white-box DO, DB: {s.iterations} Adam steps each (paper: 1,500); DMB: {s.iterations} "
@@ -386,8 +400,8 @@ def main() -> None:
                             f"as {COARSE_STEPS}-step runs (Adam steps per sampler size: "
                             f"{DiffusionBased(steps=s.steps).step_plan(s.iterations)}); variant alg1: {s.iterations} "
                             f"Adam steps through the {s.steps}-step sampler; DMB-multi: "
-                            f"{s.iterations} sampler runs per frame (its default shared phase spends "
-                            f"{SHARED_PHASE:.0%} of it on one latent per window of {s.frames}); "
+                            f"{s.iterations} sampler runs per frame, as DMB spends them, in one window of {s.multi_frames} "
+                            f"frames, fused at threshold {FUSE}; "
                             f"black-box bb-do, bb-db, bb-dmb: {s.bb_iterations} inverter training steps each, "
                             f"batch {s.bb_batch}",
         "ddim_steps": f"{s.steps} in the attack rows (paper: 20, out of CPU reach across all rows); "

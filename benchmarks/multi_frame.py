@@ -1,13 +1,15 @@
 """Multi-frame DMB variants vs single-frame DMB on consecutive held-out frames.
 
 The feature-inversion benchmark's assets (its cached prior and victim, benchmarks.footage's
-held-out bikes frames), more consecutive frames than its multi rows (default 8, in windows of
-4), and every variant at the same sampler budget: `iterations` sampler runs per frame.
+held-out bikes frames; default 8, in one window of 8, as in its multi rows), and every variant
+at the same sampler budget: `iterations` sampler runs per frame.
   single   dmb, each frame alone; singleN: with N iterations (to match a variant's wall time)
-  alg2     dmb-multi as Algorithm 2 is written (lambda_c = 0.05 on our scale, shared initial noise)
-  untied   dmb-multi with lambda_c = 0 and independent noise: must match single (a sanity row)
-  phaseF   dmb-multi with shared_phase = F/100: one latent per group first, then the tied frames
-           (dmb-multi's default is phase25)
+  default  dmb-multi's defaults (independent inversions, fused)
+  alg2     dmb-multi as Algorithm 2 is written (lambda_c = 0.05 on our scale, shared initial noise,
+           no fusion, no coarse steps)
+  untied   dmb-multi without tie and fusion: must match single (a sanity row)
+  phaseF   the shared-phase continuation: shared_phase = F/100 (one latent per group first, then
+           the frames, tied, with shared noise), coarse steps in the shared phase only, no fusion
 Any variant may end in /KEY=VALUE items: extra attack options (phase50/coarse_steps=0).
 """
 from __future__ import annotations
@@ -20,12 +22,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from adversary.feature.dmb_multi import ALGORITHM_2, WINDOW
+from adversary.feature.losses import LAMBDA_C
 from benchmarks import footage
 from benchmarks.common import parser, print_table, write
 from benchmarks.feature_inversion import settings
 
-FIXED = {"single": ("dmb", {}), "alg2": ("dmb-multi", {"shared_phase": 0.0}),
-         "untied": ("dmb-multi", {"lambda_c": 0.0, "shared_init": 0, "shared_phase": 0.0})}
+FIXED = {"single": ("dmb", {}), "default": ("dmb-multi", {}), "alg2": ("dmb-multi", ALGORITHM_2),
+         "untied": ("dmb-multi", {"fuse": 0.0})}
+PHASE = {"lambda_c": LAMBDA_C, "shared_init": 1, "coarse_tied": 0, "fuse": 0.0}
 
 
 def variant(name: str) -> tuple[str, dict[str, Any], int | None]:
@@ -48,10 +53,10 @@ def _base_variant(name: str) -> tuple[str, dict[str, Any], int | None]:
     if name in FIXED:
         return FIXED[name][0], dict(FIXED[name][1]), None
     if name.startswith("phase") and name[5:].isdigit():
-        return "dmb-multi", {"shared_phase": int(name[5:]) / 100}, None
+        return "dmb-multi", {**PHASE, "shared_phase": int(name[5:]) / 100}, None
     if name.startswith("single") and name[6:].isdigit() and int(name[6:]) > 0:
         return "dmb", {}, int(name[6:])
-    raise SystemExit(f"unknown variant {name!r}: single, singleN, alg2, untied or phaseF (F in percent)")
+    raise SystemExit(f"unknown variant {name!r}: single, singleN, default, alg2, untied or phaseF (F in percent)")
 
 
 def head_spec(text: str) -> tuple[str, str, str]:
@@ -65,9 +70,9 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--heads", default="resnet18:layer1:random,resnet18:layer3:trained",
                    help="comma-separated MODEL:SPLIT:random|trained")
-    p.add_argument("--variants", default="single,alg2,phase25", help="comma-separated (see above)")
+    p.add_argument("--variants", default="single,default,alg2", help="comma-separated (see above)")
     p.add_argument("--frames", type=int, default=8, help="consecutive held-out frames (one batch)")
-    p.add_argument("--window", type=int, default=4, help="frames per multi-frame group")
+    p.add_argument("--window", type=int, default=WINDOW, help="frames per multi-frame group")
     p.add_argument("--iterations", type=int, help="sampler runs per frame (default: the feature benchmark's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default="runs/feature_inversion_cache")

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adversary.feature import DecoderBased, DiffusionBased, MultiFrameDiffusionBased, WhiteBoxCase
+from adversary.feature.fusion import fuse_groups, residual_maps
 from adversary.feature.losses import consecutive_groups, group_tie, log_cosh, negentropy, normalise
 from adversary.priors.diffusion import make_tiny_prior
 from adversary.priors.io import save_prior
@@ -125,7 +127,7 @@ def test_dmb_multi_ties_latents(prior) -> None:
         return float(group_tie(attack.last_latents, attack.groups).mean())
 
     assert spread(200.0) < 0.9 * spread(0.0)
-    shared = MultiFrameDiffusionBased(iterations=1, steps=1, window=2)
+    shared = MultiFrameDiffusionBased(iterations=1, steps=1, window=2, shared_init=True)
     shared.groups = shared.frame_groups(3, case)
     assert shared.groups == [[0, 1], [2]]
     v = shared.initial_noise(3, prior, case)
@@ -271,23 +273,29 @@ def test_feature_benchmark_selects_rows() -> None:
     s = settings(quick=False)
     runs = plan(s)
     multi = [r for r in runs if selected(r, "multi", s)]
-    assert {(r.frames, r.method, r.variant) for r in multi} == {("single", "dmb", ""), ("multi", "dmb", "")}
+    assert {(r.frames, r.method, r.variant) for r in multi} == {("single", "dmb", "window"), ("multi", "dmb", "")}
     assert len(multi) == 2 * len(s.multi_heads)
+    assert {r.frame_count(s) for r in multi} == {s.multi_frames} and s.multi_frames > s.frames
+    assert {r.frame_count(s) for r in runs if r not in multi} == {s.frames}
     assert all(r.setting == "black-box" for r in runs if selected(r, "black-box", s))
     assert sum(selected(r, "all", s) for r in runs) == len(runs)
     assert any(r.variant == "alg1" for r in runs)
 
 
 def test_multi_frame_benchmark_names_its_variants() -> None:
+    from adversary.feature.dmb_multi import ALGORITHM_2
+    from adversary.feature.losses import LAMBDA_C
     from benchmarks.multi_frame import head_spec, variant
 
     assert variant("single") == ("dmb", {}, None)
     assert variant("single170") == ("dmb", {}, 170)
-    assert variant("phase50") == ("dmb-multi", {"shared_phase": 0.5}, None)
-    assert variant("phase50/coarse_steps=0/coarse_share=0.8") == (
-        "dmb-multi", {"shared_phase": 0.5, "coarse_steps": 0, "coarse_share": 0.8}, None)
-    assert variant("alg2/lambda_c=1") == ("dmb-multi", {"shared_phase": 0.0, "lambda_c": 1}, None)
-    assert variant("alg2") == ("dmb-multi", {"shared_phase": 0.0}, None)  # FIXED is not mutated
+    assert variant("phase50")[1]["shared_phase"] == 0.5 and variant("phase50")[1]["shared_init"] == 1
+    assert variant("default") == ("dmb-multi", {}, None)
+    _, opts, _ = variant("phase50/coarse_steps=0/coarse_share=0.8")
+    assert opts["shared_phase"] == 0.5 and opts["coarse_steps"] == 0 and opts["coarse_share"] == 0.8
+    assert variant("alg2/lambda_c=1") == ("dmb-multi", {**ALGORITHM_2, "lambda_c": 1}, None)
+    assert variant("alg2") == ("dmb-multi", ALGORITHM_2, None)  # FIXED is not mutated
+    assert variant("alg2")[1]["lambda_c"] == LAMBDA_C and variant("alg2")[1]["fuse"] == 0
     for bad in ("single/steps", "single/=3", "single/steps=x"):
         with pytest.raises(SystemExit, match="KEY=NUMBER"):
             variant(bad)
@@ -297,3 +305,40 @@ def test_multi_frame_benchmark_names_its_variants() -> None:
             variant(bad)
     with pytest.raises(SystemExit, match="MODEL:SPLIT"):
         head_spec("resnet18:layer3")
+
+
+def test_fusion_averages_only_where_the_features_agree() -> None:
+    """Two frames, same left half, different right half; each reconstruction is the truth plus
+    noise the head (4x4 average pooling) cannot see. Fusion must halve the error variance on the
+    left and leave the right alone."""
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.rand(1, 3, 16, 16, generator=gen).repeat(2, 1, 1, 1)
+    truth[1, :, :, 8:] = torch.rand(3, 16, 8, generator=gen)
+    noise = torch.randn(2, 3, 16, 16, generator=gen) * 0.1
+    noise -= F.interpolate(F.avg_pool2d(noise, 4), scale_factor=4)  # zero mean on every 4x4 block
+    recon, pool = truth + noise, torch.nn.AvgPool2d(4)
+    z = pool(truth)
+    fused, share = fuse_groups(recon, pool(recon), z, torch.ones_like(z, dtype=torch.bool), [[0, 1]], 2.0)
+    left, right = (slice(None), slice(None), slice(None), slice(0, 4)), (..., slice(12, 16))
+    err = (fused - truth) ** 2
+    assert err[left].mean() < 0.6 * (noise ** 2)[left].mean()
+    assert torch.allclose(fused[right], recon[right])
+    assert 0.3 < float(share.min()) and float(share.max()) < 0.8
+    maps = residual_maps(torch.zeros(2, 5), torch.ones(2, 5), torch.ones(2, 5, dtype=torch.bool))
+    assert maps.shape == (2, 2, 1, 1, 1) and torch.allclose(maps, torch.ones_like(maps))
+
+
+def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
+    z, case = head_case("resnet18", prior, frames=1)
+    z = z.repeat(3, 1, 1, 1)  # one frame seen three times: every neighbour explains it
+    case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
+    plain = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=0.0)
+    fused = MultiFrameDiffusionBased(iterations=2, steps=1,
+                                     fuse=1e6)
+    x_plain, x_fused = plain.reconstruct(z, case), fused.reconstruct(z, case)
+    assert torch.equal(x_plain, DiffusionBased(iterations=2, steps=1).reconstruct(z, case))  # untied = single
+    assert plain.fused_share is None and fused.fused_share == [1.0, 1.0, 1.0]
+    assert torch.allclose(x_fused, x_plain.mean(0, keepdim=True).expand_as(x_plain), atol=1e-5)
+    assert torch.isfinite(fused.last_loss).all() and fused.config()["fuse"] == 1e6
+    with pytest.raises(SplitleakError, match="fuse"):
+        MultiFrameDiffusionBased(fuse=-1)

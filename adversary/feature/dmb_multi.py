@@ -1,12 +1,14 @@
 """DMB-multi: multi-frame diffusion-based inversion ("Unlocking Visual Secrets", Algorithm 2).
 
-Up to `window` (K) consecutive tapped frames of one stream are inverted jointly: each frame
-has its own initial latent v_k and its own feature loss (Algorithm 1), and the normalised
-latents of a group are tied to their mean,
+Up to `window` (K) consecutive tapped frames of one stream are inverted together: each frame
+has its own initial latent v_k and its own feature loss (Algorithm 1), the normalised latents
+of a group may be tied to their mean,
     + lambda_c * mean_entries((v_n,k - mean_j v_n,j)^2)
-(paper lambda_c = 5 on its loss scale; 0.05 on DO's, see adversary.feature.losses). The tie
-acts on v_n, not v: v's scale is free (normalisation removes it), so a tie on v could be met
-by shrinking every v without changing a single frame.
+(paper lambda_c = 5 on its loss scale; 0.05 on DO's, see adversary.feature.losses), and the
+group's reconstructions are then fused where the features say the frames agree (`fuse`, see
+adversary.feature.fusion): frame j's image is averaged into frame k's at the locations where it
+explains frame k's features within `fuse` times frame k's own residual. The tie acts on v_n, not
+v: v's scale is free (normalisation removes it), so a tie on v could be met by shrinking every v.
 
 Groups come from the wire metadata of the batch (case.frames: stream and seq): runs of
 consecutive seq of one stream, cut at `window` frames and at batch boundaries (raise
@@ -14,22 +16,24 @@ consecutive seq of one stream, cut at `window` frames and at batch boundaries (r
 frames in order. With `shared_init` every frame of a group starts from the same noise.
 
 `shared_phase` f: a continuation on the tie. The tie starts infinitely strong (one latent per
-group, scored against every frame of the group, as lambda_c -> inf would force) and is then
-relaxed to lambda_c. The shared phase costs one sampler run per group instead of one per frame,
-so at the same sampler budget (`iterations` runs per frame) it gets f * iterations * B / G
-steps for B frames in G groups, and the tied per-frame phase the remaining (1 - f) * iterations,
-starting every frame from its group's latent. f = 0 is Algorithm 2 as written.
+group, scored against every frame of the group) and is then relaxed to lambda_c. The shared
+phase costs one sampler run per group instead of one per frame, so at the same sampler budget
+(`iterations` runs per frame) it gets f * iterations * B / G steps for B frames in G groups and
+the per-frame phase the remaining (1 - f) * iterations, starting every frame from its group's
+latent. Coarse-to-fine sampler steps (adversary.feature.dmb) run in the shared phase, and in the
+per-frame phase when `coarse_tied` is set.
 
-Coarse-to-fine sampler steps (see adversary.feature.dmb) run in the shared phase, and in the
-tied phase only with `coarse_tied=1`: with the K-step sampler throughout the tied phase,
-8 held-out bikes frames (windows of 4) gained +0.3 dB on resnet18 layer1 (random) and +0.15 dB on
-layer3 (trained victim) over coarse steps in both phases, at 0.8x the wall time.
-
-The default f = 0.25 was measured without coarse steps (benchmarks/multi_frame.py, 8 held-out
-bikes frames in windows of 4, 100 iterations, 10 DDIM steps, four resnet18 heads): +1.8 dB mean
-PSNR over single-frame DMB, where f = 0 lost 0.7 dB on layer1 and gained 0.3 dB on layer3
-(trained victim). Coarse steps lift single-frame DMB by 0.6-3.3 dB and most of that gain is gone:
-+0.3 dB (layer1, random) and +0.85 dB (layer3, trained) over it, on the same 8 frames.
+Defaults, measured with benchmarks/multi_frame.py (8 held-out bikes frames in one window of 8,
+100 sampler runs per frame, 10 DDIM steps; single-frame DMB 21.19 dB on resnet18 layer1 (random)
+and 16.90 dB on layer3 (trained victim)): no tie, independent noise, no shared phase, fuse = 2:
+22.23 / 18.20 dB. Fusion pays because independent inversions err independently where the features
+say nothing, and anything that makes the frames' latents alike makes their errors alike too:
+  the paper's tie (lambda_c = 0.05) with independent noise, fused    21.81 / 18.27
+  the tie with shared noise, fused                                    21.15 / -
+  fuse = 3                                                            22.05 / 18.57
+  the shared-phase continuation (f = 0.25, tie, shared noise), the
+  previous default, windows of 4, unfused                             21.51 / 17.75
+Algorithm 2 as written: lambda_c=0.05 shared_init=1 fuse=0 coarse_steps=0.
 """
 
 from __future__ import annotations
@@ -41,11 +45,14 @@ import torch
 from adversary.feature.base import WhiteBoxCase
 from adversary.feature.db import Best
 from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, DiffusionBased
+from adversary.feature.fusion import fuse_groups, fused_loss
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
 from adversary.registry import register
 from splitleak.errors import SplitleakError
 
-SHARED_PHASE = 0.25  # the share of the sampler budget spent on one latent per group (see above)
+FUSE = 2.0  # fusion's acceptance threshold (see above)
+WINDOW = 8  # frames per group: the window the defaults were measured with
+ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0}  # options: as the paper wrote it
 
 
 @register
@@ -55,19 +62,21 @@ class MultiFrameDiffusionBased(DiffusionBased):
     name: ClassVar[str] = "dmb-multi"
 
     def __init__(self, iterations: int = 1500, lr: float = 0.1, steps: int = 20, lambda_s: float = LAMBDA_S,
-                 lambda_c: float = LAMBDA_C, window: int = 5, shared_init: bool = True,
-                 shared_phase: float = SHARED_PHASE, text: str | None = None,
+                 lambda_c: float = 0.0, window: int = WINDOW, shared_init: bool = False,
+                 shared_phase: float = 0.0, text: str | None = None,
                  lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0, cfg_scale: float = 1.0,
                  checkpoint: bool | None = None, amp: bool = True, coarse_steps: int = COARSE_STEPS,
-                 coarse_share: float = COARSE_SHARE, coarse_tied: int = 0) -> None:
+                 coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share)
-        if window < 1 or lambda_c < 0 or not 0.0 <= shared_phase <= 1.0:
-            raise SplitleakError(f"window must be >= 1, lambda_c >= 0 and shared_phase in [0, 1], got {window}, "
-                                 f"{lambda_c} and {shared_phase}")
+        if window < 1 or lambda_c < 0 or not 0.0 <= shared_phase <= 1.0 or fuse < 0:
+            raise SplitleakError(f"window must be >= 1, lambda_c and fuse >= 0 and shared_phase in [0, 1], got "
+                                 f"{window}, {lambda_c}, {fuse} and {shared_phase}")
         self.lambda_c, self.window, self.shared_init = float(lambda_c), int(window), bool(shared_init)
         self.shared_phase, self.coarse_tied = float(shared_phase), bool(coarse_tied)
+        self.fuse = float(fuse)
+        self.fused_share: list[float] | None = None  # neighbour pixels accepted per frame by the last fusion
         self.phase_iterations: tuple[int, int] | None = None  # (shared, per-frame) steps of the last batch
         self.groups: list[list[int]] = []
 
@@ -76,7 +85,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
         config.pop("variant")
         return {**config, "lambda_c": self.lambda_c, "window": self.window, "shared_init": self.shared_init,
                 "shared_phase": self.shared_phase, "coarse_tied": self.coarse_tied,
-                "phase_iterations": self.phase_iterations,
+                "phase_iterations": self.phase_iterations, "fuse": self.fuse, "fused_share": self.fused_share,
                 "tie": "lambda_c * mean((v_n,k - group mean)^2)"}
 
     def frame_groups(self, batch: int, case: WhiteBoxCase) -> list[list[int]]:
@@ -122,4 +131,13 @@ class MultiFrameDiffusionBased(DiffusionBased):
 
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
         self.groups = self.frame_groups(features.shape[0], case)
-        return super().reconstruct(features, case)
+        x = super().reconstruct(features, case)
+        if not self.fuse:
+            return x
+        z, mask = self.targets(features, case)
+        with torch.no_grad():
+            feats = case.head(x).float()
+            fused, share = fuse_groups(x, feats, z, mask, self.groups, self.fuse)
+        self.fused_share = [round(float(s), 4) for s in share]
+        self.last_loss = fused_loss(case.head, fused, z, mask).cpu()
+        return fused

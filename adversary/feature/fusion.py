@@ -1,0 +1,67 @@
+"""Feature-checked temporal fusion of per-frame reconstructions (used by dmb-multi's `fuse`).
+
+Single-frame inversions of consecutive frames err independently where the features do not
+pin the image down, so averaging them cancels error, but only where the frames show the same
+thing. The features say where: frame j's reconstruction is used for frame k at a location
+when it explains frame k's features there about as well as frame k's own reconstruction does,
+    r(j -> k) <= threshold * r(k -> k),   r = per-location feature residual / mean(z_k^2),
+and frame k's image is the per-pixel average of the reconstructions accepted there (its own
+always is). The acceptance maps are upsampled bilinearly from the feature grid to the image;
+features without a spatial grid give one decision per frame pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from adversary.feature.do import feature_loss
+
+TOLERANCE = 1e-6  # residuals (relative to mean(z^2)) this small count as a match, whatever the own residual
+
+
+def residual_maps(feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(J, K, 1, h, w) residual of feats[j] against z[k], averaged over channels where mask[k]
+    is set, over mean(z_k^2); (J, K, 1, 1, 1) for features without a spatial grid."""
+    if feats.dim() != 4:
+        feats, z, mask = (t.flatten(1)[..., None, None] for t in (feats, z, mask))
+    m = mask.float()
+    scale = ((z * m) ** 2).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)  # mean(z_k^2) per frame
+    diff = (feats[:, None] - z[None]) ** 2 * m[None]  # (J, K, C, h, w)
+    per_location = diff.sum(2, keepdim=True) / m.sum(1, keepdim=True)[None].clamp_min(1)
+    return per_location / scale.clamp_min(1e-12).view(1, -1, 1, 1, 1)
+
+
+def fuse_groups(x: torch.Tensor, feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
+                groups: Sequence[Sequence[int]], threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused images (B, C, H, W) and the share of neighbour pixels accepted per frame (B,).
+
+    x: per-frame reconstructions; feats: the head's features of x; z, mask: the tapped
+    features and where they are finite; groups: batch positions of consecutive frames.
+    """
+    out, accepted = x.clone(), x.new_zeros(x.shape[0])
+    for group in groups:
+        if len(group) < 2:
+            continue
+        idx = torch.as_tensor(list(group), device=x.device)
+        r = residual_maps(feats[idx], z[idx], mask[idx])  # (n, n, 1, h, w): j -> k
+        own = torch.diagonal(r, dim1=0, dim2=1).permute(3, 0, 1, 2)  # (n, 1, h, w): k -> k
+        keep = (r <= threshold * own[None] + TOLERANCE).float()
+        n = len(group)
+        weights = F.interpolate(keep.flatten(0, 1), size=x.shape[-2:], mode="bilinear",
+                                align_corners=False).view(n, n, 1, *x.shape[-2:])
+        eye = torch.eye(n, device=x.device).view(n, n, 1, 1, 1)
+        weights = torch.maximum(weights, eye)  # a frame always keeps its own reconstruction
+        members = x.index_select(0, idx)
+        fused = (weights * members[:, None]).sum(0) / weights.sum(0)
+        out[idx] = fused
+        accepted[idx] = (weights.sum(0).mean((1, 2, 3)) - 1) / (n - 1)
+    return out, accepted
+
+
+def fused_loss(head: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-frame feature loss of the fused images (what dmb-multi reports as its last loss)."""
+    with torch.no_grad():
+        return feature_loss(head(x).float(), z, mask)
