@@ -57,7 +57,7 @@ ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_step
 
 @register
 class MultiFrameDiffusionBased(DiffusionBased):
-    """DMB over groups of consecutive frames whose normalised latents are tied together."""
+    """DMB over groups of consecutive frames, fused where the features agree (latents optionally tied)."""
 
     name: ClassVar[str] = "dmb-multi"
 
