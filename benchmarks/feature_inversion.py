@@ -3,8 +3,9 @@
 On held-out real frames (the last 30% of sample:bikes; see benchmarks.footage for who saw
 what): recordings of resnet18 (conv1, layer1, layer2, layer3) and mobilenet_v3_small (two
 points) features, random-init (seed:0) and a trained victim, inverted by `splitleak attack`'s
-runner; PSNR / SSIM at 128 (and at the native 64), seconds per frame, peak memory. Also one DMB
-iteration at 64x64 through the 20-step unrolled sampler, with and without checkpointing.
+runner; PSNR / SSIM at 128 (and at the native 64), seconds per frame, peak memory. Multi-frame
+DMB is compared with single-frame DMB on `multi_frames` consecutive frames (one window). Also
+one DMB iteration at 64x64 through the 20-step unrolled sampler, with and without checkpointing.
 """
 from __future__ import annotations
 
@@ -65,8 +66,8 @@ class Settings:
 def settings(quick: bool) -> Settings:
     if quick:
         heads = _heads("resnet18", ["layer1", "layer3"], ["random", "trained"])
-        return Settings(frames=2, multi_frames=4, iterations=20, steps=10, bb_iterations=20, bb_batch=4, prior_steps=150,
-                        prior_vae_steps=60, victim_epochs=1, heads=heads, multi_heads=heads,
+        return Settings(frames=2, multi_frames=4, iterations=20, steps=10, bb_iterations=20, bb_batch=4,
+                        prior_steps=150, prior_vae_steps=60, victim_epochs=1, heads=heads, multi_heads=heads,
                         bb_heads=[("resnet18", "layer1", "random")], timing_iterations=2)
     heads = _heads("resnet18", ["conv1", "layer1", "layer2", "layer3"], ["random", "trained"])
     heads += _heads("mobilenet_v3_small", ["1", "3"], ["random"])
@@ -400,8 +401,8 @@ def main() -> None:
                             f"as {COARSE_STEPS}-step runs (Adam steps per sampler size: "
                             f"{DiffusionBased(steps=s.steps).step_plan(s.iterations)}); variant alg1: {s.iterations} "
                             f"Adam steps through the {s.steps}-step sampler; DMB-multi: "
-                            f"{s.iterations} sampler runs per frame, as DMB spends them, in one window of {s.multi_frames} "
-                            f"frames, fused at threshold {FUSE}; "
+                            f"{s.iterations} sampler runs per frame, as DMB spends them, in one window of "
+                            f"{s.multi_frames} frames, fused at threshold {FUSE}; "
                             f"black-box bb-do, bb-db, bb-dmb: {s.bb_iterations} inverter training steps each, "
                             f"batch {s.bb_batch}",
         "ddim_steps": f"{s.steps} in the attack rows (paper: 20, out of CPU reach across all rows); "
