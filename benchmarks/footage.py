@@ -39,16 +39,17 @@ def attacker_frames(total: int) -> int:
     return int(round(total * TRAIN_FRACTION))
 
 
-def held_out(count: int, size: int) -> tuple[list[int], np.ndarray]:
-    """`count` consecutive held-out frame indices (a third of the way into the held-out part) and
-    their model inputs (count, 3, size, size) in [0, 1]."""
-    total = clip_frames()
+def held_out(count: int, size: int, clip: str = CLIP, start: int | None = None) -> tuple[list[int], np.ndarray]:
+    """`count` consecutive held-out frame indices of `clip` from `start` (default: a third of the
+    way into its held-out part) and their model inputs (count, 3, size, size) in [0, 1]."""
+    total = clip_frames(clip)
     cut = attacker_frames(total)
-    start = cut + (total - cut) // 3
+    start = cut + (total - cut) // 3 if start is None else start
     wanted = list(range(start, start + count))
-    if wanted[-1] >= total:
-        raise ValueError(f"{CLIP} has {total} frames; cannot take {count} held-out frames from {start}")
-    with open_source(CLIP) as src:
+    if start < cut or wanted[-1] >= total:
+        raise ValueError(f"{clip} has {total} frames, held out from {cut}; cannot take {count} held-out frames "
+                         f"from {start}")
+    with open_source(clip) as src:
         images = {f.index: f.image for f in src if start <= f.index < start + count}
     return wanted, np.stack([to_model_input(images[i], size) for i in wanted])
 
@@ -60,9 +61,10 @@ def write_truth(folder: Path, seqs: list[int], images: np.ndarray) -> Path:
     return folder
 
 
-def write_recording(folder: Path, model: SplitModel, seqs: list[int], images: np.ndarray) -> Path:
+def write_recording(folder: Path, model: SplitModel, seqs: list[int], images: np.ndarray,
+                    source: str = CLIP) -> Path:
     """What the cloud's tap would have recorded for these frames through `model`'s head (fp32 codec)."""
-    with RecordingWriter(folder, {"benchmark": "feature_inversion", "source": CLIP}) as writer, torch.no_grad():
+    with RecordingWriter(folder, {"benchmark": "feature_inversion", "source": source}) as writer, torch.no_grad():
         for seq, x in zip(seqs, images):
             z = model.head(torch.from_numpy(x)[None]).numpy()
             meta = {"stream_id": STREAM, "seq": seq, "model_id": model.name, "split_point": model.split,

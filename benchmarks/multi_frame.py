@@ -11,6 +11,8 @@ at the same sampler budget: `iterations` sampler runs per frame.
   phaseF   the shared-phase continuation: shared_phase = F/100 (one latent per group first, then
            the frames, tied, with shared noise), coarse steps in the shared phase only, no fusion
 Any variant may end in /KEY=VALUE items: extra attack options (phase50/coarse_steps=0).
+`--clip sample:carphone --start 90` takes the frames from another bundled clip or place (held out
+from the prior, the inverters and the victim either way; the prior has only seen bikes).
 """
 from __future__ import annotations
 
@@ -72,6 +74,10 @@ def main() -> None:
                    help="comma-separated MODEL:SPLIT:random|trained")
     p.add_argument("--variants", default="single,default,alg2", help="comma-separated (see above)")
     p.add_argument("--frames", type=int, default=8, help="consecutive held-out frames (one batch)")
+    p.add_argument("--clip", default=footage.CLIP,
+                   help="bundled clip to take them from (the prior saw only bikes; the trained victim the first "
+                        "70%% of bikes, bigbuckbunny and carphone)")
+    p.add_argument("--start", type=int, help="first frame (default: a third into the clip's held-out last 30%%)")
     p.add_argument("--window", type=int, default=WINDOW, help="frames per multi-frame group")
     p.add_argument("--iterations", type=int, help="sampler runs per frame (default: the feature benchmark's)")
     p.add_argument("--threads", type=int, default=1)
@@ -86,7 +92,10 @@ def main() -> None:
     cache, work = Path(args.cache), Path(args.work)
     prior_dir, _ = footage.cached_prior(cache, s.size, s.prior_steps, s.prior_vae_steps, s.prior_batch)
     victim_path, _ = footage.cached_victim(cache, s.size, s.victim_epochs)
-    seqs, images = footage.held_out(args.frames, s.size)
+    try:
+        seqs, images = footage.held_out(args.frames, s.size, args.clip, args.start)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     shutil.rmtree(work, ignore_errors=True)
     truth = footage.write_truth(work / "truth", seqs, images)
 
@@ -94,7 +103,8 @@ def main() -> None:
     for head in tqdm(heads, desc="heads", unit="head"):
         model, split, victim = head
         rec = footage.write_recording(work / "recordings" / "-".join(head),
-                                      footage.head(model, split, s.size, victim, victim_path), seqs, images)
+                                      footage.head(model, split, s.size, victim, victim_path), seqs, images,
+                                      args.clip)
         for name, (attack, opts, own_iterations) in variants.items():
             opts = {"steps": s.steps, **opts, **({"window": args.window} if attack == "dmb-multi" else {})}
             start = time.perf_counter()
@@ -114,7 +124,7 @@ def main() -> None:
         for r in rows:
             if single and (r["model"], r["split"], r["victim"]) == head and r is not single:
                 print(f"  {'/'.join(head):<28} {r['variant']:<8} {r['psnr'] - single['psnr']:+.2f} dB vs single")
-    write(args.json, rows, {"frames": [int(q) for q in seqs], "window": args.window, "iterations": iterations,
+    write(args.json, rows, {"clip": args.clip, "frames": [int(q) for q in seqs], "window": args.window, "iterations": iterations,
                             "ddim_steps": s.steps, "prior": str(prior_dir), "quick": args.quick,
                             "budget": "every variant: `iterations` sampler runs per frame"})
 
