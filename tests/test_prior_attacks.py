@@ -342,3 +342,14 @@ def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
     assert torch.isfinite(fused.last_loss).all() and fused.config()["fuse"] == 1e6
     with pytest.raises(SplitleakError, match="fuse"):
         MultiFrameDiffusionBased(fuse=-1)
+
+
+def test_benchmark_frames_must_be_held_out() -> None:
+    from benchmarks import footage
+
+    seqs, images = footage.held_out(2, 16, "sample:carphone", start=100)
+    assert seqs == [100, 101] and images.shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="held out from 84"):
+        footage.held_out(2, 16, "sample:carphone", start=10)  # the victim trained on these
+    with pytest.raises(ValueError, match="cannot take"):
+        footage.held_out(4, 16, "sample:carphone", start=118)  # past the end
