@@ -72,9 +72,12 @@ def settings(quick: bool) -> Settings:
     heads = _heads("resnet18", ["conv1", "layer1", "layer2", "layer3"], ["random", "trained"])
     heads += _heads("mobilenet_v3_small", ["1", "3"], ["random"])
     # prior: 3,000 UNet and 1,500 VAE steps (~18 min here); at 1,500 / 500 both losses were still falling
-    # and the VAE capped DB and DMB near 26 dB where DO reached 36 dB
-    return Settings(frames=4, multi_frames=8, iterations=100, steps=10, bb_iterations=120, bb_batch=4, prior_steps=3000,
-                    prior_vae_steps=1500, victim_epochs=4, heads=heads,
+    # and the VAE capped DB and DMB near 26 dB where DO reached 36 dB.
+    # inverters: 500 steps (0.5-2 min each here). At 120 the latent inverters led bb-do on layer1 (trained) only
+    # because they converge sooner: from 120 to 500 to 1,000 steps bb-do went 20.1 -> 22.5 -> 22.8 dB and
+    # bb-dmb 20.7 -> 21.3 -> 21.7
+    return Settings(frames=4, multi_frames=8, iterations=100, steps=10, bb_iterations=500, bb_batch=4,
+                    prior_steps=3000, prior_vae_steps=1500, victim_epochs=4, heads=heads,
                     multi_heads=_heads("resnet18", ["layer1", "layer3"], ["random", "trained"]),
                     bb_heads=_heads("resnet18", ["layer1", "layer3"], ["trained"]))
 
