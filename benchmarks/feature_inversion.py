@@ -162,7 +162,7 @@ def plan(s: Settings) -> list[Run]:
     return runs
 
 
-def selected(run: Run, rows: str, s: Settings) -> bool:
+def selected(run: Run, rows: str) -> bool:
     """Whether --rows ROWS keeps this run."""
     if rows == "multi":
         return run.frames == "multi" or run.variant == "window"
@@ -364,7 +364,7 @@ def main() -> None:
     print_table(timing, ["checkpoint", "checkpointed", "ddim_steps", "seconds_per_iteration",
                          "unet_calls_per_iteration", "peak_mb", "unrolled_activation_mb_estimate"])
 
-    runs = [r for r in plan(s) if selected(r, args.rows, s)]
+    runs = [r for r in plan(s) if selected(r, args.rows)]
     rows: list[dict[str, Any]] = []
     recordings: dict[tuple[Head, int], Path] = {}
     with tqdm(runs, desc="feature inversion", unit="run") as bar:

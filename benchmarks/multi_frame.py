@@ -124,8 +124,9 @@ def main() -> None:
         for r in rows:
             if single and (r["model"], r["split"], r["victim"]) == head and r is not single:
                 print(f"  {'/'.join(head):<28} {r['variant']:<8} {r['psnr'] - single['psnr']:+.2f} dB vs single")
-    write(args.json, rows, {"clip": args.clip, "frames": [int(q) for q in seqs], "window": args.window, "iterations": iterations,
-                            "ddim_steps": s.steps, "prior": str(prior_dir), "quick": args.quick,
+    write(args.json, rows, {"clip": args.clip, "frames": [int(q) for q in seqs], "window": args.window,
+                            "iterations": iterations, "ddim_steps": s.steps, "prior": str(prior_dir),
+                            "quick": args.quick,
                             "budget": "every variant: `iterations` sampler runs per frame"})
 
 

@@ -272,13 +272,13 @@ def test_feature_benchmark_selects_rows() -> None:
 
     s = settings(quick=False)
     runs = plan(s)
-    multi = [r for r in runs if selected(r, "multi", s)]
+    multi = [r for r in runs if selected(r, "multi")]
     assert {(r.frames, r.method, r.variant) for r in multi} == {("single", "dmb", "window"), ("multi", "dmb", "")}
     assert len(multi) == 2 * len(s.multi_heads)
     assert {r.frame_count(s) for r in multi} == {s.multi_frames} and s.multi_frames > s.frames
     assert {r.frame_count(s) for r in runs if r not in multi} == {s.frames}
-    assert all(r.setting == "black-box" for r in runs if selected(r, "black-box", s))
-    assert sum(selected(r, "all", s) for r in runs) == len(runs)
+    assert all(r.setting == "black-box" for r in runs if selected(r, "black-box"))
+    assert sum(selected(r, "all") for r in runs) == len(runs)
     assert any(r.variant == "alg1" for r in runs)
 
 
@@ -333,8 +333,7 @@ def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
     z = z.repeat(3, 1, 1, 1)  # one frame seen three times: every neighbour explains it
     case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
     plain = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=0.0)
-    fused = MultiFrameDiffusionBased(iterations=2, steps=1,
-                                     fuse=1e6)
+    fused = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6)
     x_plain, x_fused = plain.reconstruct(z, case), fused.reconstruct(z, case)
     assert torch.equal(x_plain, DiffusionBased(iterations=2, steps=1).reconstruct(z, case))  # untied = single
     assert plain.fused_share is None and fused.fused_share == [1.0, 1.0, 1.0]

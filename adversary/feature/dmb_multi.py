@@ -48,7 +48,8 @@ import torch
 from adversary.feature.base import WhiteBoxCase
 from adversary.feature.db import Best
 from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, DiffusionBased
-from adversary.feature.fusion import fuse_groups, fused_loss
+from adversary.feature.do import feature_loss
+from adversary.feature.fusion import fuse_groups
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
 from adversary.registry import register
 from splitleak.errors import SplitleakError
@@ -139,8 +140,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
             return x
         z, mask = self.targets(features, case)
         with torch.no_grad():
-            feats = case.head(x).float()
-            fused, share = fuse_groups(x, feats, z, mask, self.groups, self.fuse)
+            fused, share = fuse_groups(x, case.head(x).float(), z, mask, self.groups, self.fuse)
+            self.last_loss = feature_loss(case.head(fused).float(), z, mask).cpu()  # what the fused images score
         self.fused_share = [round(float(s), 4) for s in share]
-        self.last_loss = fused_loss(case.head, fused, z, mask).cpu()
         return fused

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from adversary.feature.do import feature_loss
-
 TOLERANCE = 1e-6  # residuals (relative to mean(z^2)) this small count as a match, whatever the own residual
 
 
@@ -59,9 +57,3 @@ def fuse_groups(x: torch.Tensor, feats: torch.Tensor, z: torch.Tensor, mask: tor
         out[idx] = fused
         accepted[idx] = (weights.sum(0).mean((1, 2, 3)) - 1) / (n - 1)
     return out, accepted
-
-
-def fused_loss(head: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-frame feature loss of the fused images (what dmb-multi reports as its last loss)."""
-    with torch.no_grad():
-        return feature_loss(head(x).float(), z, mask)
