@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, DiffusionBased, activation_bytes
+from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, REFINE_SHARE, DiffusionBased, activation_bytes
 from adversary.feature.dmb_multi import FUSE
 from adversary.feature.base import WhiteBoxCase
 from benchmarks import footage
@@ -60,6 +60,7 @@ class Settings:
     timing_iterations: int = 3
     timing_steps: int = 20
     alg1_rows: bool = True  # also run DMB as Algorithm 1 is written (coarse_steps=0), side by side
+    time_rows: bool = True  # also run DB with as many iterations as DMB's wall time buys it
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,8 +131,8 @@ class Run:
     method: str  # do / db / dmb
     setting: str  # white-box / black-box
     frames: str  # single / multi
-    variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps);
-    # "window": single-frame DMB on the multi-frame comparison's frames
+    variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps, no refinement);
+    # "window": single-frame DMB on the multi-frame comparison's frames; "time": DB given DMB's wall time
 
     def frame_count(self, s: Settings) -> int:
         """How many consecutive held-out frames this run inverts."""
@@ -153,6 +154,8 @@ def plan(s: Settings) -> list[Run]:
     runs = []
     for head in s.heads:
         runs += [Run(head, m, "white-box", "single") for m in ("do", "db", "dmb")]
+        if s.time_rows:
+            runs.append(Run(head, "db", "white-box", "single", "time"))
         if s.alg1_rows:
             runs.append(Run(head, "dmb", "white-box", "single", "alg1"))
         if head in s.multi_heads:
@@ -181,16 +184,26 @@ def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int,
     if run.method == "dmb":
         opts["steps"] = s.steps
     if run.variant == "alg1":
-        opts["coarse_steps"] = 0
+        opts.update(coarse_steps=0, refine_share=0.0)
     if run.frames == "multi":
         opts["window"] = s.multi_frames
     return s.iterations, opts
 
 
+def time_matched(run: Run, rows: list[dict], s: Settings) -> int:
+    """DB iterations that cost what the head's DMB row took: s.iterations x DMB's / DB's seconds per frame."""
+    db, dmb = (_get(rows, run.head, "white-box", "single", m) for m in ("db", "dmb"))
+    if not (db and dmb):
+        raise SystemExit(f"the time-matched DB row of {'/'.join(run.head)} needs its db and dmb rows first")
+    return max(s.iterations, round(s.iterations * dmb["seconds_per_frame"] / db["seconds_per_frame"]))
+
+
 def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, prior: Path,
-               victim_path: Path, cache: Path, query_frames: int) -> dict[str, Any]:
+               victim_path: Path, cache: Path, query_frames: int, iterations: int | None = None) -> dict[str, Any]:
+    """One run's row; `iterations` overrides the settings' budget (the time-matched DB rows)."""
     model, split, victim = run.head
-    iterations, opts = options(run, s, cache, query_frames)
+    budget, opts = options(run, s, cache, query_frames)
+    iterations = iterations or budget
     with PeakRSS() as mem:
         metrics = footage.invert(recording, run.attack, out, truth, iterations, opts,
                                  prior if run.method != "do" else None, victim, victim_path, run.frame_count(s))
@@ -208,6 +221,8 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
             "seconds_per_frame": seconds / max(1, n), "peak_mb": mem.mb, "iterations": iterations,
             "ddim_steps": opts.get("steps") if run.method == "dmb" else None, "n_frames": n,
             "inverter_train_seconds": train_seconds, "inverter_cached": training.get("cached"),
+            "inverter_width": (config.get("attack_config") or {}).get("width"),
+            "inverter_parameters": (config.get("attack_config") or {}).get("inverter_parameters"),
             "checkpointed": (config.get("attack_config") or {}).get("checkpointed"), "out": str(out)}
 
 
@@ -264,6 +279,14 @@ def _get(rows: list[dict], head: Head, setting: str, frames: str, method: str, v
     return None
 
 
+def _time_matched_db(rows: list[dict], head: Head, dmb: dict) -> dict[str, Any]:
+    db = _get(rows, head, "white-box", "single", "db", "time")
+    if not db:
+        return {}
+    return {"db_time": db["psnr"], "ssim_db_time": db["ssim"], "db_time_iterations": db["iterations"],
+            "dmb_beats_db_time": dmb["psnr"] > db["psnr"] and dmb["ssim"] > db["ssim"]}
+
+
 def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {"dmb_vs_do_db": [], "multi_vs_single": [], "bb_dmb_vs_bb_do": []}
     for head in s.heads:
@@ -274,6 +297,7 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
                 "ssim_do": do["ssim"], "ssim_db": db["ssim"], "ssim_dmb": dmb["ssim"],
                 "gap_db": dmb["psnr"] - max(do["psnr"], db["psnr"]),
                 "dmb_alg1": (_get(rows, head, "white-box", "single", "dmb", "alg1") or {}).get("psnr"),
+                **_time_matched_db(rows, head, dmb),
                 "dmb_best_psnr": dmb["psnr"] > max(do["psnr"], db["psnr"]),
                 "dmb_best_ssim": dmb["ssim"] > max(do["ssim"], db["ssim"])})
         multi = _get(rows, head, "white-box", "multi", "dmb")
@@ -285,6 +309,7 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
         bdo, bdmb = _get(rows, head, "black-box", "single", "do"), _get(rows, head, "black-box", "single", "dmb")
         if bdo and bdmb:
             out["bb_dmb_vs_bb_do"].append({"head": "/".join(head), "bb_do": bdo["psnr"], "bb_dmb": bdmb["psnr"],
+                                           "ssim_bb_do": bdo["ssim"], "ssim_bb_dmb": bdmb["ssim"],
                                            "gain_db": bdmb["psnr"] - bdo["psnr"]})
     wins = out["dmb_vs_do_db"]
     out["dmb_best_everywhere"] = bool(wins) and all(w["dmb_best_psnr"] and w["dmb_best_ssim"] for w in wins)
@@ -307,7 +332,9 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
         flag = "DMB best" if w["dmb_best_psnr"] and w["dmb_best_ssim"] else "DMB not best"
         print(f"  {w['head']:<32} do {w['do']:.2f}/{w['ssim_do']:.3f}  db {w['db']:.2f}/{w['ssim_db']:.3f}  "
               f"dmb {w['dmb']:.2f}/{w['ssim_dmb']:.3f}  gap {w['gap_db']:+.2f} dB  [{flag}]"
-              + (f"  (Algorithm 1 as written: {w['dmb_alg1']:.2f})" if w["dmb_alg1"] is not None else ""))
+              + (f"  (Algorithm 1 as written: {w['dmb_alg1']:.2f})" if w["dmb_alg1"] is not None else "")
+              + (f"  (db at dmb's wall time, {w['db_time_iterations']} its: {w['db_time']:.2f}/{w['ssim_db_time']:.3f})"
+                 if "db_time" in w else ""))
     if summ["multi_vs_single"]:
         print(f"DMB-multi vs single-frame DMB on {s.multi_frames} consecutive frames (one window):")
     for m in summ["multi_vs_single"]:
@@ -316,7 +343,8 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
     if summ["multi_mean_gain_db"] is not None:
         print(f"  multi-frame mean gain {summ['multi_mean_gain_db']:+.2f} dB (target >= +1 dB)")
     for b in summ["bb_dmb_vs_bb_do"]:
-        print(f"  black-box {b['head']:<30} bb-do {b['bb_do']:.2f}  bb-dmb {b['bb_dmb']:.2f} ({b['gain_db']:+.2f} dB)")
+        print(f"  black-box {b['head']:<30} bb-do {b['bb_do']:.2f}/{b['ssim_bb_do']:.3f}  "
+              f"bb-dmb {b['bb_dmb']:.2f}/{b['ssim_bb_dmb']:.3f} ({b['gain_db']:+.2f} dB)")
     for name, t in summ["dmb_iteration"].items():
         print(f"  one DMB iteration, 64x64, {s.timing_steps} DDIM steps, {name}: {t['seconds']:.2f} s, "
               f"peak +{t['peak_mb']:.0f} MB RSS, {t['unet_calls']:.0f} UNet calls (target < 1 s)")
@@ -376,8 +404,9 @@ def main() -> None:
                 rec = work / "recordings" / f"{model}-{split}-{victim}-{n}"
                 recordings[run.head, n] = footage.write_recording(
                     rec, footage.head(model, split, s.size, victim, victim_path), seqs[:n], images[:n])
+            budget = time_matched(run, rows, s) if run.variant == "time" else None
             row = attack_row(run, s, recordings[run.head, n], truth, work / "out" / run.folder, prior_dir, victim_path,
-                             cache, cut)
+                             cache, cut, budget)
             rows.append(row)
             bar.write(f"{row['model']:<18} {row['split']:<6} {row['victim']:<7} {row['setting']:<9} "
                       f"{row['frames']:<6} {row['method']:<3} {row['variant'] or '':<6}  "
@@ -400,14 +429,17 @@ def main() -> None:
         "prior": prior_info, "victim": victim_info,
         "metrics": "psnr/ssim: both images bicubic-resized to 128; psnr_64/ssim_64: at the native 64",
         "iteration_budget": f"white-box DO, DB: {s.iterations} Adam steps each (paper: 1,500); DMB: {s.iterations} "
-                            f"runs of the {s.steps}-step sampler, the default spending {COARSE_SHARE:.0%} of them "
-                            f"as {COARSE_STEPS}-step runs (Adam steps per sampler size: "
+                            f"runs of the {s.steps}-step sampler, the default spending {REFINE_SHARE:.0%} of them "
+                            f"as {s.steps} refinement steps each on the sampled latent and {COARSE_SHARE:.0%} of the "
+                            f"rest as {COARSE_STEPS}-step runs (Adam steps per sampler size, 0 = refinement: "
                             f"{DiffusionBased(steps=s.steps).step_plan(s.iterations)}); variant alg1: {s.iterations} "
-                            f"Adam steps through the {s.steps}-step sampler; DMB-multi: "
+                            f"Adam steps through the {s.steps}-step sampler; DB variant time: DB's Adam steps scaled "
+                            f"by the head's DMB / DB seconds per frame; DMB-multi: "
                             f"{s.iterations} sampler runs per frame, as DMB spends them, in one window of "
                             f"{s.multi_frames} frames, fused at threshold {FUSE}; "
                             f"black-box bb-do, bb-db, bb-dmb: {s.bb_iterations} inverter training steps each, "
-                            f"batch {s.bb_batch}",
+                            f"batch {s.bb_batch}, each attack's default width (about equal parameter counts: "
+                            f"inverter_parameters in the rows)",
         "ddim_steps": f"{s.steps} in the attack rows (paper: 20, out of CPU reach across all rows); "
                       f"{s.timing_steps} in the one-iteration measurement",
         "checkpointing": "attack rows: dmb's auto (off on CPU when the unroll fits in 2 GiB); bb-dmb training: on; "

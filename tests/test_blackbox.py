@@ -14,7 +14,7 @@ from adversary.feature.blackbox import (
     probe_fingerprint, query_images, windows,
 )
 from adversary.feature.base import WhiteBoxCase
-from adversary.feature.inverter import FeatureInverter, InverterConfig, load_inverter, to_grid
+from adversary.feature.inverter import FeatureInverter, InverterConfig, default_levels, load_inverter, to_grid
 from adversary.metrics import psnr
 from adversary.registry import get_attack
 from splitleak.errors import SplitleakError
@@ -136,6 +136,20 @@ def test_prior_variants_run_through_a_tiny_prior(tmp_path: Path, frames, cls, op
     recon = attack.reconstruct(model.head(held[:4]).detach(), case)
     assert recon.shape == (4, 3, SIZE, SIZE) and 0 <= recon.min() and recon.max() <= 1
     assert attack.training["query_images"] == 8 and np.isfinite(attack.training["final_loss"])
+    inverter = next(iter(attack._inverters.values()))
+    assert attack.config()["inverter_parameters"] == sum(p.numel() for p in inverter.parameters())
+
+
+def test_latent_inverters_default_to_the_pixel_inverters_parameter_count():
+    fshape = (64, 16, 16)  # resnet18 layer1 at 64 px: a 16 x 16 latent leaves the latent G one level fewer
+    sizes = {}
+    for cls, channels, side in ((BlackBoxDO, 3, 64), (BlackBoxDB, 4, 16)):
+        width = cls().width
+        config = InverterConfig(fshape, channels, side, cls.output, width=width, levels=default_levels(side))
+        sizes[cls.name] = (width, sum(p.numel() for p in FeatureInverter(config).parameters()))
+    assert sizes["bb-do"][0] == 16 and sizes["bb-db"][0] == BlackBoxDMB().width == 32
+    assert 0.9 < sizes["bb-db"][1] / sizes["bb-do"][1] < 1.1
+    assert BlackBoxDB(width=8).width == 8
 
 
 def test_bb_dmb_regresses_onto_clean_latents_unless_it_starts_from_noise(monkeypatch):

@@ -160,7 +160,8 @@ def test_dmb_coarse_phase_buys_adam_steps_at_the_same_sampler_budget(prior) -> N
         calls.append(kwargs.get("last") or steps)
         return sample(v, steps=steps, **kwargs)
 
-    attack = DiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5, checkpoint=False)
+    attack = DiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5, checkpoint=False,
+                            refine_share=0.0)
     prior.sample = counting
     try:
         x = attack.reconstruct(z, case)
@@ -170,20 +171,45 @@ def test_dmb_coarse_phase_buys_adam_steps_at_the_same_sampler_budget(prior) -> N
     assert calls == [2] * 4 + [4] * 2 + [4]  # the final pass scores through the full sampler
     assert sum(calls[:-1]) == 4 * 4 and len(attack.trace["feature"]) == 7
     assert x.shape == (2, 3, SIZE, SIZE) and attack.config()["adam_steps"] == [(2, 4), (4, 2)]
-    assert DiffusionBased(iterations=5, steps=4, coarse_steps=0).step_plan(5) == [(4, 5)]  # Algorithm 1
-    assert DiffusionBased(iterations=5, steps=2, coarse_steps=2).step_plan(5) == [(2, 5)]
-    assert DiffusionBased(steps=10, coarse_steps=2, coarse_share=1.0).step_plan(3) == [(2, 15)]
+    assert DiffusionBased(steps=4, coarse_steps=0, refine_share=0).step_plan(5) == [(4, 5)]  # Algorithm 1
+    assert DiffusionBased(steps=2, coarse_steps=2, refine_share=0).step_plan(5) == [(2, 5)]
+    assert DiffusionBased(steps=10, coarse_steps=2, coarse_share=1.0, refine_share=0).step_plan(3) == [(2, 15)]
+    # a refine share of the budget buys `steps` latent steps per sampler run, the coarse share splits the rest
+    assert DiffusionBased(steps=10, coarse_steps=2, refine_share=0.2).step_plan(100) == [(2, 200), (10, 40), (0, 200)]
     z3, case3 = head_case("lenet", prior, frames=3)
     case3.frames = (("cam0", 4), ("cam0", 5), ("cam0", 9))  # groups [0, 1] and [2]
     for tied, plan in ((0, [(2, 4), (4, 1), (4, 2)]), (1, [(2, 4), (4, 1), (2, 2), (4, 1)])):
         multi = MultiFrameDiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5,
-                                         shared_phase=0.5, checkpoint=False, coarse_tied=tied)
+                                         shared_phase=0.5, checkpoint=False, coarse_tied=tied, refine_share=0)
         multi.reconstruct(z3, case3)
         assert multi.phase_iterations == (3, 2) and multi.adam_steps == plan
+    multi = MultiFrameDiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5, shared_phase=0.5,
+                                     checkpoint=False, coarse_tied=0, refine_share=0.5)
+    multi.reconstruct(z3, case3)  # the shared phase never refines; the per-frame phase ends with it
+    assert multi.adam_steps == [(2, 4), (4, 1), (4, 1), (0, 4)]
     with pytest.raises(SplitleakError, match="coarse"):
         DiffusionBased(coarse_share=1.5)
+    with pytest.raises(SplitleakError, match="refine_share"):
+        DiffusionBased(refine_share=1.0)
     with pytest.raises(SplitleakError, match="coarse"):
         MultiFrameDiffusionBased(coarse_steps=-1)
+
+
+def test_dmb_refines_the_sampled_latent_after_the_sampler(prior) -> None:
+    z, case = head_case("lenet", prior)
+    calls = []
+    sample = prior.sample
+    prior.sample = lambda v, steps=20, **kw: calls.append(steps) or sample(v, steps=steps, **kw)
+    try:
+        attack = DiffusionBased(iterations=5, steps=4, coarse_steps=0, refine_share=0.4, checkpoint=False, lr=0.1)
+        x = attack.reconstruct(z, case)
+    finally:
+        del prior.sample
+    assert attack.adam_steps == [(4, 3), (0, 8)]  # 2 of 5 sampler runs buy 2 x 4 latent steps
+    assert calls == [4] * 4  # 3 Adam steps on v and the final scoring pass; the refinement samples nothing
+    feature = attack.trace["feature"]
+    assert len(feature) == 4 + 9 and feature[-1] < feature[3]  # refining lowered the sampled image's loss
+    assert x.shape == (2, 3, SIZE, SIZE) and attack.config()["refine_share"] == 0.4
 
 
 def test_db_needs_a_latent_prior() -> None:

@@ -16,7 +16,10 @@ the fully inverted noise 14.3 / 14.6 (too irregular a target for a small U-Net) 
 latent inverted one step 20.1 / 16.3. With s < steps bb-dmb is bb-db's G plus s LDM steps: the
 LDM moved PSNR by +0.1 / -0.1 dB at s = 1 and -0.0 / -0.2 at s = 3. Trained longer (500 steps)
 bb-dmb reaches 21.3 / 17.0 dB, and bb-do 22.5 / 16.6: the latent inverters converge sooner but
-level off lower on layer1.
+level off lower on layer1. Part of that was capacity: a latent G has one up-sampling level fewer,
+so at the same width it had a quarter of the pixel G's parameters (0.14 M against 0.55 M on
+layer1). At width 32 (the latent inverters' default, 0.54 M) bb-dmb reaches 22.2 / 17.6 dB
+against bb-do's 22.5 / 16.6; width 64 (2.1 M) gave no more (22.1 at psnr@64).
 `window=K` (odd) is the video variant: G reads K consecutive frames' features through a
 pointwise temporal convolution (eq. 13) and reconstructs the centre one.
 
@@ -201,11 +204,15 @@ class BlackBoxAttack(FeatureInversionAttack):
 
     output: ClassVar[str] = "pixels"
     access: ClassVar[frozenset[str]] = frozenset({"features", "query"})
+    # G's base width. Latent inverters default to twice the pixel one's: a 16x16 latent leaves G one
+    # level fewer, and at 32 it has about the pixel G's parameters at 16 (0.54 M for resnet18 layer1).
+    default_width: ClassVar[int] = 16
 
     def __init__(self, iterations: int = 500, lr: float = 5e-3, batch: int = 16,
                  query_source: str = DEFAULT_QUERY_SOURCE, query_frames: int = 250, flip: int = 1,
-                 window: int = 1, width: int = 16, steps: int = 20, text: str | None = None,
+                 window: int = 1, width: int | None = None, steps: int = 20, text: str | None = None,
                  cache_dir: str | None = None, progress: int = 1) -> None:
+        width = self.default_width if width is None else width
         if iterations < 1 or batch < 1 or query_frames < 1 or steps < 1 or width < 4:
             raise SplitleakError("iterations, batch, query_frames and steps must be >= 1 and width >= 4")
         if window < 1 or window % 2 == 0:
@@ -217,6 +224,7 @@ class BlackBoxAttack(FeatureInversionAttack):
         self._inverters: dict[str, FeatureInverter] = {}
         self._prior_ids: dict[int, str] = {}  # id(prior) -> its fingerprint (hashing a big prior takes a while)
         self.training: dict[str, Any] | None = None  # how the inverter in use was trained / loaded
+        self.inverter_parameters: int | None = None  # the inverter in use: its parameter count
         self.last_loss: torch.Tensor | None = None  # per-frame feature loss of F1(recon) vs z (one query)
 
     def config(self) -> dict[str, object]:
@@ -224,7 +232,8 @@ class BlackBoxAttack(FeatureInversionAttack):
                 "query_frames": self.query_frames, "flip": self.flip, "window": self.window, "width": self.width,
                 "output": self.output, "steps": self.steps if self.output == "noise" else None,
                 "text": self.text, "cache_dir": str(self.cache_dir or default_cache_dir()),
-                "optimizer": "adam", "schedule": "cosine", "training": self.training}
+                "optimizer": "adam", "schedule": "cosine", "training": self.training,
+                "inverter_parameters": self.inverter_parameters}
 
     def check_access(self, case: WhiteBoxCase | BlackBoxCase) -> None:
         if "prior" in self.access and getattr(case, "prior", None) is None:
@@ -305,8 +314,14 @@ class BlackBoxAttack(FeatureInversionAttack):
         """The trained G for this head, prior and settings: from memory, the disk cache, or trained now."""
         key = self._key(bb, fshape, prior)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        if digest in self._inverters:
-            return self._inverters[digest]
+        if digest not in self._inverters:
+            self._inverters[digest] = self._load_or_train(bb, fshape, prior, key, digest)
+        model = self._inverters[digest]
+        self.inverter_parameters = sum(p.numel() for p in model.parameters())
+        return model
+
+    def _load_or_train(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any, key: dict[str, Any],
+                       digest: str) -> FeatureInverter:
         tag = re.sub(r"[^A-Za-z0-9_.-]+", "", bb.tag.replace(":", ""))
         folder = Path(self.cache_dir or default_cache_dir()) / "-".join(filter(None, (self.name, tag, digest)))
         if (folder / CONFIG).is_file():
@@ -316,7 +331,6 @@ class BlackBoxAttack(FeatureInversionAttack):
             model, log = self.train(bb, fshape, prior)
             self.training = {**log, "cached": False, "folder": str(folder)}
             save_inverter(model, folder, {"key": key, "training": log})
-        self._inverters[digest] = model
         return model
 
     def build(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any) -> FeatureInverter:
@@ -379,6 +393,7 @@ class BlackBoxDB(BlackBoxAttack):
 
     name: ClassVar[str] = "bb-db"
     output: ClassVar[str] = "latent"
+    default_width: ClassVar[int] = 32
     access: ClassVar[frozenset[str]] = frozenset({"features", "query", "prior"})
 
     def out_shape(self, prior: Any, size: int) -> tuple[int, int]:
@@ -402,11 +417,12 @@ class BlackBoxDMB(BlackBoxAttack):
 
     name: ClassVar[str] = "bb-dmb"
     output: ClassVar[str] = "noise"
+    default_width: ClassVar[int] = 32
     access: ClassVar[frozenset[str]] = frozenset({"features", "query", "prior"})
 
     def __init__(self, iterations: int = 500, lr: float = 5e-3, batch: int = 16,
                  query_source: str = DEFAULT_QUERY_SOURCE, query_frames: int = 250, flip: int = 1,
-                 window: int = 1, width: int = 16, steps: int = 20, text: str | None = None,
+                 window: int = 1, width: int | None = None, steps: int = 20, text: str | None = None,
                  cache_dir: str | None = None, progress: int = 1, start: int = BB_DMB_START) -> None:
         super().__init__(iterations, lr, batch, query_source, query_frames, flip, window, width, steps, text,
                          cache_dir, progress)

@@ -82,6 +82,23 @@ class PriorAttack(FeatureInversionAttack):
         feat = feature_loss(case.head(x).float(), z, mask)
         return feat + self.lambda_s * total_variation(x), feat, x
 
+    def optimise_latent(self, w: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
+                        prior: Any, best: Best, steps: int) -> None:
+        """`steps` Adam steps (lr `self.lr`) on the VAE latent w, x = D(w), then one pass that only
+        scores the final w; `best` collects each frame's best image."""
+        w = w.requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=self.lr)
+        with torch.enable_grad():
+            for step in range(steps + 1):
+                with self.autocast(case, self.amp):
+                    loss, feat, x = self.image_loss(prior.decode(w), z, mask, case)
+                best.update(feat, x)
+                self.log(feature=feat, total=loss)
+                if step == steps:
+                    break
+                (w.grad,) = torch.autograd.grad(loss.sum(), w)
+                opt.step()
+
     def log(self, **terms: torch.Tensor) -> None:
         for key, value in terms.items():
             self.trace.setdefault(key, []).append(float(value.detach().float().mean()))
@@ -128,18 +145,8 @@ class DecoderBased(PriorAttack):
             raise SplitleakError("attack 'db' optimises a VAE latent; this prior is pixel-space (no vae/)")
         z, mask = self.targets(features, case)
         gen = torch.Generator().manual_seed(case.seed)
-        w = (torch.randn((z.shape[0], *prior.latent_shape), generator=gen) * self.init_std)
-        w = w.to(case.device, prior.dtype).requires_grad_(True)
-        opt, best, self.trace = torch.optim.Adam([w], lr=self.lr), Best(), {}
-        with torch.enable_grad():
-            for step in range(self.iterations + 1):  # the last pass only scores the final w
-                with self.autocast(case, self.amp):
-                    loss, feat, x = self.image_loss(prior.decode(w), z, mask, case)
-                best.update(feat, x)
-                self.log(feature=feat, total=loss)
-                if step == self.iterations:
-                    break
-                (w.grad,) = torch.autograd.grad(loss.sum(), w)
-                opt.step()
+        w = torch.randn((z.shape[0], *prior.latent_shape), generator=gen) * self.init_std
+        best, self.trace = Best(), {}
+        self.optimise_latent(w.to(case.device, prior.dtype), z, mask, case, prior, best, self.iterations)
         self.last_loss = best.loss.cpu()
         return best.x.float().clamp(0, 1)

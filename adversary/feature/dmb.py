@@ -19,6 +19,14 @@ sampler) is spent at k steps, which buys f * iterations * K / k Adam steps, and 
 the final v is scored through the K-step sampler. `coarse_steps=0` is Algorithm 1 as written.
 The defaults are measured (benchmarks/feature_inversion.py; see COARSE_STEPS).
 
+Refinement (`refine_share` r): the sampler's image is where the prior puts the frame, but the
+prior is small and the sampler's range narrow, so at shallow splits the features ask for detail
+it cannot make. A share r of the budget is spent last on Adam steps on the sampled latent
+itself, x = D(w) from w = S(v_n) of the final v, as DB optimises it (r * iterations * K steps,
+one decoder pass each instead of a K-step sampler run). DMB's sample is the start DB lacks:
+from a random latent DB lands lower at every split (see the benchmark's time-matched DB rows).
+`refine_share=0` with `coarse_steps=0` is Algorithm 1 as written.
+
 Text prior: with `text`, a text-conditioned UNet is conditioned on the prompt's embedding and
 the negentropy term L_txt = -E[(1/alpha^2) log cosh^2(alpha v_n)] is added (1 <= alpha <= 2).
 
@@ -47,6 +55,7 @@ VARIANTS = ("unroll", "guidance")
 # the budget beat Algorithm 1 as written on all 10 heads, e.g. resnet18 layer3 (trained victim)
 # 16.0 dB against 12.6 and layer1 (random) 21.1 against 19.6, at 1.3x its wall time
 COARSE_STEPS, COARSE_SHARE = 2, 0.5
+REFINE_SHARE = 0.2  # share of the budget spent refining the sampled latent (measured: see the module docstring)
 CPU_ACTIVATION_BUDGET = 2 << 30  # bytes of saved activations a CPU unroll may keep without checkpointing
 
 
@@ -73,7 +82,8 @@ class DiffusionBased(PriorAttack):
     def __init__(self, iterations: int = 1500, lr: float = 0.1, steps: int = 20, lambda_s: float = LAMBDA_S,
                  text: str | None = None, lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0,
                  cfg_scale: float = 1.0, variant: str = "unroll", checkpoint: bool | None = None,
-                 amp: bool = True, coarse_steps: int = COARSE_STEPS, coarse_share: float = COARSE_SHARE) -> None:
+                 amp: bool = True, coarse_steps: int = COARSE_STEPS, coarse_share: float = COARSE_SHARE,
+                 refine_share: float = REFINE_SHARE) -> None:
         super().__init__()
         self.last_latents: torch.Tensor | None = None  # v_n after the last step (unroll variant)
         if iterations < 1 or steps < 1:
@@ -82,9 +92,9 @@ class DiffusionBased(PriorAttack):
             raise SplitleakError(f"unknown dmb variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
         if not 1.0 <= alpha <= 2.0:
             raise SplitleakError(f"the negentropy's alpha must be in [1, 2], got {alpha}")
-        if coarse_steps < 0 or not 0.0 <= coarse_share <= 1.0:
-            raise SplitleakError(f"coarse_steps must be >= 0 and coarse_share in [0, 1], got {coarse_steps} "
-                                 f"and {coarse_share}")
+        if coarse_steps < 0 or not 0.0 <= coarse_share <= 1.0 or not 0.0 <= refine_share < 1.0:
+            raise SplitleakError(f"coarse_steps must be >= 0, coarse_share in [0, 1] and refine_share in [0, 1), "
+                                 f"got {coarse_steps}, {coarse_share} and {refine_share}")
         if text is not None and not str(text).strip():
             raise SplitleakError("--text is empty")
         self.iterations, self.lr, self.steps, self.lambda_s = int(iterations), float(lr), int(steps), float(lambda_s)
@@ -93,7 +103,9 @@ class DiffusionBased(PriorAttack):
         self.checkpoint = None if checkpoint is None else bool(checkpoint)
         self.checkpointed: bool | None = None  # what the last unrolled run chose
         self.coarse_steps, self.coarse_share = int(coarse_steps), float(coarse_share)
-        self.adam_steps: list[tuple[int, int]] = []  # (sampler steps, Adam steps) of the last run, in order
+        self.refine_share = float(refine_share)
+        self.adam_steps: list[tuple[int, int]] = []  # (sampler steps, Adam steps) of the last run, in order;
+        # 0 sampler steps: the refinement of the sampled latent
 
     def config(self) -> dict[str, object]:
         return {"iterations": self.iterations, "lr": self.lr, "steps": self.steps, "lambda_s": self.lambda_s,
@@ -101,7 +113,8 @@ class DiffusionBased(PriorAttack):
                 "alpha": self.alpha, "cfg_scale": self.cfg_scale, "variant": self.variant,
                 "checkpoint": "auto" if self.checkpoint is None else self.checkpoint,
                 "checkpointed": self.checkpointed, "amp": self.amp, "coarse_steps": self.coarse_steps,
-                "coarse_share": self.coarse_share, "adam_steps": self.adam_steps, "optimizer": "adam",
+                "coarse_share": self.coarse_share, "refine_share": self.refine_share, "adam_steps": self.adam_steps,
+                "optimizer": "adam",
                 "sampler": "ddim eta=0",
                 "variable": "initial latent v, normalised per frame", "tv": "mean-abs",
                 "loss_scale": "paper weights x 0.01 (feature loss normalised by mean(z^2))"}
@@ -147,13 +160,18 @@ class DiffusionBased(PriorAttack):
                 **kwargs: Any) -> torch.Tensor:
         return prior.sample(v_n, steps=steps or self.steps, text=cond, cfg_scale=self.cfg_scale, **kwargs)
 
-    def step_plan(self, iterations: int, coarse: bool = True) -> list[tuple[int, int]]:
+    def step_plan(self, iterations: int, coarse: bool = True, refine: bool = True) -> list[tuple[int, int]]:
         """(sampler steps, Adam steps) phases for a budget of `iterations` K-step sampler runs
-        (`coarse=False`: all at K steps)."""
+        (`coarse=False`: all sampler runs at K steps); a last phase with 0 sampler steps is the
+        refinement of the sampled latent (`refine=False`: none)."""
+        refined = round(self.refine_share * iterations) if refine else 0
+        runs = iterations - refined
         if not coarse or not self.coarse_steps or self.coarse_steps >= self.steps:
-            return [(self.steps, iterations)]
-        spent = round(self.coarse_share * iterations)
-        plan = [(self.coarse_steps, spent * self.steps // self.coarse_steps), (self.steps, iterations - spent)]
+            plan = [(self.steps, runs)]
+        else:
+            spent = round(self.coarse_share * runs)
+            plan = [(self.coarse_steps, spent * self.steps // self.coarse_steps), (self.steps, runs - spent)]
+        plan.append((0, refined * self.steps))
         return [(steps, n) for steps, n in plan if n > 0]
 
     def use_checkpoint(self, prior: Any, v: torch.Tensor, cond: torch.Tensor | None, case: WhiteBoxCase) -> bool:
@@ -166,15 +184,16 @@ class DiffusionBased(PriorAttack):
 
     def _unrolled(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
                   prior: Any, cond: torch.Tensor | None, best: Best, iterations: int | None = None,
-                  owner: torch.Tensor | None = None, coarse: bool = True) -> None:
-        """Adam on v through the unrolled sampler. With `owner` (frame -> row of v0), fewer latents
-        than frames: frame i is scored on the image of latent owner[i]."""
-        plan = self.step_plan(self.iterations if iterations is None else iterations, coarse)
+                  owner: torch.Tensor | None = None, coarse: bool = True, refine: bool = True) -> None:
+        """Adam on v through the unrolled sampler, then (the plan's 0-step phase) on the sampled
+        latent itself. With `owner` (frame -> row of v0), fewer latents than frames: frame i is
+        scored on the image of latent owner[i]. `last_latents` is v_n, the sampler's input."""
+        plan = self.step_plan(self.iterations if iterations is None else iterations, coarse, refine)
         self.adam_steps = self.adam_steps + plan
         self.checkpointed = self.use_checkpoint(prior, v0, cond, case)
         v = v0.requires_grad_(True)
         opt = torch.optim.Adam([v], lr=self.lr)
-        schedule = [steps for steps, n in plan for _ in range(n)]
+        schedule = [steps for steps, n in plan if steps for _ in range(n)]
         for step, steps in enumerate(schedule + [self.steps]):  # the last pass only scores the final v
             training = step < len(schedule)
             with torch.set_grad_enabled(training), self.autocast(case, self.amp):
@@ -190,6 +209,10 @@ class DiffusionBased(PriorAttack):
                 (v.grad,) = torch.autograd.grad(total.sum(), v)
                 opt.step()
         self.last_latents = v_n.detach()
+        refine_steps = sum(n for steps, n in plan if not steps)
+        if refine_steps:
+            latent = latent.detach() if owner is None else latent.detach()[owner]
+            self.optimise_latent(latent.clone(), z, mask, case, prior, best, refine_steps)
 
     def _guided(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
                 prior: Any, cond: torch.Tensor | None, best: Best) -> None:

@@ -47,7 +47,7 @@ import torch
 
 from adversary.feature.base import WhiteBoxCase
 from adversary.feature.db import Best
-from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, DiffusionBased
+from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, REFINE_SHARE, DiffusionBased
 from adversary.feature.do import feature_loss
 from adversary.feature.fusion import fuse_groups
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
@@ -56,7 +56,7 @@ from splitleak.errors import SplitleakError
 
 FUSE = 2.0  # fusion's acceptance threshold (see above)
 WINDOW = 8  # frames per group: the window the defaults were measured with
-ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0}  # options: as the paper wrote it
+ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0}  # options: as the paper wrote it
 
 
 @register
@@ -70,10 +70,12 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  shared_phase: float = 0.0, text: str | None = None,
                  lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0, cfg_scale: float = 1.0,
                  checkpoint: bool | None = None, amp: bool = True, coarse_steps: int = COARSE_STEPS,
-                 coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE) -> None:
+                 coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE,
+                 refine_share: float = REFINE_SHARE) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
-                         checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share)
+                         checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share,
+                         refine_share=refine_share)
         if window < 1 or lambda_c < 0 or not 0.0 <= shared_phase <= 1.0 or fuse < 0:
             raise SplitleakError(f"window must be >= 1, lambda_c and fuse >= 0 and shared_phase in [0, 1], got "
                                  f"{window}, {lambda_c}, {fuse} and {shared_phase}")
@@ -127,7 +129,8 @@ class MultiFrameDiffusionBased(DiffusionBased):
                 owner[group] = row
             owner = owner.to(v0.device)
             firsts = torch.as_tensor([group[0] for group in self.groups], device=v0.device)
-            self._unrolled(v0[firsts], z, mask, case, prior, cond, best, iterations=shared, owner=owner)
+            self._unrolled(v0[firsts], z, mask, case, prior, cond, best, iterations=shared, owner=owner,
+                           refine=False)
             v0 = self.last_latents[owner].clone()
             self.last_latents = v0
         if per_frame:
