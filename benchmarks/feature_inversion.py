@@ -230,7 +230,8 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
 
 def dmb_iteration(prior_dir: Path, image: np.ndarray, s: Settings) -> list[dict[str, Any]]:
     """Seconds and peak memory of one DMB iteration (1 frame, resnet18/layer2 random, 64x64,
-    `timing_steps` DDIM steps unrolled), with checkpointing forced on and off. UNet calls per
+    `timing_steps` DDIM steps unrolled; every iteration a sampler run: no coarse steps, no latent
+    refinement), with checkpointing forced on and off. UNet calls per
     iteration are counted with a forward pre-hook (a recomputation stops early, before a forward hook
     would fire): 2 x steps means every call was recomputed in backward."""
     from adversary.priors import load_prior
@@ -251,7 +252,8 @@ def dmb_iteration(prior_dir: Path, image: np.ndarray, s: Settings) -> list[dict[
         for ck in (True, False):
             results = {}
             for n in (1, 1 + s.timing_iterations):
-                attack = DiffusionBased(iterations=n, steps=s.timing_steps, checkpoint=ck, coarse_steps=0)
+                attack = DiffusionBased(iterations=n, steps=s.timing_steps, checkpoint=ck, coarse_steps=0,
+                                        refine_share=0.0)
                 calls[0] = 0
                 with PeakRSS() as mem:
                     start = time.perf_counter()

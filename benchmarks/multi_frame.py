@@ -6,7 +6,7 @@ at the same sampler budget: `iterations` sampler runs per frame.
   single   dmb, each frame alone; singleN: with N iterations (to match a variant's wall time)
   default  dmb-multi's defaults (independent inversions, fused)
   alg2     dmb-multi as Algorithm 2 is written (lambda_c = 0.05 on our scale, shared initial noise,
-           no fusion, no coarse steps)
+           no fusion, no coarse steps, no latent refinement)
   untied   dmb-multi without tie and fusion: must match single (a sanity row)
   phaseF   the shared-phase continuation: shared_phase = F/100 (one latent per group first, then
            the frames, tied, with shared noise), coarse steps in the shared phase only, no fusion
