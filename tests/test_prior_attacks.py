@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from adversary.feature import DecoderBased, DiffusionBased, MultiFrameDiffusionBased, WhiteBoxCase
+from adversary.feature.dmb_multi import FUSE_STAGES
 from adversary.feature.fusion import fuse_groups, residual_maps
 from adversary.feature.losses import consecutive_groups, group_tie, log_cosh, negentropy, normalise
 from adversary.priors.diffusion import make_tiny_prior
@@ -367,6 +368,29 @@ def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
     assert torch.isfinite(fused.last_loss).all() and fused.config()["fuse"] == 1e6
     with pytest.raises(SplitleakError, match="fuse"):
         MultiFrameDiffusionBased(fuse=-1)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_dmb_multi_refinement_starts_from_the_fused_frames_unless_stage_0(prior, monkeypatch, stage) -> None:
+    z, case = head_case("resnet18", prior, frames=1)
+    z = z.repeat(3, 1, 1, 1)  # one frame seen three times: fusion at 1e6 makes every frame the group's mean
+    case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
+    attack = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, refine_share=0.5, fuse_stage=stage)
+    starts, optimise = [], attack.optimise_latent
+
+    def spy(w, z, mask, case, prior, best, steps):
+        starts.append((w.clone(), best.loss, steps))
+        return optimise(w, z, mask, case, prior, best, steps)
+
+    monkeypatch.setattr(attack, "optimise_latent", spy)
+    x = attack.reconstruct(z, case)
+    (w, seen, steps), = starts
+    assert steps == 1 and x.shape == (3, 3, SIZE, SIZE) and attack.fused_before == (stage > 0)
+    same = torch.allclose(w[0], w[1], atol=1e-6) and torch.allclose(w[1], w[2], atol=1e-6)
+    assert same == (stage > 0) and (seen is None) == (stage > 0)  # the fused starts replace the samples
+    assert attack.config()["fuse_stage"] == FUSE_STAGES[stage]
+    with pytest.raises(SplitleakError, match="fuse_stage"):
+        MultiFrameDiffusionBased(fuse_stage=3)
 
 
 def test_benchmark_frames_must_be_held_out() -> None:

@@ -111,6 +111,10 @@ class Best:
         self.loss: torch.Tensor | None = None
         self.x: torch.Tensor | None = None
 
+    def restart(self) -> None:
+        """Forget everything seen so far: the next update sets every frame."""
+        self.loss = self.x = None
+
     def update(self, loss: torch.Tensor, x: torch.Tensor) -> None:
         loss, x = loss.detach().float(), x.detach()
         if self.loss is None:

@@ -212,7 +212,12 @@ class DiffusionBased(PriorAttack):
         refine_steps = sum(n for steps, n in plan if not steps)
         if refine_steps:
             latent = latent.detach() if owner is None else latent.detach()[owner]
-            self.optimise_latent(latent.clone(), z, mask, case, prior, best, refine_steps)
+            self.refine(latent.clone(), z, mask, case, prior, best, refine_steps)
+
+    def refine(self, latent: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
+               best: Best, steps: int) -> None:
+        """The refinement phase: `steps` Adam steps on the sampled latent, as DB takes them."""
+        self.optimise_latent(latent, z, mask, case, prior, best, steps)
 
     def _guided(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
                 prior: Any, cond: torch.Tensor | None, best: Best) -> None:
