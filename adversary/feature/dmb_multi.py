@@ -70,7 +70,8 @@ FUSE = 2.0  # fusion's acceptance threshold (see above)
 WINDOW = 8  # frames per group: the window the defaults were measured with
 FUSE_STAGES = {0: "after the refinement", 1: "before it: the refinement starts from the fused frames", 2: "both"}
 FUSE_STAGE = 2  # measured: see the module docstring
-ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0}  # options: as the paper wrote it
+# options: Algorithm 2 as the paper wrote it
+ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0}
 
 
 @register
@@ -157,8 +158,9 @@ class MultiFrameDiffusionBased(DiffusionBased):
 
     def refine(self, latent: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
                best: Best, steps: int) -> None:
-        """With fuse_stage 1 or 2, the refinement starts from the group-fused sampler images (encoded)."""
-        if self.fuse and self.fuse_stage:
+        """With fuse_stage 1 or 2, the refinement starts from the group-fused sampler images (encoded;
+        not for a grey head, whose images the VAE cannot encode)."""
+        if self.fuse and self.fuse_stage and best.x.shape[1] == 3:
             with torch.no_grad():
                 fused = self.fused(best.x, z, mask, case)
                 latent = prior.encode(F.interpolate(fused, size=prior.image_size, mode="bilinear", antialias=True)
