@@ -309,6 +309,22 @@ def test_feature_benchmark_selects_rows() -> None:
     assert any(r.variant == "alg1" for r in runs)
 
 
+def test_feature_benchmark_gives_db_the_wall_time_dmb_took() -> None:
+    from benchmarks.feature_inversion import Run, plan, settings, time_matched
+
+    s = settings(quick=False)
+    head = s.heads[0]
+    timed = [r for r in plan(s) if r.variant == "time"]
+    assert {r.head for r in timed} == set(s.heads) and {r.method for r in timed} == {"db"}
+    order = [(r.method, r.variant) for r in plan(s) if r.head == head]
+    assert order.index(("db", "time")) > max(order.index(("db", "")), order.index(("dmb", "")))
+    row = dict(zip(("model", "split", "victim"), head), setting="white-box", frames="single", variant=None)
+    rows = [{**row, "method": "db", "seconds_per_frame": 3.0}, {**row, "method": "dmb", "seconds_per_frame": 24.0}]
+    assert time_matched(Run(head, "db", "white-box", "single", "time"), rows, s) == 8 * s.iterations
+    with pytest.raises(SystemExit, match="time-matched"):
+        time_matched(Run(head, "db", "white-box", "single", "time"), rows[:1], s)
+
+
 def test_multi_frame_benchmark_names_its_variants() -> None:
     from adversary.feature.dmb_multi import ALGORITHM_2
     from adversary.feature.losses import LAMBDA_C
