@@ -59,7 +59,7 @@ class Settings:
     prior_batch: int = 8
     timing_iterations: int = 3
     timing_steps: int = 20
-    alg1_rows: bool = True  # also run DMB as Algorithm 1 is written (coarse_steps=0), side by side
+    alg1_rows: bool = True  # also run DMB as Algorithm 1 is written (coarse_steps=0 refine_share=0), side by side
     time_rows: bool = True  # also run DB with as many iterations as DMB's wall time buys it
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,7 +76,7 @@ def settings(quick: bool) -> Settings:
     # and the VAE capped DB and DMB near 26 dB where DO reached 36 dB.
     # inverters: 500 steps (0.5-2 min each here). At 120 the latent inverters led bb-do on layer1 (trained) only
     # because they converge sooner: from 120 to 500 to 1,000 steps bb-do went 20.1 -> 22.5 -> 22.8 dB and
-    # bb-dmb 20.7 -> 21.3 -> 21.7
+    # bb-dmb 20.7 -> 21.3 -> 21.7 (latent inverters at width 16; at their default 32, bb-dmb 22.2 at 500 steps)
     return Settings(frames=4, multi_frames=8, iterations=100, steps=10, bb_iterations=500, bb_batch=4,
                     prior_steps=3000, prior_vae_steps=1500, victim_epochs=4, heads=heads,
                     multi_heads=_heads("resnet18", ["layer1", "layer3"], ["random", "trained"]),

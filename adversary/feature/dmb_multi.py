@@ -59,9 +59,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from adversary.feature.base import WhiteBoxCase
+from adversary.feature.blackbox import resize
 from adversary.feature.db import Best
 from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, REFINE_SHARE, DiffusionBased
 from adversary.feature.do import feature_loss
@@ -167,8 +167,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
         if self.fuse and self.fuse_stage and best.x.shape[1] == 3:
             with torch.no_grad():
                 fused = self.fused(best.x, z, mask, case)
-                latent = prior.encode(F.interpolate(fused, size=prior.image_size, mode="bilinear", antialias=True)
-                                      if fused.shape[-1] != prior.image_size else fused).to(latent.dtype)
+                latent = prior.encode(resize(fused, prior.image_size)).to(latent.dtype)
             best.restart()  # the output is the refined fused frame, even where it scores worse than the sample
             self.fused_before = True
         super().refine(latent, z, mask, case, prior, best, steps)
