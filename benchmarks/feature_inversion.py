@@ -59,8 +59,8 @@ class Settings:
     prior_batch: int = 8
     timing_iterations: int = 3
     timing_steps: int = 20
-    alg1_rows: bool = True  # also run DMB as Algorithm 1 is written (coarse_steps=0 refine_share=0), side by side
-    time_rows: bool = True  # also run DB with as many iterations as DMB's wall time buys it
+    alg1_rows: bool = True  # also run DMB as Algorithm 1 is written (coarse_steps=0 refine_share=0 pixel_steps=0)
+    time_rows: bool = True  # also run DO and DB with as many iterations as DMB's wall time buys them
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,8 +131,8 @@ class Run:
     method: str  # do / db / dmb
     setting: str  # white-box / black-box
     frames: str  # single / multi
-    variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps, no refinement);
-    # "window": single-frame DMB on the multi-frame comparison's frames; "time": DB given DMB's wall time
+    variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps, refinement or pixel phase);
+    # "window": single-frame DMB on the multi-frame comparison's frames; "time": DO or DB given DMB's wall time
 
     def frame_count(self, s: Settings) -> int:
         """How many consecutive held-out frames this run inverts."""
@@ -155,7 +155,7 @@ def plan(s: Settings) -> list[Run]:
     for head in s.heads:
         runs += [Run(head, m, "white-box", "single") for m in ("do", "db", "dmb")]
         if s.time_rows:
-            runs.append(Run(head, "db", "white-box", "single", "time"))
+            runs += [Run(head, m, "white-box", "single", "time") for m in ("do", "db")]
         if s.alg1_rows:
             runs.append(Run(head, "dmb", "white-box", "single", "alg1"))
         if head in s.multi_heads:
@@ -169,6 +169,8 @@ def selected(run: Run, rows: str) -> bool:
     """Whether --rows ROWS keeps this run."""
     if rows == "multi":
         return run.frames == "multi" or run.variant == "window"
+    if rows == "single":
+        return run.setting == "white-box" and run.frames == "single" and run.variant != "window"
     return rows in ("all", run.setting)
 
 
@@ -184,18 +186,20 @@ def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int,
     if run.method == "dmb":
         opts["steps"] = s.steps
     if run.variant == "alg1":
-        opts.update(coarse_steps=0, refine_share=0.0)
+        opts.update(coarse_steps=0, refine_share=0.0, pixel_steps=0)
     if run.frames == "multi":
         opts["window"] = s.multi_frames
     return s.iterations, opts
 
 
 def time_matched(run: Run, rows: list[dict], s: Settings) -> int:
-    """DB iterations that cost what the head's DMB row took: s.iterations x DMB's / DB's seconds per frame."""
-    db, dmb = (_get(rows, run.head, "white-box", "single", m) for m in ("db", "dmb"))
-    if not (db and dmb):
-        raise SystemExit(f"the time-matched DB row of {'/'.join(run.head)} needs its db and dmb rows first")
-    return max(s.iterations, round(s.iterations * dmb["seconds_per_frame"] / db["seconds_per_frame"]))
+    """DO / DB iterations that cost what the head's DMB row took: s.iterations x DMB's / its own seconds per
+    frame at s.iterations."""
+    own, dmb = (_get(rows, run.head, "white-box", "single", m) for m in (run.method, "dmb"))
+    if not (own and dmb):
+        raise SystemExit(f"the time-matched {run.method} row of {'/'.join(run.head)} needs its {run.method} and "
+                         f"dmb rows first")
+    return max(s.iterations, round(s.iterations * dmb["seconds_per_frame"] / own["seconds_per_frame"]))
 
 
 def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, prior: Path,
@@ -281,12 +285,16 @@ def _get(rows: list[dict], head: Head, setting: str, frames: str, method: str, v
     return None
 
 
-def _time_matched_db(rows: list[dict], head: Head, dmb: dict) -> dict[str, Any]:
-    db = _get(rows, head, "white-box", "single", "db", "time")
-    if not db:
-        return {}
-    return {"db_time": db["psnr"], "ssim_db_time": db["ssim"], "db_time_iterations": db["iterations"],
-            "dmb_beats_db_time": dmb["psnr"] > db["psnr"] and dmb["ssim"] > db["ssim"]}
+def _time_matched(rows: list[dict], head: Head, dmb: dict) -> dict[str, Any]:
+    """The time-matched DO and DB rows' figures, and whether DMB beats them."""
+    out: dict[str, Any] = {}
+    for method in ("do", "db"):
+        row = _get(rows, head, "white-box", "single", method, "time")
+        if row:
+            out.update({f"{method}_time": row["psnr"], f"ssim_{method}_time": row["ssim"],
+                        f"{method}_time_iterations": row["iterations"],
+                        f"dmb_beats_{method}_time": dmb["psnr"] > row["psnr"] and dmb["ssim"] > row["ssim"]})
+    return out
 
 
 def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]:
@@ -299,7 +307,7 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
                 "ssim_do": do["ssim"], "ssim_db": db["ssim"], "ssim_dmb": dmb["ssim"],
                 "gap_db": dmb["psnr"] - max(do["psnr"], db["psnr"]),
                 "dmb_alg1": (_get(rows, head, "white-box", "single", "dmb", "alg1") or {}).get("psnr"),
-                **_time_matched_db(rows, head, dmb),
+                **_time_matched(rows, head, dmb),
                 "dmb_best_psnr": dmb["psnr"] > max(do["psnr"], db["psnr"]),
                 "dmb_best_ssim": dmb["ssim"] > max(do["ssim"], db["ssim"])})
         multi = _get(rows, head, "white-box", "multi", "dmb")
@@ -335,8 +343,8 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
         print(f"  {w['head']:<32} do {w['do']:.2f}/{w['ssim_do']:.3f}  db {w['db']:.2f}/{w['ssim_db']:.3f}  "
               f"dmb {w['dmb']:.2f}/{w['ssim_dmb']:.3f}  gap {w['gap_db']:+.2f} dB  [{flag}]"
               + (f"  (Algorithm 1 as written: {w['dmb_alg1']:.2f})" if w["dmb_alg1"] is not None else "")
-              + (f"  (db at dmb's wall time, {w['db_time_iterations']} its: {w['db_time']:.2f}/{w['ssim_db_time']:.3f})"
-                 if "db_time" in w else ""))
+              + "".join(f"  ({m} at dmb's wall time, {w[m + '_time_iterations']} its: "
+                        f"{w[m + '_time']:.2f}/{w['ssim_' + m + '_time']:.3f})" for m in ("do", "db") if m + "_time" in w))
     if summ["multi_vs_single"]:
         print(f"DMB-multi vs single-frame DMB on {s.multi_frames} consecutive frames (one window):")
     for m in summ["multi_vs_single"]:
@@ -362,9 +370,10 @@ def main() -> None:
                    help="torch threads (default 1: on a shared 2-core machine, 2 threads ran ~5x slower)")
     p.add_argument("--cache", default="runs/feature_inversion_cache", help="prior, victim and inverter cache")
     p.add_argument("--work", help="recordings and reconstructions (default runs/feature_inversion[_quick])")
-    p.add_argument("--rows", choices=("all", "white-box", "black-box", "multi"), default="all",
-                   help="run only the white-box, the black-box, or the multi-frame rows and the "
-                        "single-frame DMB rows they are compared with (default all)")
+    p.add_argument("--rows", choices=("all", "white-box", "single", "black-box", "multi"), default="all",
+                   help="run only the white-box rows, the white-box single-frame rows (no multi-frame "
+                        "comparison), the black-box rows, or the multi-frame rows and the single-frame DMB rows "
+                        "they are compared with (default all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     s = settings(args.quick)

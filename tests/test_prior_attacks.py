@@ -213,6 +213,27 @@ def test_dmb_refines_the_sampled_latent_after_the_sampler(prior) -> None:
     assert x.shape == (2, 3, SIZE, SIZE) and attack.config()["refine_share"] == 0.4
 
 
+def test_dmb_pixel_phase_fits_the_features_past_the_prior(prior, monkeypatch) -> None:
+    z, case = head_case("resnet18", prior)
+    calls = []
+    sample, decode = prior.sample, prior.decode
+    monkeypatch.setattr(prior, "sample", lambda *a, **kw: calls.append("sample") or sample(*a, **kw))
+    monkeypatch.setattr(prior, "decode", lambda *a, **kw: calls.append("decode") or decode(*a, **kw))
+    plain = DiffusionBased(iterations=2, steps=2, pixel_steps=0)
+    x_plain, plain_calls = plain.reconstruct(z, case), list(calls)
+    calls.clear()
+    polished = DiffusionBased(iterations=2, steps=2, pixel_steps=60, pixel_lr=0.05)
+    x = polished.reconstruct(z, case)
+    assert calls == plain_calls  # the pixel phase samples and decodes nothing
+    assert x.shape == x_plain.shape and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert (polished.last_loss < 0.5 * plain.last_loss).all()  # DO steps from the prior's image fit the features
+    assert polished.config()["pixel_steps"] == 60 and polished.config()["pixel_lr"] == 0.05
+    with pytest.raises(SplitleakError, match="pixel_steps"):
+        DiffusionBased(pixel_steps=-1)
+    with pytest.raises(SplitleakError, match="pixel_lr"):
+        MultiFrameDiffusionBased(pixel_lr=0)
+
+
 def test_db_needs_a_latent_prior() -> None:
     z, case = head_case("lenet", make_tiny_prior(SIZE, latent=False))
     with pytest.raises(SplitleakError, match="VAE"):
@@ -307,20 +328,27 @@ def test_feature_benchmark_selects_rows() -> None:
     assert all(r.setting == "black-box" for r in runs if selected(r, "black-box"))
     assert sum(selected(r, "all") for r in runs) == len(runs)
     assert any(r.variant == "alg1" for r in runs)
+    single = [r for r in runs if selected(r, "single")]  # white-box single-frame rows, no multi-frame comparison
+    assert single and all(r.setting == "white-box" and r.frames == "single" for r in single)
+    assert all(r not in multi and selected(r, "white-box") for r in single)
+    assert len(single) < sum(selected(r, "white-box") for r in runs)
 
 
-def test_feature_benchmark_gives_db_the_wall_time_dmb_took() -> None:
+def test_feature_benchmark_gives_do_and_db_the_wall_time_dmb_took() -> None:
     from benchmarks.feature_inversion import Run, plan, settings, time_matched
 
     s = settings(quick=False)
     head = s.heads[0]
     timed = [r for r in plan(s) if r.variant == "time"]
-    assert {r.head for r in timed} == set(s.heads) and {r.method for r in timed} == {"db"}
+    assert {r.head for r in timed} == set(s.heads) and {r.method for r in timed} == {"do", "db"}
     order = [(r.method, r.variant) for r in plan(s) if r.head == head]
-    assert order.index(("db", "time")) > max(order.index(("db", "")), order.index(("dmb", "")))
+    for method in ("do", "db"):
+        assert order.index((method, "time")) > max(order.index((method, "")), order.index(("dmb", "")))
     row = dict(zip(("model", "split", "victim"), head), setting="white-box", frames="single", variant=None)
-    rows = [{**row, "method": "db", "seconds_per_frame": 3.0}, {**row, "method": "dmb", "seconds_per_frame": 24.0}]
+    rows = [{**row, "method": "db", "seconds_per_frame": 3.0}, {**row, "method": "dmb", "seconds_per_frame": 24.0},
+            {**row, "method": "do", "seconds_per_frame": 0.5}]
     assert time_matched(Run(head, "db", "white-box", "single", "time"), rows, s) == 8 * s.iterations
+    assert time_matched(Run(head, "do", "white-box", "single", "time"), rows, s) == 48 * s.iterations
     with pytest.raises(SystemExit, match="time-matched"):
         time_matched(Run(head, "db", "white-box", "single", "time"), rows[:1], s)
 
@@ -375,10 +403,10 @@ def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
     z, case = head_case("resnet18", prior, frames=1)
     z = z.repeat(3, 1, 1, 1)  # one frame seen three times: every neighbour explains it
     case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
-    plain = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=0.0)
-    fused = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6)
+    plain = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=0.0, pixel_steps=0)
+    fused = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, pixel_steps=0)
     x_plain, x_fused = plain.reconstruct(z, case), fused.reconstruct(z, case)
-    assert torch.equal(x_plain, DiffusionBased(iterations=2, steps=1).reconstruct(z, case))  # untied = single
+    assert torch.equal(x_plain, DiffusionBased(iterations=2, steps=1, pixel_steps=0).reconstruct(z, case))  # untied = single
     assert plain.fused_share is None and fused.fused_share == [1.0, 1.0, 1.0]
     assert torch.allclose(x_fused, x_plain.mean(0, keepdim=True).expand_as(x_plain), atol=1e-5)
     assert torch.isfinite(fused.last_loss).all() and fused.config()["fuse"] == 1e6

@@ -63,8 +63,9 @@ import torch
 from adversary.feature.base import WhiteBoxCase
 from adversary.feature.blackbox import resize
 from adversary.feature.db import Best
-from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, REFINE_SHARE, DiffusionBased
-from adversary.feature.do import feature_loss
+from adversary.feature.dmb import (
+    COARSE_SHARE, COARSE_STEPS, PIXEL_LR, PIXEL_STEPS, REFINE_SHARE, DiffusionBased,
+)
 from adversary.feature.fusion import fuse_groups
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
 from adversary.registry import register
@@ -75,7 +76,8 @@ WINDOW = 8  # frames per group: the window the defaults were measured with
 FUSE_STAGES = {0: "after the refinement", 1: "before it: the refinement starts from the fused frames", 2: "both"}
 FUSE_STAGE = 2  # measured: see the module docstring
 # options: Algorithm 2 as the paper wrote it
-ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0}
+ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0,
+               "pixel_steps": 0}
 
 
 @register
@@ -90,11 +92,12 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  lambda_txt: float = LAMBDA_TXT, alpha: float = 1.0, cfg_scale: float = 1.0,
                  checkpoint: bool | None = None, amp: bool = True, coarse_steps: int = COARSE_STEPS,
                  coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE,
-                 refine_share: float = REFINE_SHARE, fuse_stage: int = FUSE_STAGE) -> None:
+                 refine_share: float = REFINE_SHARE, fuse_stage: int = FUSE_STAGE, pixel_steps: int = PIXEL_STEPS,
+                 pixel_lr: float = PIXEL_LR) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share,
-                         refine_share=refine_share)
+                         refine_share=refine_share, pixel_steps=pixel_steps, pixel_lr=pixel_lr)
         if window < 1 or lambda_c < 0 or not 0.0 <= shared_phase <= 1.0 or fuse < 0:
             raise SplitleakError(f"window must be >= 1, lambda_c and fuse >= 0 and shared_phase in [0, 1], got "
                                  f"{window}, {lambda_c}, {fuse} and {shared_phase}")
@@ -179,13 +182,12 @@ class MultiFrameDiffusionBased(DiffusionBased):
         self.fused_share = [round(float(s), 4) for s in share]
         return fused
 
+    def finish(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
+        """Fuse the group's images (unless stage 1 already did), then DMB's pixel phase on each frame."""
+        if self.fuse and not (self.fused_before and self.fuse_stage == 1):
+            x = self.fused(x, z, mask, case)
+        return super().finish(x, z, mask, case)
+
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
         self.groups, self.fused_before = self.frame_groups(features.shape[0], case), False
-        x = super().reconstruct(features, case)
-        if not self.fuse or (self.fused_before and self.fuse_stage == 1):
-            return x
-        z, mask = self.targets(features, case)
-        fused = self.fused(x, z, mask, case)
-        with torch.no_grad():
-            self.last_loss = feature_loss(case.head(fused).float(), z, mask).cpu()  # what the fused images score
-        return fused
+        return super().reconstruct(features, case)

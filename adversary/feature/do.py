@@ -11,7 +11,7 @@ interfere. Feature entries that are not finite are left out of the loss.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
@@ -36,6 +36,30 @@ def feature_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     return err / power.clamp_min(1e-12)
 
 
+def cosine_lr(lr: float, step: int, steps: int, final_frac: float) -> float:
+    """lr decayed on a half cosine from lr at step 0 to final_frac * lr at step steps - 1."""
+    cos = 0.5 * (1 + math.cos(math.pi * step / max(1, steps - 1)))
+    return lr * (final_frac + (1 - final_frac) * cos)
+
+
+def descend_pixels(w: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+                   mask: torch.Tensor, steps: int, lr: float, lambda_tv: float, final_lr_frac: float) -> torch.Tensor:
+    """`steps` Adam steps on the logits w of x = sigmoid(w) against
+    feature_loss(head(x), z) + lambda_tv * TV(x), summed over frames, lr on a cosine; returns w."""
+    w = w.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    with torch.enable_grad():
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(lr, step, steps, final_lr_frac)
+            x = torch.sigmoid(w)
+            loss = feature_loss(head(x), z, mask) + lambda_tv * total_variation(x)
+            (grad,) = torch.autograd.grad(loss.sum(), w)  # grads of w only: the head is untouched
+            w.grad = grad
+            opt.step()
+    return w.detach()
+
+
 @register
 class DirectOptimisation(FeatureInversionAttack):
     """Optimise the input pixels so the head's output matches the tapped features."""
@@ -56,10 +80,6 @@ class DirectOptimisation(FeatureInversionAttack):
                 "restarts": self.restarts, "init_std": self.init_std, "schedule": "cosine",
                 "final_lr_frac": self.final_lr_frac, "parametrisation": "sigmoid", "optimizer": "adam"}
 
-    def _lr(self, step: int) -> float:
-        cos = 0.5 * (1 + math.cos(math.pi * step / max(1, self.iterations - 1)))
-        return self.lr * (self.final_lr_frac + (1 - self.final_lr_frac) * cos)
-
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
         self.check_access(case)
         dev = case.device
@@ -69,17 +89,8 @@ class DirectOptimisation(FeatureInversionAttack):
         b, r = z.shape[0], self.restarts
         z_rep, mask_rep = z.repeat(r, *[1] * (z.dim() - 1)), mask.repeat(r, *[1] * (z.dim() - 1))
         gen = torch.Generator().manual_seed(case.seed)  # CPU generator: same start on every device
-        w = (torch.randn((r * b, *case.input_shape), generator=gen) * self.init_std).to(dev).requires_grad_(True)
-        opt = torch.optim.Adam([w], lr=self.lr)
-        with torch.enable_grad():
-            for step in range(self.iterations):
-                for group in opt.param_groups:
-                    group["lr"] = self._lr(step)
-                x = torch.sigmoid(w)
-                loss = feature_loss(case.head(x), z_rep, mask_rep) + self.lambda_tv * total_variation(x)
-                (grad,) = torch.autograd.grad(loss.sum(), w)  # grads of w only: the head is untouched
-                w.grad = grad
-                opt.step()
+        w = (torch.randn((r * b, *case.input_shape), generator=gen) * self.init_std).to(dev)
+        w = descend_pixels(w, case.head, z_rep, mask_rep, self.iterations, self.lr, self.lambda_tv, self.final_lr_frac)
         with torch.no_grad():
             x = torch.sigmoid(w)
             final = feature_loss(case.head(x), z_rep, mask_rep).view(r, b)
