@@ -426,12 +426,18 @@ def test_dmb_multi_refinement_starts_from_the_fused_frames_unless_stage_0(prior,
         starts.append((w.clone(), best.loss, steps))
         return optimise(w, z, mask, case, prior, best, steps)
 
+    decided, fusions, accept, fuse = [], [], attack.acceptance, attack.fused
     monkeypatch.setattr(attack, "optimise_latent", spy)
+    monkeypatch.setattr(attack, "acceptance", lambda *a: decided.append(accept(*a)) or decided[-1])
+    monkeypatch.setattr(attack, "fused", lambda x, weights: fusions.append(weights) or fuse(x, weights))
     x = attack.reconstruct(z, case)
     (w, seen, steps), = starts
     assert steps == 1 and x.shape == (3, 3, SIZE, SIZE) and attack.fused_before == (stage > 0)
     same = torch.allclose(w[0], w[1], atol=1e-6) and torch.allclose(w[1], w[2], atol=1e-6)
     assert same == (stage > 0) and (seen is None) == (stage > 0)  # the fused starts replace the samples
+    # the acceptance is decided once: at the end (stage 0) or on the sampler's images, and stage 2 reuses it
+    assert len(decided) == 1 and len(fusions) == (2 if stage == 2 else 1)
+    assert all(weights is decided[0] for weights in fusions)
     assert attack.config()["fuse_stage"] == FUSE_STAGES[stage]
     with pytest.raises(SplitleakError, match="fuse_stage"):
         MultiFrameDiffusionBased(fuse_stage=3)

@@ -66,14 +66,15 @@ from adversary.feature.db import Best
 from adversary.feature.dmb import (
     COARSE_SHARE, COARSE_STEPS, PIXEL_LR, PIXEL_STEPS, REFINE_SHARE, DiffusionBased,
 )
-from adversary.feature.fusion import fuse_groups
+from adversary.feature.fusion import apply_fusion, fusion_weights
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
 from adversary.registry import register
 from splitleak.errors import SplitleakError
 
 FUSE = 2.0  # fusion's acceptance threshold (see above)
 WINDOW = 8  # frames per group: the window the defaults were measured with
-FUSE_STAGES = {0: "after the refinement", 1: "before it: the refinement starts from the fused frames", 2: "both"}
+FUSE_STAGES = {0: "after the refinement", 1: "before it: the refinement starts from the fused frames",
+               2: "both, with the acceptance decided once, on the sampler's images"}
 FUSE_STAGE = 2  # measured: see the module docstring
 # options: Algorithm 2 as the paper wrote it
 ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0,
@@ -110,7 +111,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
         self.fused_share: list[float] | None = None  # neighbour pixels accepted per frame by the last fusion
         self.phase_iterations: tuple[int, int] | None = None  # (shared, per-frame) steps of the last batch
         self.groups: list[list[int]] = []
-        self.fused_before = False  # whether the last batch's refinement started from fused frames
+        self.weights: list[torch.Tensor | None] | None = None  # fusion weights decided on the sampler's images
 
     def config(self) -> dict[str, object]:
         config = super().config()
@@ -169,25 +170,35 @@ class MultiFrameDiffusionBased(DiffusionBased):
         not for a grey head, whose images the VAE cannot encode)."""
         if self.fuse and self.fuse_stage and best.x.shape[1] == 3:
             with torch.no_grad():
-                fused = self.fused(best.x, z, mask, case)
-                latent = prior.encode(resize(fused, prior.image_size)).to(latent.dtype)
+                self.weights = self.acceptance(best.x, z, mask, case)
+                latent = prior.encode(resize(self.fused(best.x, self.weights), prior.image_size)).to(latent.dtype)
             best.restart()  # the output is the refined fused frame, even where it scores worse than the sample
-            self.fused_before = True
         super().refine(latent, z, mask, case, prior, best, steps)
 
-    def fused(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
-        """Each frame's image fused with its group's where the features agree; records the shares accepted."""
+    @property
+    def fused_before(self) -> bool:
+        """Whether the last batch's refinement started from fused frames."""
+        return self.weights is not None
+
+    def acceptance(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
+                   case: WhiteBoxCase) -> list[torch.Tensor | None]:
+        """Per group, where each member's image may stand in for each other's (adversary.feature.fusion)."""
         with torch.no_grad():
-            fused, share = fuse_groups(x, case.head(x).float(), z, mask, self.groups, self.fuse)
+            return fusion_weights(x, case.head(x).float(), z, mask, self.groups, self.fuse)
+
+    def fused(self, x: torch.Tensor, weights: list[torch.Tensor | None]) -> torch.Tensor:
+        """Each frame's image fused with its group's by `weights`; records the shares accepted."""
+        fused, share = apply_fusion(x, self.groups, weights)
         self.fused_share = [round(float(s), 4) for s in share]
         return fused
 
     def finish(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
-        """Fuse the group's images (unless stage 1 already did), then DMB's pixel phase on each frame."""
+        """Fuse the group's images (stage 2: where the sampler's images agreed; stage 0: where these agree;
+        stage 1: not again), then DMB's pixel phase on each frame."""
         if self.fuse and not (self.fused_before and self.fuse_stage == 1):
-            x = self.fused(x, z, mask, case)
+            x = self.fused(x, self.weights if self.fused_before else self.acceptance(x, z, mask, case))
         return super().finish(x, z, mask, case)
 
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
-        self.groups, self.fused_before = self.frame_groups(features.shape[0], case), False
+        self.groups, self.weights = self.frame_groups(features.shape[0], case), None
         return super().reconstruct(features, case)

@@ -32,16 +32,19 @@ def residual_maps(feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> t
     return per_location / scale.clamp_min(1e-12).view(1, -1, 1, 1, 1)
 
 
-def fuse_groups(x: torch.Tensor, feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
-                groups: Sequence[Sequence[int]], threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused images (B, C, H, W) and the share of neighbour pixels accepted per frame (B,).
+def fusion_weights(x: torch.Tensor, feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
+                   groups: Sequence[Sequence[int]], threshold: float) -> list[torch.Tensor | None]:
+    """Per group, the (n, n, 1, H, W) weights of member j's pixels in member k's fused image
+    (None for a group of one): 1 where j explains k's features within `threshold` times k's own
+    residual (bilinear between feature cells), always 1 for j = k.
 
     x: per-frame reconstructions; feats: the head's features of x; z, mask: the tapped
     features and where they are finite; groups: batch positions of consecutive frames.
     """
-    out, accepted = x.clone(), x.new_zeros(x.shape[0])
+    out: list[torch.Tensor | None] = []
     for group in groups:
         if len(group) < 2:
+            out.append(None)
             continue
         idx = torch.as_tensor(list(group), device=x.device)
         r = residual_maps(feats[idx], z[idx], mask[idx])  # (n, n, 1, h, w): j -> k
@@ -51,9 +54,26 @@ def fuse_groups(x: torch.Tensor, feats: torch.Tensor, z: torch.Tensor, mask: tor
         weights = F.interpolate(keep.flatten(0, 1), size=x.shape[-2:], mode="bilinear",
                                 align_corners=False).view(n, n, 1, *x.shape[-2:])
         eye = torch.eye(n, device=x.device).view(n, n, 1, 1, 1)
-        weights = torch.maximum(weights, eye)  # a frame always keeps its own reconstruction
-        members = x.index_select(0, idx)
-        fused = (weights * members[:, None]).sum(0) / weights.sum(0)
-        out[idx] = fused
-        accepted[idx] = (weights.sum(0).mean((1, 2, 3)) - 1) / (n - 1)
+        out.append(torch.maximum(weights, eye))  # a frame always keeps its own reconstruction
+    return out
+
+
+def apply_fusion(x: torch.Tensor, groups: Sequence[Sequence[int]],
+                 weights: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused images (B, C, H, W): each frame the weighted per-pixel mean of its group's images,
+    and the share of neighbour pixels accepted per frame (B,)."""
+    out, accepted = x.clone(), x.new_zeros(x.shape[0])
+    for group, w in zip(groups, weights):
+        if w is None:
+            continue
+        idx = torch.as_tensor(list(group), device=x.device)
+        out[idx] = (w * x.index_select(0, idx)[:, None]).sum(0) / w.sum(0)
+        accepted[idx] = (w.sum(0).mean((1, 2, 3)) - 1) / (len(group) - 1)
     return out, accepted
+
+
+def fuse_groups(x: torch.Tensor, feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
+                groups: Sequence[Sequence[int]], threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused images (B, C, H, W) and the share of neighbour pixels accepted per frame (B,)
+    (fusion_weights, then apply_fusion)."""
+    return apply_fusion(x, groups, fusion_weights(x, feats, z, mask, groups, threshold))
