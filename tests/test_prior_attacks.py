@@ -414,6 +414,16 @@ def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
         MultiFrameDiffusionBased(fuse=-1)
 
 
+@pytest.mark.parametrize("refine_share", [0.0, 0.5], ids=["decided-at-the-end", "decided-on-the-samples"])
+def test_dmb_multi_fuses_after_the_pixel_phase(prior, refine_share) -> None:
+    z, case = head_case("resnet18", prior, frames=3)  # three different frames
+    case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
+    attack = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, pixel_steps=5, refine_share=refine_share)
+    x = attack.reconstruct(z, case)  # fuse 1e6 accepts every neighbour: fused last, every frame is the mean
+    assert attack.fused_before == (refine_share > 0) and attack.fused_share == [1.0, 1.0, 1.0]
+    assert torch.allclose(x[0], x[1], atol=1e-5) and torch.allclose(x[1], x[2], atol=1e-5)
+
+
 @pytest.mark.parametrize("stage", [0, 1, 2])
 def test_dmb_multi_refinement_starts_from_the_fused_frames_unless_stage_0(prior, monkeypatch, stage) -> None:
     z, case = head_case("resnet18", prior, frames=1)
