@@ -415,13 +415,23 @@ def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
 
 
 @pytest.mark.parametrize("refine_share", [0.0, 0.5], ids=["decided-at-the-end", "decided-on-the-samples"])
-def test_dmb_multi_fuses_after_the_pixel_phase(prior, refine_share) -> None:
+def test_dmb_multi_fuses_before_or_after_the_pixel_phase(prior, refine_share) -> None:
     z, case = head_case("resnet18", prior, frames=3)  # three different frames
     case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
-    attack = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, pixel_steps=5, refine_share=refine_share)
-    x = attack.reconstruct(z, case)  # fuse 1e6 accepts every neighbour: fused last, every frame is the mean
-    assert attack.fused_before == (refine_share > 0) and attack.fused_share == [1.0, 1.0, 1.0]
-    assert torch.allclose(x[0], x[1], atol=1e-5) and torch.allclose(x[1], x[2], atol=1e-5)
+    for order in ("after", "before"):
+        attack = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, pixel_steps=5, refine_share=refine_share,
+                                          fuse_order=order)
+        x = attack.reconstruct(z, case)  # fuse 1e6 accepts every neighbour: fused last, every frame is the mean
+        assert attack.fused_before == (refine_share > 0) and attack.fused_share == [1.0, 1.0, 1.0]
+        same = torch.allclose(x[0], x[1], atol=1e-5) and torch.allclose(x[1], x[2], atol=1e-5)
+        assert same == (order == "after") and attack.config()["fused_after_pixel_phase"] == (order == "after")
+    # auto: after the pixel phase where the features hold fewer numbers than the image
+    auto = MultiFrameDiffusionBased()
+    assert auto.fuse_after(torch.zeros(2, 3, 64, 64), torch.zeros(2, 256, 4, 4))  # resnet18 layer3 at 64 px
+    assert not auto.fuse_after(torch.zeros(2, 3, 64, 64), torch.zeros(2, 64, 16, 16))  # layer1
+    assert not MultiFrameDiffusionBased(pixel_steps=0).fuse_after(torch.zeros(1, 3, 8, 8), torch.zeros(1, 1))
+    with pytest.raises(SplitleakError, match="fuse_order"):
+        MultiFrameDiffusionBased(fuse_order="never")
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2])
@@ -429,7 +439,8 @@ def test_dmb_multi_refinement_starts_from_the_fused_frames_unless_stage_0(prior,
     z, case = head_case("resnet18", prior, frames=1)
     z = z.repeat(3, 1, 1, 1)  # one frame seen three times: fusion at 1e6 makes every frame the group's mean
     case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
-    attack = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, refine_share=0.5, fuse_stage=stage)
+    attack = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, refine_share=0.5, fuse_stage=stage,
+                                      fuse_order="after")
     starts, optimise = [], attack.optimise_latent
 
     def spy(w, z, mask, case, prior, best, steps):

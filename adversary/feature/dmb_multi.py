@@ -69,8 +69,13 @@ before the refinement shrank each frame's own residual (at layer3 the refined im
   the pixel phase, then fused by the sampler's acceptance
   (the default)                                                25.33            20.34
   the plain group mean, then the pixel phase                   22.65            18.28
-At layer1 a fresh acceptance before the phase did best; the default gives up 0.34 dB there for
-0.81 at layer3. Stage 0 now also decides before the phase and fuses after it (not measured).
+At layer1 a fresh acceptance before the phase did best, at layer3 the sampler's acceptance after
+it. Where the features hold at least as many numbers as the image (layer1: 64 x 16 x 16 against
+3 x 64 x 64) the phase's per-frame detail is largely read from the features and fusing after it
+blurs it; where they hold fewer (layer2 on, 3 to 12 times fewer), it is largely guessed and
+averaging cancels it. `fuse_order="auto"` (the default) goes by that count: fused before the phase
+by a fresh acceptance, or after it by the sampler's; "before" and "after" force either. (The rule
+was drawn from the two heads above; the benchmark's other two heads check it.)
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ WINDOW = 8  # frames per group: the window the defaults were measured with
 FUSE_STAGES = {0: "after the refinement", 1: "before it: the refinement starts from the fused frames",
                2: "both, with the acceptance decided once, on the sampler's images"}
 FUSE_STAGE = 2  # measured: see the module docstring
+FUSE_ORDERS = ("auto", "before", "after")  # the final fusion against DMB's pixel phase (see the module docstring)
 # options: Algorithm 2 as the paper wrote it
 ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0,
                "pixel_steps": 0}
@@ -113,7 +119,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  checkpoint: bool | None = None, amp: bool = True, coarse_steps: int = COARSE_STEPS,
                  coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE,
                  refine_share: float = REFINE_SHARE, fuse_stage: int = FUSE_STAGE, pixel_steps: int = PIXEL_STEPS,
-                 pixel_lr: float = PIXEL_LR) -> None:
+                 pixel_lr: float = PIXEL_LR, fuse_order: str = "auto") -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share,
@@ -127,6 +133,10 @@ class MultiFrameDiffusionBased(DiffusionBased):
         if fuse_stage not in FUSE_STAGES:
             raise SplitleakError(f"fuse_stage must be one of {sorted(FUSE_STAGES)}, got {fuse_stage}")
         self.fuse_stage = int(fuse_stage)
+        if fuse_order not in FUSE_ORDERS:
+            raise SplitleakError(f"fuse_order must be one of {', '.join(FUSE_ORDERS)}, got {fuse_order!r}")
+        self.fuse_order = fuse_order
+        self.fused_after: bool | None = None  # whether the last batch's final fusion came after the pixel phase
         self.fused_share: list[float] | None = None  # neighbour pixels accepted per frame by the last fusion
         self.phase_iterations: tuple[int, int] | None = None  # (shared, per-frame) steps of the last batch
         self.groups: list[list[int]] = []
@@ -138,7 +148,8 @@ class MultiFrameDiffusionBased(DiffusionBased):
         return {**config, "lambda_c": self.lambda_c, "window": self.window, "shared_init": self.shared_init,
                 "shared_phase": self.shared_phase, "coarse_tied": self.coarse_tied,
                 "phase_iterations": self.phase_iterations, "fuse": self.fuse, "fused_share": self.fused_share,
-                "fuse_stage": FUSE_STAGES[self.fuse_stage],
+                "fuse_stage": FUSE_STAGES[self.fuse_stage], "fuse_order": self.fuse_order,
+                "fused_after_pixel_phase": self.fused_after,
                 "tie": "lambda_c * mean((v_n,k - group mean)^2)"}
 
     def frame_groups(self, batch: int, case: WhiteBoxCase) -> list[list[int]]:
@@ -211,11 +222,23 @@ class MultiFrameDiffusionBased(DiffusionBased):
         self.fused_share = [round(float(s), 4) for s in share]
         return fused
 
+    def fuse_after(self, x: torch.Tensor, z: torch.Tensor) -> bool:
+        """Whether the final fusion follows the pixel phase: `fuse_order`, or with "auto" where the
+        features hold fewer numbers than the image, so the phase's per-frame detail is mostly guessed."""
+        if self.fuse_order != "auto":
+            return self.fuse_order == "after"
+        return bool(self.pixel_steps) and z[0].numel() < x[0].numel()
+
     def finish(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
-        """DMB's pixel phase on each frame, then the group's fusion (stage 1: none), by the acceptance decided
-        before the pixel phase: at stage 2 on the sampler's images, at stage 0 on these."""
+        """The group's final fusion (stage 1: none) and DMB's pixel phase on each frame, in either order:
+        fused before it by an acceptance decided on these images, or after it by the acceptance decided on
+        the sampler's images (stage 2) or on these (stage 0)."""
+        self.fused_after = None
         if not self.fuse or (self.fused_before and self.fuse_stage == 1):
             return super().finish(x, z, mask, case)
+        self.fused_after = self.fuse_after(x, z)
+        if not self.fused_after:
+            return super().finish(self.fused(x, self.acceptance(x, z, mask, case)), z, mask, case)
         weights = self.weights if self.fused_before else self.acceptance(x, z, mask, case)
         return self.fused(super().finish(x, z, mask, case), weights)
 
