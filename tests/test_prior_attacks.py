@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from adversary.feature import DecoderBased, DiffusionBased, MultiFrameDiffusionBased, WhiteBoxCase
 from adversary.feature.dmb_multi import FUSE_STAGES
-from adversary.feature.fusion import fuse_groups, residual_maps
+from adversary.feature.fusion import apply_fusion, fusion_weights, residual_maps
 from adversary.feature.losses import consecutive_groups, group_tie, log_cosh, negentropy, normalise
 from adversary.priors.diffusion import make_tiny_prior
 from adversary.priors.io import save_prior
@@ -389,7 +389,8 @@ def test_fusion_averages_only_where_the_features_agree() -> None:
     noise -= F.interpolate(F.avg_pool2d(noise, 4), scale_factor=4)  # zero mean on every 4x4 block
     recon, pool = truth + noise, torch.nn.AvgPool2d(4)
     z = pool(truth)
-    fused, share = fuse_groups(recon, pool(recon), z, torch.ones_like(z, dtype=torch.bool), [[0, 1]], 2.0)
+    weights = fusion_weights(recon, pool(recon), z, torch.ones_like(z, dtype=torch.bool), [[0, 1]], 2.0)
+    fused, share = apply_fusion(recon, [[0, 1]], weights)
     left, right = (slice(None), slice(None), slice(None), slice(0, 4)), (..., slice(12, 16))
     err = (fused - truth) ** 2
     assert err[left].mean() < 0.6 * (noise ** 2)[left].mean()

@@ -181,7 +181,7 @@ class DiffusionBased(PriorAttack):
         """The pixel phase: `pixel_steps` DO steps on the best images x (at the head's input size)."""
         if not self.pixel_steps:
             return x.clamp(0, 1)
-        w = torch.logit(x.clamp(PIXEL_EPS, 1 - PIXEL_EPS))
+        w = torch.logit(x, eps=PIXEL_EPS)  # logit clamps x into [eps, 1 - eps] first
         w = descend_pixels(w, case.head, z, mask, self.pixel_steps, self.pixel_lr, self.lambda_s, PIXEL_FINAL_LR)
         return torch.sigmoid(w)
 

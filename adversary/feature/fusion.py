@@ -71,9 +71,3 @@ def apply_fusion(x: torch.Tensor, groups: Sequence[Sequence[int]],
         accepted[idx] = (w.sum(0).mean((1, 2, 3)) - 1) / (len(group) - 1)
     return out, accepted
 
-
-def fuse_groups(x: torch.Tensor, feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
-                groups: Sequence[Sequence[int]], threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused images (B, C, H, W) and the share of neighbour pixels accepted per frame (B,)
-    (fusion_weights, then apply_fusion)."""
-    return apply_fusion(x, groups, fusion_weights(x, feats, z, mask, groups, threshold))
