@@ -10,7 +10,8 @@ at the same sampler budget: `iterations` sampler runs per frame.
   untied   dmb-multi without tie and fusion: must match single (a sanity row)
   phaseF   the shared-phase continuation: shared_phase = F/100 (one latent per group first, then
            the frames, tied, with shared noise), coarse steps in the shared phase only, no fusion
-Any variant may end in /KEY=VALUE items: extra attack options (phase50/coarse_steps=0).
+Any variant may end in /KEY=VALUE items: extra attack options (phase50/coarse_steps=0,
+default/fuse_order=before).
 `--clip sample:carphone --start 90` takes the frames from another bundled clip or place (held out
 from the prior, the inverters and the victim either way; the prior has only seen bikes).
 """
@@ -37,17 +38,17 @@ PHASE = {"lambda_c": LAMBDA_C, "shared_init": 1, "coarse_tied": 0, "fuse": 0.0}
 
 def variant(name: str) -> tuple[str, dict[str, Any], int | None]:
     """(attack, options, iterations or None for the benchmark's) for a variant name; a name may
-    end in /KEY=VALUE items, extra attack options (e.g. phase50/coarse_steps=0)."""
+    end in /KEY=VALUE items, extra attack options (e.g. phase50/coarse_steps=0, default/fuse_order=before)."""
     base, *extra = name.split("/")
     attack, options, iterations = _base_variant(base)
     for item in extra:
         key, sep, value = item.partition("=")
+        if not (sep and key and value):
+            raise SystemExit(f"bad option {item!r} in variant {name!r}: want KEY=NUMBER or KEY=WORD")
         try:
             options[key] = float(value) if "." in value else int(value)
         except ValueError:
-            sep = ""
-        if not sep or not key:
-            raise SystemExit(f"bad option {item!r} in variant {name!r}: want KEY=NUMBER")
+            options[key] = value  # a word, e.g. fuse_order=before: the attack checks it
     return attack, options, iterations
 
 

@@ -367,7 +367,8 @@ def test_multi_frame_benchmark_names_its_variants() -> None:
     assert variant("alg2/lambda_c=1") == ("dmb-multi", {**ALGORITHM_2, "lambda_c": 1}, None)
     assert variant("alg2") == ("dmb-multi", ALGORITHM_2, None)  # FIXED is not mutated
     assert variant("alg2")[1]["lambda_c"] == LAMBDA_C and variant("alg2")[1]["fuse"] == 0
-    for bad in ("single/steps", "single/=3", "single/steps=x"):
+    assert variant("default/fuse_order=before") == ("dmb-multi", {"fuse_order": "before"}, None)
+    for bad in ("single/steps", "single/=3", "single/steps="):
         with pytest.raises(SystemExit, match="KEY=NUMBER"):
             variant(bad)
     assert head_spec("resnet18:layer3:trained") == ("resnet18", "layer3", "trained")

@@ -1,8 +1,10 @@
 """`splitleak train-prior`: a small diffusion prior trained on footage the attacker has.
 
 Pixel prior: a DDPM (UNet2DModel, v-prediction) on frames in [-1, 1]. Latent prior
-(`latent=True`): first a small AutoencoderKL (L1 + L2 reconstruction + a small KL), then a
-latent DDPM on its scaled latents; with `text` the UNet is a UNet2DConditionModel trained on
+(`latent=True`): first a small AutoencoderKL (L1 + L2 reconstruction + a small KL), then
+(`decoder_steps`) its decoder alone, the encoder frozen, as Stable Diffusion's ft-MSE decoder:
+sharper images from the same latent space, so the UNet is unaffected; then a latent DDPM on
+its scaled latents; with `text` the UNet is a UNet2DConditionModel trained on
 the caption's embedding from the project's fixed ByteTextEncoder (the empty caption 10% of
 the time, for classifier-free guidance). The UNet saved for sampling is an EMA of the
 trained weights; the raw weights and optimiser states sit in train_state.pt (tensors and
@@ -48,9 +50,11 @@ class TrainConfig:
     size: int = 64
     steps: int = 800  # diffusion (UNet) steps, in total: minutes on a CPU
     vae_steps: int | None = None  # latent only; default: steps // 2
+    decoder_steps: int = 0  # latent only: decoder-only fine-tuning after the VAE (encoder frozen)
     batch: int = 8
     lr: float = 1e-3
     vae_lr: float = 1e-3
+    decoder_lr: float = 5e-4
     kl_weight: float = 1e-4  # per latent element, against per-pixel L1 + L2
     frames: int = 512  # at most this many frames of footage
     device: str = "cpu"
@@ -75,6 +79,8 @@ class TrainConfig:
         for name in ("steps", "batch", "frames"):
             if getattr(self, name) < 1:
                 raise SplitleakError(f"--{name} must be >= 1")
+        if self.decoder_steps < 0 or (self.decoder_steps and not self.latent):
+            raise SplitleakError(f"--decoder-steps must be >= 0 and needs --latent, got {self.decoder_steps}")
         if self.text is not None and not self.text.strip():
             raise SplitleakError("--text must not be empty")
 
@@ -191,17 +197,19 @@ class Trainer:
         self.noise = make_scheduler(train=True, pixel=not cfg.latent)
         self.latent_shape = (channels, side, side)
         self.scaling = 1.0
-        self.vae_step = self.unet_step = 0
+        self.vae_step = self.unet_step = self.decoder_step = 0
         self.losses: dict[str, float] = {}
         self.timing: dict[str, float] = {}
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0) if self.vae else None
         self.unet_opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.decoder_opt = torch.optim.AdamW(self.decoder_parameters(), lr=cfg.decoder_lr, weight_decay=0.0) \
+            if self.vae else None
         if state is not None:
             self.load_state(state)
         for module in (self.vae, self.unet, self.ema, self.text_encoder):
             if module is not None:
                 module.to(self.device)
-        for opt in (self.vae_opt, self.unet_opt):
+        for opt in (self.vae_opt, self.unet_opt, self.decoder_opt):
             for slot in (opt.state.values() if opt else []):
                 for key, value in slot.items():
                     if torch.is_tensor(value) and key != "step":
@@ -211,6 +219,7 @@ class Trainer:
 
     def load_state(self, state: dict) -> None:
         self.vae_step, self.unet_step = int(state["vae_step"]), int(state["unet_step"])
+        self.decoder_step = int(state.get("decoder_step", 0))  # absent in states from before the phase
         self.scaling = float(state["scaling"])
         self.losses = dict(state.get("losses", {}))
         self.unet.load_state_dict(state["unet"])
@@ -219,6 +228,8 @@ class Trainer:
         if self.vae is not None:
             self.vae.load_state_dict(state["vae"])
             self.vae_opt.load_state_dict(state["vae_opt"])
+            if "decoder_opt" in state:
+                self.decoder_opt.load_state_dict(state["decoder_opt"])
             self.vae.register_to_config(scaling_factor=self.scaling)
         if self.text_encoder is not None:
             self.text_encoder.load_state_dict(state["text_encoder"])
@@ -226,11 +237,12 @@ class Trainer:
 
     def state(self) -> dict:
         cpu = lambda module: {k: v.detach().cpu() for k, v in module.state_dict().items()}  # noqa: E731
-        state = {"vae_step": self.vae_step, "unet_step": self.unet_step, "scaling": self.scaling,
+        state = {"vae_step": self.vae_step, "unet_step": self.unet_step, "decoder_step": self.decoder_step,
+                 "scaling": self.scaling,
                  "losses": self.losses, "unet": cpu(self.unet), "ema": cpu(self.ema),
                  "unet_opt": self.unet_opt.state_dict(), "generator": self.generator.get_state()}
         if self.vae is not None:
-            state.update(vae=cpu(self.vae), vae_opt=self.vae_opt.state_dict())
+            state.update(vae=cpu(self.vae), vae_opt=self.vae_opt.state_dict(), decoder_opt=self.decoder_opt.state_dict())
         if self.text_encoder is not None:
             state["text_encoder"] = cpu(self.text_encoder)
         return state
@@ -247,7 +259,7 @@ class Trainer:
     def save(self, footage: int) -> dict:
         """prior components + prior.json + train_state.pt, written so a crash leaves the last good set."""
         meta = {"train": asdict(self.cfg), "footage": {"source": self.cfg.source, "frames": footage},
-                "steps": {"vae": self.vae_step, "unet": self.unet_step},
+                "steps": {"vae": self.vae_step, "decoder": self.decoder_step, "unet": self.unet_step},
                 "losses": self.losses, "seconds_per_step": self.timing,
                 "text_encoder": "ByteTextEncoder: fixed random byte-level encoder (no CLIP offline)"
                 if self.cfg.text else None}
@@ -266,6 +278,17 @@ class Trainer:
         recon = self.vae.decode(posterior.sample()).sample
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         return (recon - x).abs().mean() + F.mse_loss(recon, x) + self.cfg.kl_weight * kl
+
+    def decoder_parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.vae.decoder.parameters(), *self.vae.post_quant_conv.parameters()]
+
+    def decoder_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """L1 + L2 of the decoded posterior mean: the encoder (and so the latent space) stays as it is."""
+        x = x * 2 - 1
+        with torch.no_grad():
+            mean = self.vae.encode(x).latent_dist.mean
+        recon = self.vae.decode(mean).sample
+        return (recon - x).abs().mean() + F.mse_loss(recon, x)
 
     @torch.no_grad()
     def measure_scaling(self, footage: torch.Tensor) -> float:
@@ -315,13 +338,15 @@ class Trainer:
 
 
 def _phase(trainer: Trainer, name: str, total: int, footage: torch.Tensor, log: Log, show: bool) -> None:
-    """Run one phase ('vae' or 'unet') from its saved step up to `total`."""
+    """Run one phase ('vae', 'decoder' or 'unet') from its saved step up to `total`."""
     cfg = trainer.cfg
-    counter = "vae_step" if name == "vae" else "unet_step"
+    counter = f"{name}_step"
     start = getattr(trainer, counter)
     if start >= total:
         return
-    model, opt = (trainer.vae, trainer.vae_opt) if name == "vae" else (trainer.unet, trainer.unet_opt)
+    model, opt = (trainer.unet, trainer.unet_opt) if name == "unet" else (trainer.vae, getattr(trainer, f"{name}_opt"))
+    losses = {"vae": trainer.vae_loss, "decoder": trainer.decoder_loss,
+              "unet": lambda x: trainer.unet_loss(x, trainer.conditions(cfg.batch))}
     model.train()
     bar = tqdm(total=total, initial=start, desc=f"train-prior {name}", disable=not show, unit="step")
     smooth, began, timed = None, time.perf_counter(), 0
@@ -329,7 +354,7 @@ def _phase(trainer: Trainer, name: str, total: int, footage: torch.Tensor, log: 
         if step == start + 1:  # time from the second step: the first pays for warm-up
             began, timed = time.perf_counter(), 0
         x = augment(footage, cfg.batch, cfg.size, trainer.generator).to(trainer.device)
-        loss = trainer.vae_loss(x) if name == "vae" else trainer.unet_loss(x, trainer.conditions(cfg.batch))
+        loss = losses[name](x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -380,6 +405,7 @@ def train_prior(cfg: TrainConfig, show: bool = True) -> dict:
     try:
         if cfg.latent:
             _phase(trainer, "vae", cfg.total_vae_steps, footage, log, show)
+            _phase(trainer, "decoder", cfg.decoder_steps, footage, log, show)
         _phase(trainer, "unet", cfg.steps, footage, log, show)
     except KeyboardInterrupt:
         trainer.save(len(footage))
