@@ -150,6 +150,10 @@ def test_decoder_phase_tunes_the_decoder_alone_on_resume(tmp_path, capsys):
     code, out = train(tmp_path, "run", "--steps", "1", "--latent", "--vae-steps", "1")
     assert code == 0
     before = load_prior(str(out))
+    meta = json.loads((out / "prior.json").read_text())
+    assert meta["train"]["vae_widths"] == [16, 32, 32]
+    del meta["train"]["vae_widths"]  # a prior from before --vae-widths resumes with the default
+    (out / "prior.json").write_text(json.dumps(meta))
     assert train(tmp_path, "run", "--steps", "1", "--latent", "--vae-steps", "1", "--decoder-steps", "2",
                  "--resume")[0] == 0
     after = load_prior(str(out))
@@ -162,6 +166,19 @@ def test_decoder_phase_tunes_the_decoder_alone_on_resume(tmp_path, capsys):
     assert train(tmp_path, "pixel", "--steps", "1", "--decoder-steps", "2")[0] == 2  # no VAE to tune
     err = capsys.readouterr().err
     assert "--decoder-steps" in err and len(err.strip().splitlines()) == 1
+
+
+def test_vae_widths_build_the_vae_and_are_part_of_the_run(tmp_path, capsys):
+    code, out = train(tmp_path, "run", "--steps", "1", "--latent", "--vae-steps", "1", "--vae-widths", "8,16,24")
+    assert code == 0
+    assert list(load_prior(str(out)).vae.config.block_out_channels) == [8, 16, 24]
+    assert train(tmp_path, "run", "--steps", "2", "--latent", "--vae-steps", "1", "--resume")[0] == 0  # kept
+    assert train(tmp_path, "run", "--steps", "3", "--latent", "--vae-steps", "1", "--resume",
+                 "--vae-widths", "16,32,32")[0] == 2
+    assert "vae_widths" in capsys.readouterr().err
+    assert train(tmp_path, "other", "--steps", "1", "--latent", "--vae-widths", "8,16")[0] == 2
+    err = capsys.readouterr().err
+    assert "needs 3 widths" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument")

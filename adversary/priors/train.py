@@ -37,7 +37,7 @@ LOG = "train_log.csv"
 # model (2: v-prediction; 1 was epsilon). Resume and the benchmarks' caches key on it.
 RECIPE = 2
 # What makes two runs the same run: --resume refuses a folder that differs in any of these.
-IDENTITY = ("source", "latent", "size", "text", "seed", "frames", "vae_down", "widths", "recipe")
+IDENTITY = ("source", "latent", "size", "text", "seed", "frames", "vae_down", "vae_widths", "widths", "recipe")
 
 
 @dataclass
@@ -62,6 +62,7 @@ class TrainConfig:
     text: str | None = None
     vae_down: int = 4  # 4 or 8
     widths: list[int] = field(default_factory=list)  # UNet block widths; default by side
+    vae_widths: list[int] = field(default_factory=list)  # VAE block widths (latent); default 16,32,32(,32)
     ema: float = 0.995
     save_every: int = 250
     preview: int = 8  # samples written to samples.png at the end (0: none)
@@ -79,6 +80,9 @@ class TrainConfig:
         for name in ("steps", "batch", "frames"):
             if getattr(self, name) < 1:
                 raise SplitleakError(f"--{name} must be >= 1")
+        if self.latent and self.vae_widths and len(self.vae_widths) != int(math.log2(self.vae_down)) + 1:
+            raise SplitleakError(f"--vae-widths needs {int(math.log2(self.vae_down)) + 1} widths with "
+                                 f"{self.vae_down}x down-sampling, got {len(self.vae_widths)}")
         if self.decoder_steps < 0 or (self.decoder_steps and not self.latent):
             raise SplitleakError(f"--decoder-steps must be >= 0 and needs --latent, got {self.decoder_steps}")
         if self.text is not None and not self.text.strip():
@@ -89,6 +93,11 @@ class TrainConfig:
         if not self.latent:
             return 0
         return self.vae_steps if self.vae_steps is not None else max(1, self.steps // 2)
+
+
+def default_vae_widths(vae_down: int) -> list[int]:
+    """The VAE's block widths: one level per halving, 16 then 32s."""
+    return [16] + [32] * int(math.log2(vae_down))
 
 
 def default_widths(side: int, latent: bool) -> list[int]:
@@ -146,6 +155,10 @@ def check_out(cfg: TrainConfig) -> dict | None:
     saved = meta.get("train", {})
     if not cfg.widths and saved.get("widths"):
         cfg.widths = list(saved["widths"])
+    if saved.get("latent") and not saved.get("vae_widths"):  # a prior from before --vae-widths: the default
+        saved = {**saved, "vae_widths": default_vae_widths(int(saved.get("vae_down", 4)))}
+    if cfg.latent and not cfg.vae_widths:
+        cfg.vae_widths = list(saved.get("vae_widths") or default_vae_widths(cfg.vae_down))
     ours = asdict(cfg)
     for key in IDENTITY:
         if saved.get(key) != ours[key]:
@@ -187,7 +200,9 @@ class Trainer:
         self.device = torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.vae = build_vae((16, 32, 32) if cfg.vae_down == 4 else (16, 32, 32, 32)) if cfg.latent else None
+        if cfg.latent:
+            cfg.vae_widths = list(cfg.vae_widths) or default_vae_widths(cfg.vae_down)
+        self.vae = build_vae(tuple(cfg.vae_widths)) if cfg.latent else None
         side = cfg.size // cfg.vae_down if cfg.latent else cfg.size
         channels = 4 if cfg.latent else 3
         cfg.widths = list(cfg.widths) or default_widths(side, cfg.latent)

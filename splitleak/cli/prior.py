@@ -23,6 +23,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--decoder-steps", type=int, default=0,
                        help="with --latent: then fine-tune the VAE's decoder alone, encoder frozen (sharper images "
                             "from the same latents, as Stable Diffusion's ft-MSE decoder; default 0)")
+    train.add_argument("--vae-widths", type=widths, metavar="C1,C2,...",
+                       help="with --latent: VAE block widths, one per level (default 16,32,32; the VAE's "
+                            "reconstruction bounds every latent attack's quality)")
     train.add_argument("--vae-down", type=int, choices=(4, 8), default=4, help="VAE down-sampling (default 4)")
     train.add_argument("--batch", type=positive_int, default=8, help="batch size (default 8)")
     train.add_argument("--lr", type=float, default=1e-3, help="UNet learning rate (default 1e-3)")
@@ -57,7 +60,7 @@ def run_train_prior(args: argparse.Namespace) -> int:
     apply_threads(args)
     cfg = TrainConfig(source=args.source, out=args.out, latent=args.latent, size=args.size, steps=args.steps,
                       vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, vae_down=args.vae_down, batch=args.batch, lr=args.lr,
-                      frames=args.frames, text=args.text, widths=args.widths or [], seed=args.seed,
+                      frames=args.frames, text=args.text, widths=args.widths or [], vae_widths=args.vae_widths or [], seed=args.seed,
                       save_every=args.save_every,
                       preview=max(0, args.preview), resume=args.resume, device=resolve_device(args.device))
     meta = train_prior(cfg, show=not args.quiet)
