@@ -106,6 +106,25 @@ def cached_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int,
     return folder, {**json.loads(done.read_text()), "folder": str(folder)}
 
 
+def benchmark_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int,
+                    given: str | None = None) -> tuple[Path, dict]:
+    """The prior the benchmark inverts with: `given` (a `train-prior` folder, e.g. one with a tuned decoder
+    or other widths; it should have been trained on the attacker's footage only), else the cached one."""
+    if given is None:
+        return cached_prior(cache, size, steps, vae_steps, batch)
+    from adversary.priors.io import read_meta
+
+    meta = read_meta(given)
+    if not meta:
+        raise SystemExit(f"--prior {given}: not a train-prior folder (no prior.json)")
+    train = meta.get("train", {})
+    if train.get("source") != CLIP or int(train.get("frames", 0)) > attacker_frames(clip_frames()):
+        raise SystemExit(f"--prior {given}: trained on {train.get('source')} x {train.get('frames')} frames, not on the "
+                         f"attacker's footage ({CLIP}, at most {attacker_frames(clip_frames())} frames)")
+    return Path(given), {"given": True, "train": train, "steps": meta.get("steps"), "losses": meta.get("losses"),
+                         "seconds_per_step": meta.get("seconds_per_step"), "folder": str(given)}
+
+
 def cached_victim(cache: Path, size: int, epochs: int, seed: int = 0) -> tuple[Path, dict]:
     """resnet18 trained by `train-victim` (which clip is this frame from?); trained once per settings."""
     from adversary.victim import DEFAULT_SOURCES, VictimConfig, report_path, train_victim

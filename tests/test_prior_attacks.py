@@ -475,3 +475,23 @@ def test_benchmark_frames_must_be_held_out() -> None:
         footage.held_out(2, 16, "sample:carphone", start=10)  # the victim trained on these
     with pytest.raises(ValueError, match="cannot take"):
         footage.held_out(4, 16, "sample:carphone", start=118)  # past the end
+
+
+def test_benchmark_prior_must_come_from_the_attackers_footage(tmp_path) -> None:
+    from benchmarks import footage
+
+    def prior_folder(name: str, source: str, frames: int):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "prior.json").write_text(json.dumps({"train": {"source": source, "frames": frames},
+                                                       "steps": {"vae": 1, "decoder": 2, "unet": 3}}))
+        return str(folder)
+
+    ok = prior_folder("ok", footage.CLIP, 100)
+    folder, info = footage.benchmark_prior(tmp_path, 16, 1, 1, 1, ok)
+    assert str(folder) == ok and info["given"] and info["steps"]["decoder"] == 2
+    with pytest.raises(SystemExit, match="not a train-prior folder"):
+        footage.benchmark_prior(tmp_path, 16, 1, 1, 1, str(tmp_path))
+    for name, source, frames in (("other", "sample:carphone", 100), ("held", footage.CLIP, 250)):
+        with pytest.raises(SystemExit, match="attacker's footage"):  # would have seen the held-out frames
+            footage.benchmark_prior(tmp_path, 16, 1, 1, 1, prior_folder(name, source, frames))
