@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -88,30 +89,37 @@ def key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def cached_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int, seed: int = 0) -> tuple[Path, dict]:
-    """A latent prior (`train-prior --latent`) on the attacker's footage; trained once per settings."""
+def cached_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int, seed: int = 0,
+                 decoder_steps: int = 0) -> tuple[Path, dict]:
+    """A latent prior (`train-prior --latent`) on the attacker's footage; trained once per settings.
+    With `decoder_steps`, the prior without them resumed with its decoder tuned (the rest is unchanged)."""
     from adversary.priors.train import RECIPE, TrainConfig, train_prior
 
     frames = attacker_frames(clip_frames())
     settings = {"source": CLIP, "frames": frames, "size": size, "latent": True, "steps": steps,
                 "vae_steps": vae_steps, "batch": batch, "seed": seed, "recipe": RECIPE}
+    if decoder_steps:
+        settings["decoder_steps"] = decoder_steps  # only when set: the key of the plain prior stays as it was
     folder = cache / f"prior-{key(settings)}"
     done = folder / "benchmark_done.json"
     if not done.is_file():
+        if decoder_steps and not folder.exists():
+            base, _ = cached_prior(cache, size, steps, vae_steps, batch, seed)
+            shutil.copytree(base, folder, ignore=shutil.ignore_patterns(done.name))
         cfg = TrainConfig(source=CLIP, out=str(folder), latent=True, size=size, steps=steps, vae_steps=vae_steps,
-                          batch=batch, frames=frames, seed=seed, resume=True)
+                          decoder_steps=decoder_steps, batch=batch, frames=frames, seed=seed, resume=True)
         meta = train_prior(cfg, show=True)
         write_json(done, {"settings": settings, "steps": meta["steps"], "losses": meta["losses"],
                           "seconds_per_step": meta["seconds_per_step"]})
     return folder, {**json.loads(done.read_text()), "folder": str(folder)}
 
 
-def benchmark_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int,
+def benchmark_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int, decoder_steps: int = 0,
                     given: str | None = None) -> tuple[Path, dict]:
     """The prior the benchmark inverts with: `given` (a `train-prior` folder, e.g. one with a tuned decoder
     or other widths; it should have been trained on the attacker's footage only), else the cached one."""
     if given is None:
-        return cached_prior(cache, size, steps, vae_steps, batch)
+        return cached_prior(cache, size, steps, vae_steps, batch, decoder_steps=decoder_steps)
     from adversary.priors.io import read_meta
 
     meta = read_meta(given)

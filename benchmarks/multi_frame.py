@@ -95,7 +95,7 @@ def main() -> None:
     variants = {name: variant(name) for name in args.variants.split(",") if name}
     cache, work = Path(args.cache), Path(args.work)
     prior_dir, _ = footage.benchmark_prior(cache, s.size, s.prior_steps, s.prior_vae_steps, s.prior_batch,
-                                                      args.prior)
+                                                      s.prior_decoder_steps, args.prior)
     victim_path, _ = footage.cached_victim(cache, s.size, s.victim_epochs)
     try:
         seqs, images = footage.held_out(args.frames, s.size, args.clip, args.start)
