@@ -495,3 +495,16 @@ def test_benchmark_prior_must_come_from_the_attackers_footage(tmp_path) -> None:
     for name, source, frames in (("other", "sample:carphone", 100), ("held", footage.CLIP, 250)):
         with pytest.raises(SystemExit, match="attacker's footage"):  # would have seen the held-out frames
             footage.benchmark_prior(tmp_path, 16, 1, 1, 1, given=prior_folder(name, source, frames))
+
+
+def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_path) -> None:
+    from adversary.priors import load_prior
+    from benchmarks import footage
+
+    tuned, info = footage.cached_prior(tmp_path, 32, 1, 1, 1, decoder_steps=2)
+    plain, _ = footage.cached_prior(tmp_path, 32, 1, 1, 1)  # made on the way, and cached
+    assert tuned != plain and info["steps"] == {"vae": 1, "decoder": 2, "unet": 1}
+    a, b = load_prior(str(plain)), load_prior(str(tuned))
+    same = lambda x, y: all(torch.equal(x.state_dict()[k], y.state_dict()[k]) for k in x.state_dict())  # noqa: E731
+    assert same(a.vae.encoder, b.vae.encoder) and same(a.unet, b.unet) and not same(a.vae.decoder, b.vae.decoder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([plain.name, tuned.name])
