@@ -372,9 +372,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared 2-core machine, 2 threads ran ~5x slower)")
-    p.add_argument("--prior", metavar="DIR",
-                   help="invert with this train-prior folder (trained on the attacker's footage) instead of the "
-                        "cached one, e.g. one resumed with --decoder-steps")
+    footage.add_prior_option(p)
     p.add_argument("--cache", default="runs/feature_inversion_cache", help="prior, victim and inverter cache")
     p.add_argument("--work", help="recordings and reconstructions (default runs/feature_inversion[_quick])")
     p.add_argument("--core", action="store_true",
@@ -398,8 +396,7 @@ def main() -> None:
           f"footage); the victim trains on the first {footage.TRAIN_FRACTION:.0%} of bikes, bigbuckbunny, carphone; "
           f"evaluation on held-out bikes frames")
     t0 = time.perf_counter()
-    prior_dir, prior_info = footage.benchmark_prior(cache, s.size, s.prior_steps, s.prior_vae_steps, s.prior_batch,
-                                                      s.prior_decoder_steps, args.prior)
+    prior_dir, prior_info = footage.benchmark_prior(cache, s, args.prior)
     victim_path, victim_info = footage.cached_victim(cache, s.size, s.victim_epochs)
     build_seconds = time.perf_counter() - t0
     print(f"prior {prior_dir}; victim {victim_path} (held-out accuracy {victim_info['held_out_accuracy']:.3f}, "

@@ -11,6 +11,7 @@ The prior and the victim are cached under a folder keyed by the settings that ma
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
@@ -114,12 +115,20 @@ def cached_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int,
     return folder, {**json.loads(done.read_text()), "folder": str(folder)}
 
 
-def benchmark_prior(cache: Path, size: int, steps: int, vae_steps: int, batch: int, decoder_steps: int = 0,
-                    given: str | None = None) -> tuple[Path, dict]:
+def add_prior_option(p: argparse.ArgumentParser) -> None:
+    """--prior DIR, read by benchmark_prior."""
+    p.add_argument("--prior", metavar="DIR",
+                   help="invert with this train-prior folder (trained on the attacker's footage) instead of the "
+                        "cached one, e.g. one resumed with --decoder-steps")
+
+
+def benchmark_prior(cache: Path, s: Any, given: str | None = None) -> tuple[Path, dict]:
     """The prior the benchmark inverts with: `given` (a `train-prior` folder, e.g. one with a tuned decoder
-    or other widths; it should have been trained on the attacker's footage only), else the cached one."""
+    or other widths; it should have been trained on the attacker's footage only), else the one cached for
+    the benchmark settings `s` (size, prior_steps, prior_vae_steps, prior_batch, prior_decoder_steps)."""
     if given is None:
-        return cached_prior(cache, size, steps, vae_steps, batch, decoder_steps=decoder_steps)
+        return cached_prior(cache, s.size, s.prior_steps, s.prior_vae_steps, s.prior_batch,
+                            decoder_steps=s.prior_decoder_steps)
     from adversary.priors.io import read_meta
 
     meta = read_meta(given)

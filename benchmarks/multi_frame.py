@@ -82,9 +82,7 @@ def main() -> None:
     p.add_argument("--window", type=int, default=WINDOW, help="frames per multi-frame group")
     p.add_argument("--iterations", type=int, help="sampler runs per frame (default: the feature benchmark's)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--prior", metavar="DIR",
-                   help="invert with this train-prior folder (trained on the attacker's footage) instead of the "
-                        "cached one, e.g. one resumed with --decoder-steps")
+    footage.add_prior_option(p)
     p.add_argument("--cache", default="runs/feature_inversion_cache")
     p.add_argument("--work", default="runs/multi_frame")
     args = p.parse_args()
@@ -94,8 +92,7 @@ def main() -> None:
     heads = [head_spec(h) for h in args.heads.split(",") if h]
     variants = {name: variant(name) for name in args.variants.split(",") if name}
     cache, work = Path(args.cache), Path(args.work)
-    prior_dir, _ = footage.benchmark_prior(cache, s.size, s.prior_steps, s.prior_vae_steps, s.prior_batch,
-                                                      s.prior_decoder_steps, args.prior)
+    prior_dir, _ = footage.benchmark_prior(cache, s, args.prior)
     victim_path, _ = footage.cached_victim(cache, s.size, s.victim_epochs)
     try:
         seqs, images = footage.held_out(args.frames, s.size, args.clip, args.start)

@@ -479,6 +479,7 @@ def test_benchmark_frames_must_be_held_out() -> None:
 
 def test_benchmark_prior_must_come_from_the_attackers_footage(tmp_path) -> None:
     from benchmarks import footage
+    from benchmarks.feature_inversion import settings
 
     def prior_folder(name: str, source: str, frames: int):
         folder = tmp_path / name
@@ -488,13 +489,13 @@ def test_benchmark_prior_must_come_from_the_attackers_footage(tmp_path) -> None:
         return str(folder)
 
     ok = prior_folder("ok", footage.CLIP, 100)
-    folder, info = footage.benchmark_prior(tmp_path, 16, 1, 1, 1, given=ok)
+    folder, info = footage.benchmark_prior(tmp_path, settings(True), given=ok)
     assert str(folder) == ok and info["given"] and info["steps"]["decoder"] == 2
     with pytest.raises(SystemExit, match="not a train-prior folder"):
-        footage.benchmark_prior(tmp_path, 16, 1, 1, 1, given=str(tmp_path))
+        footage.benchmark_prior(tmp_path, settings(True), given=str(tmp_path))
     for name, source, frames in (("other", "sample:carphone", 100), ("held", footage.CLIP, 250)):
         with pytest.raises(SystemExit, match="attacker's footage"):  # would have seen the held-out frames
-            footage.benchmark_prior(tmp_path, 16, 1, 1, 1, given=prior_folder(name, source, frames))
+            footage.benchmark_prior(tmp_path, settings(True), given=prior_folder(name, source, frames))
 
 
 def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_path) -> None:
