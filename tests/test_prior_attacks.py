@@ -427,13 +427,25 @@ def test_dmb_multi_fuses_before_or_after_the_pixel_phase(prior, refine_share) ->
         assert attack.fused_before == (refine_share > 0) and attack.fused_share == [1.0, 1.0, 1.0]
         same = torch.allclose(x[0], x[1], atol=1e-5) and torch.allclose(x[1], x[2], atol=1e-5)
         assert same == (order == "after") and attack.config()["fused_after_pixel_phase"] == (order == "after")
-    # auto: after the pixel phase where the features hold fewer numbers than the image
+    # the acceptance reused from the sampler's images (auto: where the features hold fewer numbers than the image)
     auto = MultiFrameDiffusionBased()
-    assert auto.fuse_after(torch.zeros(2, 3, 64, 64), torch.zeros(2, 256, 4, 4))  # resnet18 layer3 at 64 px
-    assert not auto.fuse_after(torch.zeros(2, 3, 64, 64), torch.zeros(2, 64, 16, 16))  # layer1
-    assert not MultiFrameDiffusionBased(pixel_steps=0).fuse_after(torch.zeros(1, 3, 8, 8), torch.zeros(1, 1))
+    auto.weights = [None]  # as if fuse_stage 2 had decided one on the sampler's images
+    assert auto.sampler_acceptance(torch.zeros(2, 3, 64, 64), torch.zeros(2, 256, 4, 4))  # resnet18 layer3 at 64 px
+    assert not auto.sampler_acceptance(torch.zeros(2, 3, 64, 64), torch.zeros(2, 64, 16, 16))  # layer1
+    assert not MultiFrameDiffusionBased(accept_on="sampler").sampler_acceptance(  # none decided there
+        torch.zeros(2, 3, 64, 64), torch.zeros(2, 256, 4, 4))
+    with pytest.raises(SplitleakError, match="accept_on"):
+        MultiFrameDiffusionBased(accept_on="never")
     with pytest.raises(SplitleakError, match="fuse_order"):
         MultiFrameDiffusionBased(fuse_order="never")
+
+
+def spy_on_fusion(attack: MultiFrameDiffusionBased, monkeypatch) -> tuple[list, list]:
+    """Lists that collect every acceptance the attack decides and the weights of every fusion it applies."""
+    decided, fusions, accept, fuse = [], [], attack.acceptance, attack.fused
+    monkeypatch.setattr(attack, "acceptance", lambda *a: decided.append(accept(*a)) or decided[-1])
+    monkeypatch.setattr(attack, "fused", lambda x, weights: fusions.append(weights) or fuse(x, weights))
+    return decided, fusions
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2])
@@ -442,17 +454,15 @@ def test_dmb_multi_refinement_starts_from_the_fused_frames_unless_stage_0(prior,
     z = z.repeat(3, 1, 1, 1)  # one frame seen three times: fusion at 1e6 makes every frame the group's mean
     case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
     attack = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, refine_share=0.5, fuse_stage=stage,
-                                      fuse_order="after")
+                                      accept_on="sampler")
     starts, optimise = [], attack.optimise_latent
 
     def spy(w, z, mask, case, prior, best, steps):
         starts.append((w.clone(), best.loss, steps))
         return optimise(w, z, mask, case, prior, best, steps)
 
-    decided, fusions, accept, fuse = [], [], attack.acceptance, attack.fused
     monkeypatch.setattr(attack, "optimise_latent", spy)
-    monkeypatch.setattr(attack, "acceptance", lambda *a: decided.append(accept(*a)) or decided[-1])
-    monkeypatch.setattr(attack, "fused", lambda x, weights: fusions.append(weights) or fuse(x, weights))
+    decided, fusions = spy_on_fusion(attack, monkeypatch)
     x = attack.reconstruct(z, case)
     (w, seen, steps), = starts
     assert steps == 1 and x.shape == (3, 3, SIZE, SIZE) and attack.fused_before == (stage > 0)
@@ -462,8 +472,22 @@ def test_dmb_multi_refinement_starts_from_the_fused_frames_unless_stage_0(prior,
     assert len(decided) == 1 and len(fusions) == (2 if stage == 2 else 1)
     assert all(weights is decided[0] for weights in fusions)
     assert attack.config()["fuse_stage"] == FUSE_STAGES[stage]
+    assert attack.config()["final_acceptance_on"] == (None if stage == 1 else "sampler" if stage == 2 else "refined")
     with pytest.raises(SplitleakError, match="fuse_stage"):
         MultiFrameDiffusionBased(fuse_stage=3)
+
+
+def test_dmb_multi_final_fusion_decided_on_the_refined_images(prior, monkeypatch) -> None:
+    z, case = head_case("resnet18", prior, frames=3)
+    case.frames = (("cam0", 1), ("cam0", 2), ("cam0", 3))
+    attack = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=2.0, refine_share=0.5, pixel_steps=3,
+                                      accept_on="refined")
+    decided, fusions = spy_on_fusion(attack, monkeypatch)
+    x = attack.reconstruct(z, case)
+    # one acceptance on the sampler's images (the refinement's start), a second one on the refined images
+    assert len(decided) == 2 and len(fusions) == 2 and fusions[0] is decided[0] and fusions[1] is decided[1]
+    assert x.shape == (3, 3, SIZE, SIZE) and attack.config()["final_acceptance_on"] == "refined"
+    assert attack.config()["fused_after_pixel_phase"] is True
 
 
 def test_benchmark_frames_must_be_held_out() -> None:

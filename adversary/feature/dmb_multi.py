@@ -70,12 +70,24 @@ before the refinement shrank each frame's own residual (at layer3 the refined im
   (the default)                                                25.33            20.34
   the plain group mean, then the pixel phase                   22.65            18.28
 At layer1 a fresh acceptance before the phase did best, at layer3 the sampler's acceptance after
-it. Where the features hold at least as many numbers as the image (layer1: 64 x 16 x 16 against
-3 x 64 x 64) the phase's per-frame detail is largely read from the features and fusing after it
-blurs it; where they hold fewer (layer2 on, 3 to 12 times fewer), it is largely guessed and
-averaging cancels it. `fuse_order="auto"` (the default) goes by that count: fused before the phase
-by a fresh acceptance, or after it by the sampler's; "before" and "after" force either. (The rule
-was drawn from the two heads above; the benchmark's other two heads check it.)
+it; a first rule fused before the phase where the features hold at least as many numbers as the
+image (layer1: 64 x 16 x 16 against 3 x 64 x 64), after it where they hold fewer.
+
+One option was left out of that table: the pixel phase, then fused by an acceptance decided on the
+refined images (before the phase, so its close fit does not decide). With the benchmark's
+tuned-decoder prior, one dmb-multi run per head on the same 8 frames (PSNR at 64, fuse 2):
+                                      layer1 random  layer1 trained  layer3 random  layer3 trained
+  fresh acceptance, then the phase        26.51          26.13          20.43          20.68
+  the phase, then the sampler's           26.08          26.16          20.75          21.02
+  the phase, then the refined images'     27.08          26.65          20.52          20.73
+So the final fusion comes after the phase (`fuse_order="after"`, the default; "before": a fresh
+acceptance before it), and the acceptance is decided on the refined images where the features hold
+at least as many numbers as the image, on the sampler's where they hold fewer (`accept_on="auto"`;
+"sampler" or "refined" force either). Where the features hold that much, the refinement's detail
+is largely read from them and its residuals are a fair yardstick; the sampler's images are coarse
+(20.7-21.5 dB against 24.0-24.7 refined at layer1), so their test let through neighbours that blur
+the frame. Where the features hold fewer numbers (layer2 on, 3 to 12 times fewer) the refinement
+fits them with guessed detail, and its residuals pass too few neighbours.
 """
 
 from __future__ import annotations
@@ -100,7 +112,8 @@ WINDOW = 8  # frames per group: the window the defaults were measured with
 FUSE_STAGES = {0: "after the refinement", 1: "before it: the refinement starts from the fused frames",
                2: "both, with the acceptance decided once, on the sampler's images"}
 FUSE_STAGE = 2  # measured: see the module docstring
-FUSE_ORDERS = ("auto", "before", "after")  # the final fusion against DMB's pixel phase (see the module docstring)
+FUSE_ORDERS = ("after", "before")  # the final fusion against DMB's pixel phase (see the module docstring)
+ACCEPT_ON = ("auto", "sampler", "refined")  # the images that decide the final fusion (ditto)
 # options: Algorithm 2 as the paper wrote it
 ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0,
                "pixel_steps": 0}
@@ -119,7 +132,8 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  checkpoint: bool | None = None, amp: bool = True, coarse_steps: int = COARSE_STEPS,
                  coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE,
                  refine_share: float = REFINE_SHARE, fuse_stage: int = FUSE_STAGE, pixel_steps: int = PIXEL_STEPS,
-                 pixel_lr: float = PIXEL_LR, fuse_order: str = "auto") -> None:
+                 pixel_lr: float = PIXEL_LR, fuse_order: str = "after",
+                 accept_on: str = "auto") -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share,
@@ -135,7 +149,10 @@ class MultiFrameDiffusionBased(DiffusionBased):
         self.fuse_stage = int(fuse_stage)
         if fuse_order not in FUSE_ORDERS:
             raise SplitleakError(f"fuse_order must be one of {', '.join(FUSE_ORDERS)}, got {fuse_order!r}")
-        self.fuse_order = fuse_order
+        if accept_on not in ACCEPT_ON:
+            raise SplitleakError(f"accept_on must be one of {', '.join(ACCEPT_ON)}, got {accept_on!r}")
+        self.fuse_order, self.accept_on = fuse_order, accept_on
+        self.accepted_on: str | None = None  # which images decided the last batch's final fusion
         self.fused_after: bool | None = None  # whether the last batch's final fusion came after the pixel phase
         self.fused_share: list[float] | None = None  # neighbour pixels accepted per frame by the last fusion
         self.phase_iterations: tuple[int, int] | None = None  # (shared, per-frame) steps of the last batch
@@ -149,6 +166,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
                 "shared_phase": self.shared_phase, "coarse_tied": self.coarse_tied,
                 "phase_iterations": self.phase_iterations, "fuse": self.fuse, "fused_share": self.fused_share,
                 "fuse_stage": FUSE_STAGES[self.fuse_stage], "fuse_order": self.fuse_order,
+                "accept_on": self.accept_on, "final_acceptance_on": self.accepted_on,
                 "fused_after_pixel_phase": self.fused_after,
                 "tie": "lambda_c * mean((v_n,k - group mean)^2)"}
 
@@ -222,24 +240,31 @@ class MultiFrameDiffusionBased(DiffusionBased):
         self.fused_share = [round(float(s), 4) for s in share]
         return fused
 
-    def fuse_after(self, x: torch.Tensor, z: torch.Tensor) -> bool:
-        """Whether the final fusion follows the pixel phase: `fuse_order`, or with "auto" where the
-        features hold fewer numbers than the image, so the phase's per-frame detail is mostly guessed."""
-        if self.fuse_order != "auto":
-            return self.fuse_order == "after"
-        return bool(self.pixel_steps) and z[0].numel() < x[0].numel()
+    def sampler_acceptance(self, x: torch.Tensor, z: torch.Tensor) -> bool:
+        """Whether the final fusion (after the pixel phase) reuses the acceptance decided on the sampler's
+        images rather than deciding it on the refined ones: `accept_on`, or with "auto" where the features
+        hold fewer numbers than the image, so the refinement's fit to them is largely guessed detail and its
+        residuals no yardstick. Only at fuse_stage 2 was one decided on the sampler's images."""
+        if not self.fused_before:
+            return False
+        if self.accept_on != "auto":
+            return self.accept_on == "sampler"
+        return z[0].numel() < x[0].numel()
 
     def finish(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
         """The group's final fusion (stage 1: none) and DMB's pixel phase on each frame, in either order:
-        fused before it by an acceptance decided on these images, or after it by the acceptance decided on
-        the sampler's images (stage 2) or on these (stage 0)."""
-        self.fused_after = None
+        after it (the default) by the acceptance decided on the sampler's images or on these, refined ones
+        (`sampler_acceptance`), or before it by an acceptance decided on these."""
+        self.fused_after, self.accepted_on = None, None
         if not self.fuse or (self.fused_before and self.fuse_stage == 1):
             return super().finish(x, z, mask, case)
-        self.fused_after = self.fuse_after(x, z)
+        self.fused_after = self.fuse_order == "after"
         if not self.fused_after:
+            self.accepted_on = "refined"
             return super().finish(self.fused(x, self.acceptance(x, z, mask, case)), z, mask, case)
-        weights = self.weights if self.fused_before else self.acceptance(x, z, mask, case)
+        on_sampler = self.sampler_acceptance(x, z)
+        self.accepted_on = "sampler" if on_sampler else "refined"
+        weights = self.weights if on_sampler else self.acceptance(x, z, mask, case)
         return self.fused(super().finish(x, z, mask, case), weights)
 
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
