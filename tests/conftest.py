@@ -27,3 +27,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def same_weights():
+    """Whether two modules hold bit-identical weights."""
+    import torch
+
+    def same(a, b) -> bool:
+        return all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+    return same

@@ -522,7 +522,7 @@ def test_benchmark_prior_must_come_from_the_attackers_footage(tmp_path) -> None:
             footage.benchmark_prior(tmp_path, settings(True), given=prior_folder(name, source, frames))
 
 
-def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_path) -> None:
+def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_path, same_weights) -> None:
     from adversary.priors import load_prior
     from benchmarks import footage
 
@@ -530,6 +530,6 @@ def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_pat
     plain, _ = footage.cached_prior(tmp_path, 32, 1, 1, 1)  # made on the way, and cached
     assert tuned != plain and info["steps"] == {"vae": 1, "decoder": 2, "unet": 1}
     a, b = load_prior(str(plain)), load_prior(str(tuned))
-    same = lambda x, y: all(torch.equal(x.state_dict()[k], y.state_dict()[k]) for k in x.state_dict())  # noqa: E731
-    assert same(a.vae.encoder, b.vae.encoder) and same(a.unet, b.unet) and not same(a.vae.decoder, b.vae.decoder)
+    assert same_weights(a.vae.encoder, b.vae.encoder) and same_weights(a.unet, b.unet)
+    assert not same_weights(a.vae.decoder, b.vae.decoder)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([plain.name, tuned.name])

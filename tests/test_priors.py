@@ -146,7 +146,7 @@ def test_resume_continues_and_refuses_other_runs(tmp_path, capsys):
     assert "recipe" in capsys.readouterr().err
 
 
-def test_decoder_phase_tunes_the_decoder_alone_on_resume(tmp_path, capsys):
+def test_decoder_phase_tunes_the_decoder_alone_on_resume(tmp_path, capsys, same_weights):
     code, out = train(tmp_path, "run", "--steps", "1", "--latent", "--vae-steps", "1")
     assert code == 0
     before = load_prior(str(out))
@@ -157,9 +157,9 @@ def test_decoder_phase_tunes_the_decoder_alone_on_resume(tmp_path, capsys):
     assert train(tmp_path, "run", "--steps", "1", "--latent", "--vae-steps", "1", "--decoder-steps", "2",
                  "--resume")[0] == 0
     after = load_prior(str(out))
-    same = lambda a, b: all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())  # noqa: E731
-    assert same(before.vae.encoder, after.vae.encoder) and same(before.unet, after.unet)  # the latent space stays
-    assert not same(before.vae.decoder, after.vae.decoder)
+    assert same_weights(before.vae.encoder, after.vae.encoder)  # the latent space stays
+    assert same_weights(before.unet, after.unet)
+    assert not same_weights(before.vae.decoder, after.vae.decoder)
     assert json.loads((out / "prior.json").read_text())["steps"] == {"vae": 1, "decoder": 2, "unet": 1}
     with (out / "train_log.csv").open() as f:
         assert [(r["phase"], r["step"]) for r in csv.DictReader(f)][-2:] == [("decoder", "1"), ("decoder", "2")]
