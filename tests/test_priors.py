@@ -161,6 +161,11 @@ def test_decoder_phase_tunes_the_decoder_alone_on_resume(tmp_path, capsys, same_
     assert same_weights(before.unet, after.unet)
     assert not same_weights(before.vae.decoder, after.vae.decoder)
     assert json.loads((out / "prior.json").read_text())["steps"] == {"vae": 1, "decoder": 2, "unet": 1}
+    capsys.readouterr()
+    # more VAE steps now would move the latents the decoder and the UNet were trained on
+    assert train(tmp_path, "run", "--steps", "1", "--latent", "--vae-steps", "2", "--decoder-steps", "2",
+                 "--resume")[0] == 2
+    assert "trained its decoder and unet on the latents of 1 VAE steps" in capsys.readouterr().err
     with (out / "train_log.csv").open() as f:
         assert [(r["phase"], r["step"]) for r in csv.DictReader(f)][-2:] == [("decoder", "1"), ("decoder", "2")]
     assert train(tmp_path, "pixel", "--steps", "1", "--decoder-steps", "2")[0] == 2  # no VAE to tune

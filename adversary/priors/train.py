@@ -170,6 +170,18 @@ def check_out(cfg: TrainConfig) -> dict | None:
         raise SplitleakError(f"--resume: cannot read {out / STATE} ({type(err).__name__})") from None
 
 
+def refuse_moving_latents(cfg: TrainConfig, state: dict | None) -> None:
+    """A resume may not add VAE steps once the decoder or the UNet has trained on the VAE's latents:
+    the encoder would move the latent space under them."""
+    if not (state and cfg.latent) or cfg.total_vae_steps <= int(state["vae_step"]):
+        return
+    later = [name for name in ("decoder", "unet") if int(state.get(f"{name}_step", 0))]
+    if later:
+        raise SplitleakError(f"--resume: {cfg.out} trained its {' and '.join(later)} on the latents of "
+                             f"{int(state['vae_step'])} VAE steps; more VAE steps ({cfg.total_vae_steps}) would move "
+                             f"them; use another --out")
+
+
 class Log:
     """train_log.csv, appended: phase, step, loss, elapsed seconds."""
 
@@ -412,6 +424,7 @@ def train_prior(cfg: TrainConfig, show: bool = True) -> dict:
     """Train (or resume) a prior into cfg.out; returns what prior.json holds."""
     cfg.check()
     state = check_out(cfg)
+    refuse_moving_latents(cfg, state)
     footage = load_footage(cfg.source, cfg.size, cfg.frames, cfg.seed)
     trainer = Trainer(cfg, state)
     out = Path(cfg.out)
