@@ -269,7 +269,8 @@ class Trainer:
                  "losses": self.losses, "unet": cpu(self.unet), "ema": cpu(self.ema),
                  "unet_opt": self.unet_opt.state_dict(), "generator": self.generator.get_state()}
         if self.vae is not None:
-            state.update(vae=cpu(self.vae), vae_opt=self.vae_opt.state_dict(), decoder_opt=self.decoder_opt.state_dict())
+            state.update(vae=cpu(self.vae), vae_opt=self.vae_opt.state_dict(),
+                         decoder_opt=self.decoder_opt.state_dict())
         if self.text_encoder is not None:
             state["text_encoder"] = cpu(self.text_encoder)
         return state

@@ -59,9 +59,9 @@ def run_train_prior(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = TrainConfig(source=args.source, out=args.out, latent=args.latent, size=args.size, steps=args.steps,
-                      vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, vae_down=args.vae_down, batch=args.batch, lr=args.lr,
-                      frames=args.frames, text=args.text, widths=args.widths or [], vae_widths=args.vae_widths or [], seed=args.seed,
-                      save_every=args.save_every,
+                      vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, vae_down=args.vae_down,
+                      batch=args.batch, lr=args.lr, frames=args.frames, text=args.text, widths=args.widths or [],
+                      vae_widths=args.vae_widths or [], seed=args.seed, save_every=args.save_every,
                       preview=max(0, args.preview), resume=args.resume, device=resolve_device(args.device))
     meta = train_prior(cfg, show=not args.quiet)
     timing = ", ".join(f"{phase} {seconds:.3f} s/step" for phase, seconds in meta["seconds_per_step"].items())
