@@ -77,13 +77,13 @@ def write_recording(folder: Path, model: SplitModel, seqs: list[int], images: np
 
 
 def invert(recording: Path, attack: str, out: Path, truth: Path, iterations: int, options: dict[str, Any],
-           prior: Path | None, victim: str, victim_path: Path, frames: int) -> dict[str, Any]:
+           prior: Path | None, victim: str, victim_path: Path, frames: int, seed: int = 0) -> dict[str, Any]:
     """Run `attack` on a benchmark recording as one batch of `frames` (the trained victim's weights
-    where victim is "trained"); returns the run's metrics."""
+    where victim is "trained", with `seed`); returns the run's metrics."""
     return run_attack(str(recording), attack, str(out), truth=str(truth), iterations=iterations, options=options,
                       prior=str(prior) if prior is not None else None,
                       weights_path=str(victim_path) if victim == "trained" else None,
-                      batch_size=frames, progress=False, seed=0)
+                      batch_size=frames, progress=False, seed=seed)
 
 
 def key(settings: dict[str, Any]) -> str:

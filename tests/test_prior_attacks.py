@@ -324,14 +324,33 @@ def test_feature_benchmark_selects_rows() -> None:
     assert {(r.frames, r.method, r.variant) for r in multi} == {("single", "dmb", "window"), ("multi", "dmb", "")}
     assert len(multi) == 2 * len(s.multi_heads)
     assert {r.frame_count(s) for r in multi} == {s.multi_frames} and s.multi_frames > s.frames
-    assert {r.frame_count(s) for r in runs if r not in multi} == {s.frames}
-    assert all(r.setting == "black-box" for r in runs if selected(r, "black-box"))
+    assert {r.frame_count(s) for r in runs if r not in multi and r.setting == "white-box"} == {s.frames}
+    black = [r for r in runs if selected(r, "black-box")]
+    assert black and all(r.setting == "black-box" and r.frame_count(s) == s.bb_frames for r in black)
+    assert len(black) == 3 * s.bb_seeds * len(s.bb_heads) and {r.seed for r in black} == set(range(s.bb_seeds))
+    assert len({r.folder for r in black}) == len(black)  # each seed's inverters and images kept apart
     assert sum(selected(r, "all") for r in runs) == len(runs)
     assert any(r.variant == "alg1" for r in runs)
     single = [r for r in runs if selected(r, "single")]  # white-box single-frame rows, no multi-frame comparison
     assert single and all(r.setting == "white-box" and r.frames == "single" for r in single)
     assert all(r not in multi and selected(r, "white-box") for r in single)
     assert len(single) < sum(selected(r, "white-box") for r in runs)
+
+
+def test_feature_benchmark_averages_black_box_rows_over_seeds() -> None:
+    from benchmarks.feature_inversion import summary, settings
+
+    s = settings(quick=False)
+    head = s.bb_heads[0]
+    base = dict(zip(("model", "split", "victim"), head), setting="black-box", frames="single", variant=None,
+                n_frames=s.bb_frames)
+    figures = {("do", 0): (20.0, 0.50), ("dmb", 0): (21.0, 0.55), ("db", 0): (20.5, 0.52),
+               ("do", 1): (22.0, 0.60), ("dmb", 1): (21.5, 0.62), ("db", 1): (21.0, 0.58)}
+    rows = [{**base, "method": m, "seed": k, "psnr": p, "ssim": q} for (m, k), (p, q) in figures.items()]
+    (black,) = summary(rows, [], s)["bb_dmb_vs_bb_do"]
+    assert black["seeds"] == [0, 1] and black["bb_do"] == pytest.approx(21.0) and black["bb_dmb"] == pytest.approx(21.25)
+    assert black["gain_db"] == pytest.approx(0.25) and black["ssim_gain"] == pytest.approx(0.035)
+    assert black["bb_db"] == pytest.approx(20.75) and black["seeds_won"] == 1  # seed 1: more SSIM, less PSNR
 
 
 def test_feature_benchmark_gives_do_and_db_the_wall_time_dmb_took() -> None:
