@@ -4,7 +4,9 @@ On held-out real frames (the last 30% of sample:bikes; see benchmarks.footage fo
 what): recordings of resnet18 (conv1, layer1, layer2, layer3) and mobilenet_v3_small (two
 points) features, random-init (seed:0) and a trained victim, inverted by `splitleak attack`'s
 runner; PSNR / SSIM at 128 (and at the native 64), seconds per frame, peak memory. Multi-frame
-DMB is compared with single-frame DMB on `multi_frames` consecutive frames (one window). Also
+DMB is compared with single-frame DMB on `multi_frames` consecutive frames (one window). The
+black-box rows (bb-do, bb-db, bb-dmb, and bb-do / bb-dmb with a temporal window, eq. 13) cover
+`bb_frames` frames with `bb_seeds` inverters each and are summarised as means over seeds. Also
 one DMB iteration at 64x64 through the 20-step unrolled sampler, with and without checkpointing.
 """
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Settings:
     # (on 4 frames and one seed, bb-dmb's lead over bb-do on layer3 read +0.96 dB; on 75 frames it was +0.07)
     bb_frames: int = 48
     bb_seeds: int = 3
+    bb_window: int = 3  # the black-box video variant (eq. 13): bb-do and bb-dmb read this many frames' features
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -151,14 +154,15 @@ class Run:
 
     @property
     def attack(self) -> str:
-        if self.frames == "multi":
-            return "dmb-multi"
-        return (WHITE if self.setting == "white-box" else BLACK)[self.method]
+        if self.setting == "black-box":
+            return BLACK[self.method]  # multi: the same attack with a temporal window
+        return "dmb-multi" if self.frames == "multi" else WHITE[self.method]
 
     @property
     def folder(self) -> str:
         model, split, victim = self.head
-        return "-".join(filter(None, (model, split, victim, self.attack, self.variant,
+        window = "window" if self.setting == "black-box" and self.frames == "multi" else ""
+        return "-".join(filter(None, (model, split, victim, self.attack, window, self.variant,
                                       f"seed{self.seed}" if self.seed else "")))
 
 
@@ -173,15 +177,16 @@ def plan(s: Settings) -> list[Run]:
         if head in s.multi_heads:
             runs += [Run(head, "dmb", "white-box", "single", "window"), Run(head, "dmb", "white-box", "multi")]
         if head in s.bb_heads:
-            runs += [Run(head, m, "black-box", "single", seed=seed)
-                     for seed in range(s.bb_seeds) for m in ("do", "db", "dmb")]
+            for seed in range(s.bb_seeds):
+                runs += [Run(head, m, "black-box", "single", seed=seed) for m in ("do", "db", "dmb")]
+                runs += [Run(head, m, "black-box", "multi", seed=seed) for m in ("do", "dmb")]
     return runs
 
 
 def selected(run: Run, rows: str) -> bool:
-    """Whether --rows ROWS keeps this run."""
+    """Whether --rows ROWS keeps this run ("multi": white-box; the black-box rows carry their own)."""
     if rows == "multi":
-        return run.frames == "multi" or run.variant == "window"
+        return run.setting == "white-box" and (run.frames == "multi" or run.variant == "window")
     if rows == "single":
         return run.setting == "white-box" and run.frames == "single" and run.variant != "window"
     return rows in ("all", run.setting)
@@ -194,6 +199,8 @@ def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int,
                 "cache_dir": str(cache / "inverters"), "progress": 1}
         if run.method == "dmb":
             opts["steps"] = s.steps
+        if run.frames == "multi":
+            opts["window"] = s.bb_window
         return s.bb_iterations, opts
     opts: dict[str, Any] = {}
     if run.method == "dmb":
@@ -311,15 +318,17 @@ def _time_matched(rows: list[dict], head: Head, dmb: dict) -> dict[str, Any]:
     return out
 
 
-def _black_box(rows: list[dict], head: Head) -> dict[str, Any] | None:
-    """bb-do, bb-db, bb-dmb on a head: PSNR / SSIM averaged over the seeds both bb-do and bb-dmb ran
-    with, bb-dmb's mean gain, and on how many seeds it beat bb-do on both PSNR and SSIM."""
+def _black_box(rows: list[dict], head: Head, frames: str = "single") -> dict[str, Any] | None:
+    """bb-do, bb-db, bb-dmb on a head (single frames, or the temporal window's rows): PSNR / SSIM averaged
+    over the seeds both bb-do and bb-dmb ran with, bb-dmb's mean gain, and on how many seeds it beat
+    bb-do on both PSNR and SSIM."""
     by_seed = {m: {r["seed"]: r for r in rows if (r["model"], r["split"], r["victim"]) == head
-                   and r["setting"] == "black-box" and r["method"] == m} for m in ("do", "db", "dmb")}
+                   and r["setting"] == "black-box" and r["frames"] == frames and r["method"] == m}
+               for m in ("do", "db", "dmb")}
     seeds = sorted(set(by_seed["do"]) & set(by_seed["dmb"]))
     if not seeds:
         return None
-    out: dict[str, Any] = {"head": "/".join(head), "seeds": seeds}
+    out: dict[str, Any] = {"head": "/".join(head), "frames": frames, "seeds": seeds}
     for m in ("do", "db", "dmb"):
         picked = [by_seed[m][k] for k in seeds if k in by_seed[m]]
         if picked:
@@ -352,14 +361,15 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
             out["multi_vs_single"].append({"head": "/".join(head), "single": single["psnr"], "multi": multi["psnr"],
                                            "ssim_single": single["ssim"], "ssim_multi": multi["ssim"],
                                            "gain_db": multi["psnr"] - single["psnr"]})
-        black = _black_box(rows, head)
-        if black:
-            out["bb_dmb_vs_bb_do"].append(black)
+        for frames in ("single", "multi"):
+            black = _black_box(rows, head, frames)
+            if black:
+                out["bb_dmb_vs_bb_do"].append(black)
     wins = out["dmb_vs_do_db"]
     out["dmb_best_everywhere"] = bool(wins) and all(w["dmb_best_psnr"] and w["dmb_best_ssim"] for w in wins)
     gains = [m["gain_db"] for m in out["multi_vs_single"]]
     out["multi_mean_gain_db"] = float(np.mean(gains)) if gains else None
-    bb = [b["gain_db"] for b in out["bb_dmb_vs_bb_do"]]
+    bb = [b["gain_db"] for b in out["bb_dmb_vs_bb_do"] if b["frames"] == "single"]
     out["bb_dmb_mean_gain_db"] = float(np.mean(bb)) if bb else None
     out["dmb_rows_checkpointed"] = sorted({str(r.get("checkpointed")) for r in rows
                                            if r["method"] == "dmb" and r["setting"] == "white-box"})
@@ -392,7 +402,8 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
               f"{s.bb_iterations} training steps each):")
     for b in summ["bb_dmb_vs_bb_do"]:
         db = f"  bb-db {b['bb_db']:.2f}/{b['ssim_bb_db']:.3f}" if "bb_db" in b else ""
-        print(f"  {b['head']:<32} bb-do {b['bb_do']:.2f}/{b['ssim_bb_do']:.3f}{db}  "
+        name = b["head"] + (f" (window {s.bb_window})" if b["frames"] == "multi" else "")
+        print(f"  {name:<32} bb-do {b['bb_do']:.2f}/{b['ssim_bb_do']:.3f}{db}  "
               f"bb-dmb {b['bb_dmb']:.2f}/{b['ssim_bb_dmb']:.3f} ({b['gain_db']:+.2f} dB, SSIM {b['ssim_gain']:+.3f}; "
               f"bb-dmb ahead on both on {b['seeds_won']}/{len(b['seeds'])} seeds)")
     for name, t in summ["dmb_iteration"].items():
@@ -495,7 +506,8 @@ def main() -> None:
                             f"by the head's DMB / DB seconds per frame; DMB-multi: "
                             f"{s.iterations} sampler runs per frame, as DMB spends them, in one window of "
                             f"{s.multi_frames} frames, fused at threshold {FUSE}; "
-                            f"black-box bb-do, bb-db, bb-dmb: {s.bb_iterations} inverter training steps each, "
+                            f"black-box bb-do, bb-db, bb-dmb (and bb-do, bb-dmb with a window of {s.bb_window} "
+                            f"frames): {s.bb_iterations} inverter training steps each, {s.bb_seeds} seeds, "
                             f"batch {s.bb_batch}, each attack's default width (about equal parameter counts: "
                             f"inverter_parameters in the rows)",
         "ddim_steps": f"{s.steps} in the attack rows (paper: 20, out of CPU reach across all rows); "

@@ -327,7 +327,8 @@ def test_feature_benchmark_selects_rows() -> None:
     assert {r.frame_count(s) for r in runs if r not in multi and r.setting == "white-box"} == {s.frames}
     black = [r for r in runs if selected(r, "black-box")]
     assert black and all(r.setting == "black-box" and r.frame_count(s) == s.bb_frames for r in black)
-    assert len(black) == 3 * s.bb_seeds * len(s.bb_heads) and {r.seed for r in black} == set(range(s.bb_seeds))
+    assert len(black) == 5 * s.bb_seeds * len(s.bb_heads) and {r.seed for r in black} == set(range(s.bb_seeds))
+    assert {(r.method, r.attack) for r in black if r.frames == "multi"} == {("do", "bb-do"), ("dmb", "bb-dmb")}
     assert len({r.folder for r in black}) == len(black)  # each seed's inverters and images kept apart
     assert sum(selected(r, "all") for r in runs) == len(runs)
     assert any(r.variant == "alg1" for r in runs)
