@@ -403,7 +403,7 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
     for b in summ["bb_dmb_vs_bb_do"]:
         db = f"  bb-db {b['bb_db']:.2f}/{b['ssim_bb_db']:.3f}" if "bb_db" in b else ""
         name = b["head"] + (f" (window {s.bb_window})" if b["frames"] == "multi" else "")
-        print(f"  {name:<32} bb-do {b['bb_do']:.2f}/{b['ssim_bb_do']:.3f}{db}  "
+        print(f"  {name:<36} bb-do {b['bb_do']:.2f}/{b['ssim_bb_do']:.3f}{db}  "
               f"bb-dmb {b['bb_dmb']:.2f}/{b['ssim_bb_dmb']:.3f} ({b['gain_db']:+.2f} dB, SSIM {b['ssim_gain']:+.3f}; "
               f"bb-dmb ahead on both on {b['seeds_won']}/{len(b['seeds'])} seeds)")
     for name, t in summ["dmb_iteration"].items():
