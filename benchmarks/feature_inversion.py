@@ -422,6 +422,9 @@ def main() -> None:
     footage.add_prior_option(p)
     p.add_argument("--cache", default="runs/feature_inversion_cache", help="prior, victim and inverter cache")
     p.add_argument("--work", help="recordings and reconstructions (default runs/feature_inversion[_quick])")
+    p.add_argument("--frames", type=int, metavar="N",
+                   help="consecutive held-out frames of the white-box single-frame rows, inverted as one batch "
+                        "(default 4, --quick 2; at most 48)")
     p.add_argument("--core", action="store_true",
                    help="only DO, DB and DMB at the same budget: no Algorithm 1 or time-matched rows")
     p.add_argument("--rows", choices=("all", "white-box", "single", "black-box", "multi"), default="all",
@@ -431,6 +434,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     s = settings(args.quick)
+    if args.frames is not None:
+        if not 1 <= args.frames <= 48:
+            p.error(f"--frames must be between 1 and 48, got {args.frames}")
+        s.frames = args.frames
     if args.core:
         s.alg1_rows = s.time_rows = False
     cache = Path(args.cache)
