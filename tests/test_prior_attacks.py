@@ -196,6 +196,52 @@ def test_dmb_coarse_phase_buys_adam_steps_at_the_same_sampler_budget(prior) -> N
         MultiFrameDiffusionBased(coarse_steps=-1)
 
 
+def test_dmb_restarts_screen_latents_in_the_coarse_phase(prior, monkeypatch) -> None:
+    z, case = head_case("lenet", prior)
+    attack = DiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5, checkpoint=False,
+                            refine_share=0.0, pixel_steps=0, restarts=3)
+    calls, unrolled = [], attack._unrolled
+
+    def spy(v0, z_, *args, **kwargs):
+        start = v0.detach().clone()  # Adam moves v0 in place
+        loss = unrolled(v0, z_, *args, **kwargs)
+        calls.append((start, kwargs["plan"], loss.clone(), attack.last_latents.clone()))
+        return loss
+
+    monkeypatch.setattr(attack, "_unrolled", spy)
+    x = attack.reconstruct(z, case)
+    (start1, plan1, loss1, last1), (start2, plan2, _, _) = calls
+    assert start1.shape[0] == 6 and plan1 == [(2, 4)]  # the coarse phase on 3 latents per frame, as one batch
+    assert start2.shape[0] == 2 and plan2 == [(4, 2)]  # the rest of the plan on one latent per frame
+    assert torch.equal(start1[:2], attack.initial_noise(2, prior, case))  # the first candidates: the usual start
+    pick = loss1.view(3, 2).argmin(0)  # each frame keeps the candidate whose K-step image fits best
+    assert torch.equal(start2, last1.view(3, 2, *last1.shape[1:])[pick, torch.arange(2)])
+    assert x.shape == (2, 3, SIZE, SIZE) and attack.config()["restarts"] == 3
+    without_coarse = DiffusionBased(iterations=2, steps=2, coarse_steps=0, refine_share=0.0, pixel_steps=0,
+                                    checkpoint=False, restarts=3)  # nothing to screen in: restarts do nothing
+    plain = DiffusionBased(iterations=2, steps=2, coarse_steps=0, refine_share=0.0, pixel_steps=0, checkpoint=False)
+    assert torch.equal(without_coarse.reconstruct(z, case), plain.reconstruct(z, case))
+    with pytest.raises(SplitleakError, match="restarts"):
+        DiffusionBased(restarts=0)
+
+
+def test_dmb_multi_restarts_group_and_tie_each_candidate_set(prior, monkeypatch) -> None:
+    z3, case3 = head_case("lenet", prior, frames=3)
+    case3.frames = (("cam0", 4), ("cam0", 5), ("cam0", 9))  # groups [0, 1] and [2]
+    multi = MultiFrameDiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5, checkpoint=False,
+                                     refine_share=0.0, pixel_steps=0, lambda_c=1.0, restarts=2, fuse=0.0)
+    seen, terms = [], multi.latent_terms
+
+    def spy(v_n, case):
+        seen.append((v_n.shape[0], [list(g) for g in multi.groups]))
+        return terms(v_n, case)
+
+    monkeypatch.setattr(multi, "latent_terms", spy)
+    multi.reconstruct(z3, case3)
+    assert seen[0] == (6, [[0, 1], [2], [3, 4], [5]])  # screening: 2 candidates per frame, tied within their set
+    assert seen[-1] == (3, [[0, 1], [2]]) and multi.adam_steps == [(2, 4), (4, 2)]
+
+
 def test_dmb_refines_the_sampled_latent_after_the_sampler(prior) -> None:
     z, case = head_case("lenet", prior)
     calls = []

@@ -76,6 +76,7 @@ REFINE_SHARE = 0.2  # share of the budget spent refining the sampled latent (mea
 PIXEL_STEPS, PIXEL_LR = 400, 0.05  # the pixel phase (measured: see the module docstring)
 PIXEL_FINAL_LR = 0.01  # its cosine ends at this share of PIXEL_LR, as DO's does
 PIXEL_EPS = 1e-3  # images are clamped into [eps, 1 - eps] before the logit
+RESTARTS = 1  # initial latents per frame screened in the coarse phase (see DiffusionBased.screen)
 CPU_ACTIVATION_BUDGET = 2 << 30  # bytes of saved activations a CPU unroll may keep without checkpointing
 
 
@@ -104,7 +105,7 @@ class DiffusionBased(PriorAttack):
                  cfg_scale: float = 1.0, variant: str = "unroll", checkpoint: bool | None = None,
                  amp: bool = True, coarse_steps: int = COARSE_STEPS, coarse_share: float = COARSE_SHARE,
                  refine_share: float = REFINE_SHARE, pixel_steps: int = PIXEL_STEPS,
-                 pixel_lr: float = PIXEL_LR) -> None:
+                 pixel_lr: float = PIXEL_LR, restarts: int = RESTARTS) -> None:
         super().__init__()
         self.last_latents: torch.Tensor | None = None  # v_n after the last step (unroll variant)
         if iterations < 1 or steps < 1:
@@ -116,6 +117,8 @@ class DiffusionBased(PriorAttack):
         if coarse_steps < 0 or not 0.0 <= coarse_share <= 1.0 or not 0.0 <= refine_share < 1.0:
             raise SplitleakError(f"coarse_steps must be >= 0, coarse_share in [0, 1] and refine_share in [0, 1), "
                                  f"got {coarse_steps}, {coarse_share} and {refine_share}")
+        if restarts < 1:
+            raise SplitleakError(f"restarts must be >= 1, got {restarts}")
         if pixel_steps < 0 or pixel_lr <= 0:
             raise SplitleakError(f"pixel_steps must be >= 0 and pixel_lr > 0, got {pixel_steps} and {pixel_lr}")
         if text is not None and not str(text).strip():
@@ -127,7 +130,7 @@ class DiffusionBased(PriorAttack):
         self.checkpoint = None if checkpoint is None else bool(checkpoint)
         self.checkpointed: bool | None = None  # what the last unrolled run chose
         self.coarse_steps, self.coarse_share = int(coarse_steps), float(coarse_share)
-        self.refine_share = float(refine_share)
+        self.refine_share, self.restarts = float(refine_share), int(restarts)
         self.adam_steps: list[tuple[int, int]] = []  # (sampler steps, Adam steps) of the last run, in order;
         # 0 sampler steps: the refinement of the sampled latent
 
@@ -138,7 +141,7 @@ class DiffusionBased(PriorAttack):
                 "checkpoint": "auto" if self.checkpoint is None else self.checkpoint,
                 "checkpointed": self.checkpointed, "amp": self.amp, "coarse_steps": self.coarse_steps,
                 "coarse_share": self.coarse_share, "refine_share": self.refine_share, "adam_steps": self.adam_steps,
-                "pixel_steps": self.pixel_steps, "pixel_lr": self.pixel_lr,
+                "pixel_steps": self.pixel_steps, "pixel_lr": self.pixel_lr, "restarts": self.restarts,
                 "optimizer": "adam",
                 "sampler": "ddim eta=0",
                 "variable": "initial latent v, normalised per frame", "tv": "mean-abs",
@@ -188,8 +191,27 @@ class DiffusionBased(PriorAttack):
     def optimise(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
                  prior: Any, cond: torch.Tensor | None, best: Best) -> None:
         """Run the variant from the initial latents v0; `best` collects each frame's best image."""
-        run = self._guided if self.variant == "guidance" else self._unrolled
-        run(v0, z, mask, case, prior, cond, best)
+        if self.variant == "guidance":
+            self._guided(v0, z, mask, case, prior, cond, best)
+            return
+        plan = self.step_plan(self.iterations)
+        if self.restarts > 1 and 0 < plan[0][0] < self.steps:
+            v0 = self.screen(v0, z, mask, case, prior, cond, plan[0])
+            plan = plan[1:]
+        self._unrolled(v0, z, mask, case, prior, cond, best, plan=plan)
+
+    def screen(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
+               cond: torch.Tensor | None, phase: tuple[int, int]) -> torch.Tensor:
+        """Restarts: the coarse phase runs `restarts` initial latents per frame (v0 first, then fresh
+        draws) as one batch; each frame keeps the one whose image through the K-step sampler fits its
+        features best. Returns those latents (B, ...), normalised."""
+        batch, r = v0.shape[0], self.restarts
+        fresh = self.initial_noise(batch * r, prior, case)[batch:].to(v0)
+        repeat = (r, *[1] * (z.dim() - 1))
+        loss = self._unrolled(torch.cat([v0, fresh]), z.repeat(repeat), mask.repeat(repeat), case, prior, cond,
+                              Best(), plan=[phase])
+        pick = loss.view(r, batch).argmin(0)
+        return self.last_latents.view(r, batch, *v0.shape[1:])[pick, torch.arange(batch)].clone()
 
     def _sample(self, prior: Any, v_n: torch.Tensor, cond: torch.Tensor | None, steps: int | None = None,
                 **kwargs: Any) -> torch.Tensor:
@@ -219,11 +241,14 @@ class DiffusionBased(PriorAttack):
 
     def _unrolled(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase,
                   prior: Any, cond: torch.Tensor | None, best: Best, iterations: int | None = None,
-                  owner: torch.Tensor | None = None, coarse: bool = True, refine: bool = True) -> None:
+                  owner: torch.Tensor | None = None, coarse: bool = True, refine: bool = True,
+                  plan: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """Adam on v through the unrolled sampler, then (the plan's 0-step phase) on the sampled
         latent itself. With `owner` (frame -> row of v0), fewer latents than frames: frame i is
-        scored on the image of latent owner[i]. `last_latents` is v_n, the sampler's input."""
-        plan = self.step_plan(self.iterations if iterations is None else iterations, coarse, refine)
+        scored on the image of latent owner[i]. `plan` overrides the step plan. `last_latents` is
+        v_n, the sampler's input. Returns the per-frame feature loss of the final v's K-step image."""
+        if plan is None:
+            plan = self.step_plan(self.iterations if iterations is None else iterations, coarse, refine)
         self.adam_steps = self.adam_steps + plan
         self.checkpointed = self.use_checkpoint(prior, v0, cond, case)
         v = v0.requires_grad_(True)
@@ -248,6 +273,7 @@ class DiffusionBased(PriorAttack):
         if refine_steps:
             latent = latent.detach() if owner is None else latent.detach()[owner]
             self.refine(latent.clone(), z, mask, case, prior, best, refine_steps)
+        return feat.detach()
 
     def refine(self, latent: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
                best: Best, steps: int) -> None:

@@ -102,7 +102,7 @@ from adversary.feature.base import WhiteBoxCase
 from adversary.feature.blackbox import resize
 from adversary.feature.db import Best
 from adversary.feature.dmb import (
-    COARSE_SHARE, COARSE_STEPS, PIXEL_LR, PIXEL_STEPS, REFINE_SHARE, DiffusionBased,
+    COARSE_SHARE, COARSE_STEPS, PIXEL_LR, PIXEL_STEPS, REFINE_SHARE, RESTARTS, DiffusionBased,
 )
 from adversary.feature.fusion import apply_fusion, fusion_weights
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
@@ -135,11 +135,11 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE,
                  refine_share: float = REFINE_SHARE, fuse_stage: int = FUSE_STAGE, pixel_steps: int = PIXEL_STEPS,
                  pixel_lr: float = PIXEL_LR, fuse_order: str = "after",
-                 accept_on: str = "auto") -> None:
+                 accept_on: str = "auto", restarts: int = RESTARTS) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share,
-                         refine_share=refine_share, pixel_steps=pixel_steps, pixel_lr=pixel_lr)
+                         refine_share=refine_share, pixel_steps=pixel_steps, pixel_lr=pixel_lr, restarts=restarts)
         if window < 1 or lambda_c < 0 or not 0.0 <= shared_phase <= 1.0 or fuse < 0:
             raise SplitleakError(f"window must be >= 1, lambda_c and fuse >= 0 and shared_phase in [0, 1], got "
                                  f"{window}, {lambda_c}, {fuse} and {shared_phase}")
@@ -212,7 +212,21 @@ class MultiFrameDiffusionBased(DiffusionBased):
             v0 = self.last_latents[owner].clone()
             self.last_latents = v0
         if per_frame:
-            self._unrolled(v0, z, mask, case, prior, cond, best, iterations=per_frame, coarse=self.coarse_tied)
+            plan = self.step_plan(per_frame, coarse=self.coarse_tied)
+            if self.restarts > 1 and not shared and 0 < plan[0][0] < self.steps:
+                v0 = self.screen(v0, z, mask, case, prior, cond, plan[0])
+                plan = plan[1:]
+            self._unrolled(v0, z, mask, case, prior, cond, best, plan=plan)
+
+    def screen(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
+               cond: torch.Tensor | None, phase: tuple[int, int]) -> torch.Tensor:
+        """DMB's restarts (no shared phase only), each candidate set grouped (and tied) as the frames are."""
+        groups, batch = self.groups, v0.shape[0]
+        self.groups = [[i + r * batch for i in group] for r in range(self.restarts) for group in groups]
+        try:
+            return super().screen(v0, z, mask, case, prior, cond, phase)
+        finally:
+            self.groups = groups
 
     def refine(self, latent: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
                best: Best, steps: int) -> None:
