@@ -162,7 +162,7 @@ def test_dmb_coarse_phase_buys_adam_steps_at_the_same_sampler_budget(prior) -> N
         return sample(v, steps=steps, **kwargs)
 
     attack = DiffusionBased(iterations=4, steps=4, coarse_steps=2, coarse_share=0.5, checkpoint=False,
-                            refine_share=0.0)
+                            refine_share=0.0, restarts=1)
     prior.sample = counting
     try:
         x = attack.reconstruct(z, case)

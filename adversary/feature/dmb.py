@@ -32,6 +32,18 @@ layer1 trained, 22.4 against 22.5, nor mobilenet/1, 24.6 against 24.7). r = 0.4 
 at 1.2-1.6x the wall time. `refine_share=0` with `coarse_steps=0` and `pixel_steps=0` is
 Algorithm 1 as written.
 
+Restarts (`restarts` R): where the features leave room, the sampler's optimum depends on the initial
+latent: on a trained resnet18 at layer3, a frame fit to a feature loss of 0.002-0.005 can sit at 11 dB
+while the next one, at 0.0003, reaches 19. The feature loss tells the two apart, so R initial latents per
+frame (the usual one, then fresh draws) take the coarse phase together as one batch, and each frame goes
+on with the one whose K-step image fits best. Measured (benchmarks/feature_inversion.py heads, 16 held-out
+bikes frames 200..215, 100 K=10 sampler runs): R = 4 took resnet18 layer3 (trained) from 14.85 to
+18.15 dB, where 200 sampler runs at R = 1 made 16.02 in less time (136 s against 167 s for the 16
+frames) and the best of 4 whole runs by feature loss 17.16; R = 2 made 16.65. On the other heads R = 4
+added 0.2-0.4 dB (layer1 random 25.49 -> 25.71, trained 25.14 -> 25.43, layer2 trained 22.10 -> 22.28,
+layer3 random 19.67 -> 20.05), at about 2x the wall time (2-2.6x measured). Without a coarse phase
+(Algorithm 1 as written) there is nothing to screen in and R is ignored.
+
 Pixel phase (`pixel_steps`, `pixel_lr`): last, DO's steps on the pixels of the best image, at the
 head's input size (x = sigmoid(w) from its logits, cosine lr from pixel_lr, DO's TV weight). The
 prior's decoder cannot make every image: on the benchmark's small VAE, DB and DMB level off near
@@ -76,7 +88,7 @@ REFINE_SHARE = 0.2  # share of the budget spent refining the sampled latent (mea
 PIXEL_STEPS, PIXEL_LR = 400, 0.05  # the pixel phase (measured: see the module docstring)
 PIXEL_FINAL_LR = 0.01  # its cosine ends at this share of PIXEL_LR, as DO's does
 PIXEL_EPS = 1e-3  # images are clamped into [eps, 1 - eps] before the logit
-RESTARTS = 1  # initial latents per frame screened in the coarse phase (see DiffusionBased.screen)
+RESTARTS = 4  # initial latents per frame screened in the coarse phase (measured: see the module docstring)
 CPU_ACTIVATION_BUDGET = 2 << 30  # bytes of saved activations a CPU unroll may keep without checkpointing
 
 
