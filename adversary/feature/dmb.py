@@ -206,11 +206,16 @@ class DiffusionBased(PriorAttack):
         if self.variant == "guidance":
             self._guided(v0, z, mask, case, prior, cond, best)
             return
-        plan = self.step_plan(self.iterations)
-        if self.restarts > 1 and 0 < plan[0][0] < self.steps:
-            v0 = self.screen(v0, z, mask, case, prior, cond, plan[0])
-            plan = plan[1:]
+        v0, plan = self.screened(v0, z, mask, case, prior, cond, self.step_plan(self.iterations))
         self._unrolled(v0, z, mask, case, prior, cond, best, plan=plan)
+
+    def screened(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
+                 cond: torch.Tensor | None, plan: list[tuple[int, int]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """With restarts and a plan that opens with a coarse phase: (the screened latents, the rest of
+        the plan); else (v0, plan) unchanged."""
+        if self.restarts > 1 and 0 < plan[0][0] < self.steps:
+            return self.screen(v0, z, mask, case, prior, cond, plan[0]), plan[1:]
+        return v0, plan
 
     def screen(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
                cond: torch.Tensor | None, phase: tuple[int, int]) -> torch.Tensor:

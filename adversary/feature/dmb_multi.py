@@ -213,9 +213,8 @@ class MultiFrameDiffusionBased(DiffusionBased):
             self.last_latents = v0
         if per_frame:
             plan = self.step_plan(per_frame, coarse=self.coarse_tied)
-            if self.restarts > 1 and not shared and 0 < plan[0][0] < self.steps:
-                v0 = self.screen(v0, z, mask, case, prior, cond, plan[0])
-                plan = plan[1:]
+            if not shared:  # the shared phase's latents are not screened
+                v0, plan = self.screened(v0, z, mask, case, prior, cond, plan)
             self._unrolled(v0, z, mask, case, prior, cond, best, plan=plan)
 
     def screen(self, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, case: WhiteBoxCase, prior: Any,
