@@ -6,7 +6,10 @@ points) features, random-init (seed:0) and a trained victim, inverted by `splitl
 runner; PSNR / SSIM at 128 (and at the native 64), seconds per frame, peak memory. Multi-frame
 DMB is compared with single-frame DMB on `multi_frames` consecutive frames (one window). The
 black-box rows (bb-do, bb-db, bb-dmb, and bb-do / bb-dmb with a temporal window, eq. 13) cover
-`bb_frames` frames with `bb_seeds` inverters each and are summarised as means over seeds. Also
+`bb_frames` frames with `bb_seeds` inverters each and are summarised as means over seeds, in two
+query settings (`bb_queries`): "scene", the adversary queries F1 with the footage its prior was
+trained on (the prior knows nothing its query pairs do not), and "public" (single frames), it
+queries with other clips (benchmarks.footage.PUBLIC) while its prior knows the scene. Also
 one DMB iteration at 64x64 through the 20-step unrolled sampler, with and without checkpointing.
 """
 from __future__ import annotations
@@ -70,6 +73,9 @@ class Settings:
     bb_frames: int = 48
     bb_seeds: int = 3
     bb_window: int = 3  # the black-box video variant (eq. 13): bb-do and bb-dmb read this many frames' features
+    # whose frames the black-box adversary queries F1 with: "scene" (the prior's own footage) and "public"
+    # (footage.PUBLIC; single-frame rows only)
+    bb_queries: tuple[str, ...] = ("scene", "public")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -146,6 +152,7 @@ class Run:
     variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps, refinement or pixel phase);
     # "window": single-frame DMB on the multi-frame comparison's frames; "time": DO or DB given DMB's wall time
     seed: int = 0  # black-box rows: the inverter's seed (its initialisation and training batches)
+    queries: str = "scene"  # black-box rows: "scene" (the prior's footage) or "public" (footage.PUBLIC)
 
     def frame_count(self, s: Settings) -> int:
         """How many consecutive held-out frames this run inverts."""
@@ -163,7 +170,8 @@ class Run:
     def folder(self) -> str:
         model, split, victim = self.head
         window = "window" if self.setting == "black-box" and self.frames == "multi" else ""
-        return "-".join(filter(None, (model, split, victim, self.attack, window, self.variant,
+        public = "public" if self.setting == "black-box" and self.queries == "public" else ""
+        return "-".join(filter(None, (model, split, victim, self.attack, window, public, self.variant,
                                       f"seed{self.seed}" if self.seed else "")))
 
 
@@ -179,8 +187,12 @@ def plan(s: Settings) -> list[Run]:
             runs += [Run(head, "dmb", "white-box", "single", "window"), Run(head, "dmb", "white-box", "multi")]
         if head in s.bb_heads:
             for seed in range(s.bb_seeds):
-                runs += [Run(head, m, "black-box", "single", seed=seed) for m in ("do", "db", "dmb")]
-                runs += [Run(head, m, "black-box", "multi", seed=seed) for m in ("do", "dmb")]
+                if "scene" in s.bb_queries:
+                    runs += [Run(head, m, "black-box", "single", seed=seed) for m in ("do", "db", "dmb")]
+                    runs += [Run(head, m, "black-box", "multi", seed=seed) for m in ("do", "dmb")]
+                if "public" in s.bb_queries:
+                    runs += [Run(head, m, "black-box", "single", seed=seed, queries="public")
+                             for m in ("do", "db", "dmb")]
     return runs
 
 
@@ -196,7 +208,11 @@ def selected(run: Run, rows: str) -> bool:
 def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int, dict[str, Any]]:
     """(iterations, attack options) for a run."""
     if run.setting == "black-box":
-        opts = {"batch": s.bb_batch, "query_source": footage.CLIP, "query_frames": query_frames,
+        if run.queries == "public":  # as many query images as the scene's, split over the public clips
+            source, query_frames = ",".join(footage.PUBLIC), -(-query_frames // len(footage.PUBLIC))
+        else:
+            source = footage.CLIP
+        opts = {"batch": s.bb_batch, "query_source": source, "query_frames": query_frames,
                 "cache_dir": str(cache / "inverters"), "progress": 1}
         if run.method == "dmb":
             opts["steps"] = s.steps
@@ -242,6 +258,7 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
         seconds -= float(train_seconds or 0.0)  # a one-off, reported apart
     return {"model": model, "split": split, "victim": victim, "setting": run.setting, "frames": run.frames,
             "method": run.method, "variant": run.variant or None, "attack": run.attack, "seed": run.seed,
+            "queries": run.queries if run.setting == "black-box" else None,
             "psnr": summary["mean_psnr"], "ssim": summary["mean_ssim"],
             "psnr_64": summary["mean_psnr_native"], "ssim_64": summary["mean_ssim_native"],
             "seconds_per_frame": seconds / max(1, n), "peak_mb": mem.mb, "iterations": iterations,
@@ -323,17 +340,18 @@ def _time_matched(rows: list[dict], head: Head, dmb: dict) -> dict[str, Any]:
     return out
 
 
-def _black_box(rows: list[dict], head: Head, frames: str = "single") -> dict[str, Any] | None:
-    """bb-do, bb-db, bb-dmb on a head (single frames, or the temporal window's rows): PSNR / SSIM averaged
-    over the seeds both bb-do and bb-dmb ran with, bb-dmb's mean gain, and on how many seeds it beat
-    bb-do on both PSNR and SSIM."""
+def _black_box(rows: list[dict], head: Head, frames: str = "single", queries: str = "scene") -> dict[str, Any] | None:
+    """bb-do, bb-db, bb-dmb on a head (single frames, or the temporal window's rows) in one query setting:
+    PSNR / SSIM averaged over the seeds both bb-do and bb-dmb ran with, bb-dmb's mean gain, and on how
+    many seeds it beat bb-do on both PSNR and SSIM."""
     by_seed = {m: {r["seed"]: r for r in rows if (r["model"], r["split"], r["victim"]) == head
-                   and r["setting"] == "black-box" and r["frames"] == frames and r["method"] == m}
+                   and r["setting"] == "black-box" and r["frames"] == frames and r["method"] == m
+                   and (r.get("queries") or "scene") == queries}
                for m in ("do", "db", "dmb")}
     seeds = sorted(set(by_seed["do"]) & set(by_seed["dmb"]))
     if not seeds:
         return None
-    out: dict[str, Any] = {"head": "/".join(head), "frames": frames, "seeds": seeds}
+    out: dict[str, Any] = {"head": "/".join(head), "frames": frames, "queries": queries, "seeds": seeds}
     for m in ("do", "db", "dmb"):
         picked = [by_seed[m][k] for k in seeds if k in by_seed[m]]
         if picked:
@@ -366,16 +384,17 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
             out["multi_vs_single"].append({"head": "/".join(head), "single": single["psnr"], "multi": multi["psnr"],
                                            "ssim_single": single["ssim"], "ssim_multi": multi["ssim"],
                                            "gain_db": multi["psnr"] - single["psnr"]})
-        for frames in ("single", "multi"):
-            black = _black_box(rows, head, frames)
+        for frames, queries in (("single", "scene"), ("multi", "scene"), ("single", "public")):
+            black = _black_box(rows, head, frames, queries)
             if black:
                 out["bb_dmb_vs_bb_do"].append(black)
     wins = out["dmb_vs_do_db"]
     out["dmb_best_everywhere"] = bool(wins) and all(w["dmb_best_psnr"] and w["dmb_best_ssim"] for w in wins)
     gains = [m["gain_db"] for m in out["multi_vs_single"]]
     out["multi_mean_gain_db"] = float(np.mean(gains)) if gains else None
-    bb = [b["gain_db"] for b in out["bb_dmb_vs_bb_do"] if b["frames"] == "single"]
-    out["bb_dmb_mean_gain_db"] = float(np.mean(bb)) if bb else None
+    for queries in ("scene", "public"):  # single frames; "scene" keeps the key it had before "public" existed
+        bb = [b["gain_db"] for b in out["bb_dmb_vs_bb_do"] if b["frames"] == "single" and b["queries"] == queries]
+        out["bb_dmb_mean_gain_db" + ("" if queries == "scene" else "_public")] = float(np.mean(bb)) if bb else None
     out["dmb_rows_checkpointed"] = sorted({str(r.get("checkpointed")) for r in rows
                                            if r["method"] == "dmb" and r["setting"] == "white-box"})
     out["dmb_iteration"] = {("checkpoint" if t["checkpoint"] else "no_checkpoint"): {
@@ -407,8 +426,9 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
               f"{s.bb_iterations} training steps each):")
     for b in summ["bb_dmb_vs_bb_do"]:
         db = f"  bb-db {b['bb_db']:.2f}/{b['ssim_bb_db']:.3f}" if "bb_db" in b else ""
-        name = b["head"] + (f" (window {s.bb_window})" if b["frames"] == "multi" else "")
-        print(f"  {name:<36} bb-do {b['bb_do']:.2f}/{b['ssim_bb_do']:.3f}{db}  "
+        name = b["head"] + (f" (window {s.bb_window})" if b["frames"] == "multi" else "") + (
+            " (public queries)" if b["queries"] == "public" else "")
+        print(f"  {name:<46} bb-do {b['bb_do']:.2f}/{b['ssim_bb_do']:.3f}{db}  "
               f"bb-dmb {b['bb_dmb']:.2f}/{b['ssim_bb_dmb']:.3f} ({b['gain_db']:+.2f} dB, SSIM {b['ssim_gain']:+.3f}; "
               f"bb-dmb ahead on both on {b['seeds_won']}/{len(b['seeds'])} seeds)")
     for name, t in summ["dmb_iteration"].items():
@@ -452,7 +472,9 @@ def main() -> None:
     total = footage.clip_frames()
     cut = footage.attacker_frames(total)
     print(f"footage: {footage.CLIP} frames 0..{cut - 1} train the prior and the black-box inverters (the attacker's "
-          f"footage); the victim trains on the first {footage.TRAIN_FRACTION:.0%} of bikes, bigbuckbunny, carphone; "
+          f"footage; with public queries the inverters train on {', '.join(footage.PUBLIC)} frames "
+          f"0..{-(-cut // len(footage.PUBLIC)) - 1} "
+          f"instead); the victim trains on the first {footage.TRAIN_FRACTION:.0%} of bikes, bigbuckbunny, carphone; "
           f"evaluation on held-out bikes frames")
     t0 = time.perf_counter()
     prior_dir, prior_info = footage.benchmark_prior(cache, s, args.prior)
@@ -502,7 +524,10 @@ def main() -> None:
         "quick": args.quick, "rows": args.rows, "settings": asdict(s), "threads": args.threads, "work": str(work),
         "footage": {"clip": footage.CLIP, "clip_frames": total, "attacker_frames": f"0..{cut - 1}",
                     "prior": f"{footage.CLIP} frames 0..{cut - 1} (train-prior --latent --size {s.size})",
-                    "black_box_queries": f"{footage.CLIP} frames 0..{cut - 1} (+ flips) through F1",
+                    "black_box_queries": {"scene": f"{footage.CLIP} frames 0..{cut - 1} (+ flips) through F1",
+                                          "public": f"{', '.join(footage.PUBLIC)}: frames "
+                                                    f"0..{-(-cut // len(footage.PUBLIC)) - 1} of each "
+                                                    f"(+ flips) through F1; the prior still knows only bikes"},
                     "victim": "train-victim: first 70% of bikes, bigbuckbunny, carphone (clip classification)",
                     "evaluation": f"bikes frames {seqs[0]}..{seqs[s.frames - 1]}, the multi-frame comparison "
                                   f"{seqs[0]}..{seqs[s.multi_frames - 1]}, the black-box rows "

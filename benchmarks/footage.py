@@ -4,6 +4,10 @@ The split (one clip, cut in time, as `splitleak train-victim` cuts every clip):
   attacker's footage  the first TRAIN_FRACTION of sample:bikes (frames 0..174 of 250): trains
                       the diffusion prior and is the black-box adversary's query set
   victim training     the first TRAIN_FRACTION of bikes, bigbuckbunny and carphone (train-victim)
+  public footage      frames 0..87 of PUBLIC (bigbuckbunny, carphone; 175 frames in all): the black-box adversary's
+                      query set in the benchmark's "public" setting, where its prior knows the scene
+                      and its queries do not (the victim trained on these frames too: it does not matter
+                      to the inverters, which only see what F1 answers)
   evaluation          consecutive frames from the last (1 - TRAIN_FRACTION) of bikes (175..249):
                       seen by neither the prior, the inverters nor the victim
 The prior and the victim are cached under a folder keyed by the settings that make them.
@@ -27,6 +31,7 @@ from splitleak.recording import RecordingWriter, write_json
 from splitleak.video import frame_name, open_source, save_png, to_model_input
 
 CLIP = "sample:bikes"
+PUBLIC = ("sample:bigbuckbunny", "sample:carphone")  # other clips: the "public" black-box query set
 TRAIN_FRACTION = 0.7  # the same cut as adversary.victim's default
 STREAM = "heldout"
 

@@ -362,7 +362,8 @@ def test_unroll_checkpointing_is_really_on_in_eval_mode(prior) -> None:
 
 
 def test_feature_benchmark_selects_rows() -> None:
-    from benchmarks.feature_inversion import plan, selected, settings
+    from benchmarks.feature_inversion import options, plan, selected, settings
+    from benchmarks.footage import PUBLIC
 
     s = settings(quick=False)
     runs = plan(s)
@@ -373,8 +374,14 @@ def test_feature_benchmark_selects_rows() -> None:
     assert {r.frame_count(s) for r in runs if r not in multi and r.setting == "white-box"} == {s.frames}
     black = [r for r in runs if selected(r, "black-box")]
     assert black and all(r.setting == "black-box" and r.frame_count(s) == s.bb_frames for r in black)
-    assert len(black) == 5 * s.bb_seeds * len(s.bb_heads) and {r.seed for r in black} == set(range(s.bb_seeds))
+    assert len(black) == 8 * s.bb_seeds * len(s.bb_heads) and {r.seed for r in black} == set(range(s.bb_seeds))
     assert {(r.method, r.attack) for r in black if r.frames == "multi"} == {("do", "bb-do"), ("dmb", "bb-dmb")}
+    public = [r for r in black if r.queries == "public"]  # single frames, bb-do / bb-db / bb-dmb, queried elsewhere
+    assert len(public) == 3 * s.bb_seeds * len(s.bb_heads) and {r.frames for r in public} == {"single"}
+    _, scene_opts = options(black[0], s, Path("cache"), 175)
+    _, public_opts = options(public[0], s, Path("cache"), 175)
+    assert scene_opts["query_source"] == "sample:bikes" and scene_opts["query_frames"] == 175
+    assert public_opts["query_source"] == ",".join(PUBLIC) and public_opts["query_frames"] * len(PUBLIC) >= 175
     assert len({r.folder for r in black}) == len(black)  # each seed's inverters and images kept apart
     assert sum(selected(r, "all") for r in runs) == len(runs)
     assert any(r.variant == "alg1" for r in runs)
@@ -398,6 +405,12 @@ def test_feature_benchmark_averages_black_box_rows_over_seeds() -> None:
     assert black["seeds"] == [0, 1] and black["bb_do"] == pytest.approx(21.0) and black["bb_dmb"] == pytest.approx(21.25)
     assert black["gain_db"] == pytest.approx(0.25) and black["ssim_gain"] == pytest.approx(0.035)
     assert black["bb_db"] == pytest.approx(20.75) and black["seeds_won"] == 1  # seed 1: more SSIM, less PSNR
+    public = [{**r, "queries": "public", "psnr": r["psnr"] - 3 * (r["method"] == "do")} for r in rows]
+    summ = summary(rows + public, [], s)
+    scene, other = summ["bb_dmb_vs_bb_do"]  # the settings are averaged apart
+    assert (scene["queries"], other["queries"]) == ("scene", "public") and scene["gain_db"] == pytest.approx(0.25)
+    assert other["gain_db"] == pytest.approx(3.25) and other["seeds_won"] == 2
+    assert summ["bb_dmb_mean_gain_db"] == pytest.approx(0.25) and summ["bb_dmb_mean_gain_db_public"] == pytest.approx(3.25)
 
 
 def test_feature_benchmark_gives_do_and_db_the_wall_time_dmb_took() -> None:
