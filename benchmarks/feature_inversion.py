@@ -274,8 +274,10 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
 def dmb_iteration(prior_dir: Path, image: np.ndarray, s: Settings) -> list[dict[str, Any]]:
     """Seconds and peak memory of one DMB iteration (1 frame, resnet18/layer2 random, 64x64,
     `timing_steps` DDIM steps unrolled; every iteration a sampler run: no coarse steps, no latent
-    refinement), with checkpointing forced on and off: the time of a (1 + timing_iterations)-iteration
-    run less a 1-iteration one, each the fastest of `timing_repeats`. UNet calls per
+    refinement, no pixel phase), with checkpointing forced on and off: the time of a
+    (1 + timing_iterations)-iteration run less a 1-iteration one, each the fastest of `timing_repeats`
+    (the pixel phase, 400 DO steps in both runs, once made the difference of two noisy times read
+    -0.09 s). UNet calls per
     iteration are counted with a forward pre-hook (a recomputation stops early, before a forward hook
     would fire): 2 x steps means every call was recomputed in backward."""
     from adversary.priors import load_prior
@@ -297,7 +299,7 @@ def dmb_iteration(prior_dir: Path, image: np.ndarray, s: Settings) -> list[dict[
             results = {}
             for n in (1, 1 + s.timing_iterations):
                 attack = DiffusionBased(iterations=n, steps=s.timing_steps, checkpoint=ck, coarse_steps=0,
-                                        refine_share=0.0)
+                                        refine_share=0.0, pixel_steps=0)
                 runs = []
                 for _ in range(s.timing_repeats):
                     calls[0] = 0
