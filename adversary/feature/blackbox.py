@@ -20,6 +20,16 @@ level off lower on layer1. Part of that was capacity: a latent G has one up-samp
 so at the same width it had a quarter of the pixel G's parameters (0.14 M against 0.55 M on
 layer1). At width 32 (the latent inverters' default, 0.54 M) bb-dmb reaches 22.2 / 17.6 dB
 against bb-do's 22.5 / 16.6; width 64 (2.1 M) gave no more (22.1 at psnr@64).
+What the prior is worth here depends on what it knows that the query pairs do not (benchmark,
+resnet18 trained victim, 48 held-out bikes frames x 3 inverter seeds, PSNR @128 / SSIM; the prior
+trained on bikes 0..174):
+  queries = the prior's own footage (bikes 0..174): bb-do 22.13 / 0.534, bb-dmb 22.20 / 0.534 on
+    layer1, 16.17 / 0.334 against 16.34 / 0.326 on layer3: a tie.
+  queries = other clips (bigbuckbunny, carphone; as many images): bb-do 18.26 / 0.438, bb-db
+    20.37 / 0.485, bb-dmb 20.37 / 0.495 on layer1; 11.04 / 0.201, 13.07 / 0.260, 12.99 / 0.266 on
+    layer3: +2.1 / +2.0 dB, on every seed.
+The lead is the VAE's: bb-db has it too. The LDM's steps add SSIM (+0.01), not PSNR: start 1, 2, 4, 6
+read 20.66 / 20.62 / 20.55 / 20.44 dB (layer1) and 12.45 / 12.44 / 12.47 / 12.55 (layer3), seed 0.
 `window=K` (odd) is the video variant: G reads K consecutive frames' features through a
 pointwise temporal convolution (eq. 13) and reconstructs the centre one.
 
