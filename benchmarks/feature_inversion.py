@@ -451,7 +451,7 @@ def main() -> None:
     p.add_argument("--work", help="recordings and reconstructions (default runs/feature_inversion[_quick])")
     p.add_argument("--frames", type=int, metavar="N",
                    help="consecutive held-out frames of the white-box single-frame rows, inverted as one batch "
-                        "(default 4, --quick 2; at most 48)")
+                        "(default 4, --quick 2; at most the 50 held-out frames from bikes 200)")
     p.add_argument("--core", action="store_true",
                    help="only DO, DB and DMB at the same budget: no Algorithm 1 or time-matched rows")
     p.add_argument("--rows", choices=("all", "white-box", "single", "black-box", "multi"), default="all",
@@ -462,8 +462,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     s = settings(args.quick)
     if args.frames is not None:
-        if not 1 <= args.frames <= 48:
-            p.error(f"--frames must be between 1 and 48, got {args.frames}")
+        total = footage.clip_frames()
+        available = total - footage.held_out_start(total)
+        if not 1 <= args.frames <= available:
+            p.error(f"--frames must be between 1 and {available} (the held-out frames of {footage.CLIP} from "
+                    f"{footage.held_out_start(total)}), got {args.frames}")
         s.frames = args.frames
     if args.core:
         s.alg1_rows = s.time_rows = False

@@ -46,12 +46,18 @@ def attacker_frames(total: int) -> int:
     return int(round(total * TRAIN_FRACTION))
 
 
+def held_out_start(total: int) -> int:
+    """Where the evaluation frames start by default: a third of the way into the held-out part."""
+    cut = attacker_frames(total)
+    return cut + (total - cut) // 3
+
+
 def held_out(count: int, size: int, clip: str = CLIP, start: int | None = None) -> tuple[list[int], np.ndarray]:
-    """`count` consecutive held-out frame indices of `clip` from `start` (default: a third of the
-    way into its held-out part) and their model inputs (count, 3, size, size) in [0, 1]."""
+    """`count` consecutive held-out frame indices of `clip` from `start` (default `held_out_start`)
+    and their model inputs (count, 3, size, size) in [0, 1]."""
     total = clip_frames(clip)
     cut = attacker_frames(total)
-    start = cut + (total - cut) // 3 if start is None else start
+    start = held_out_start(total) if start is None else start
     wanted = list(range(start, start + count))
     if start < cut or wanted[-1] >= total:
         raise ValueError(f"{clip} has {total} frames, held out from {cut}; cannot take {count} held-out frames "
