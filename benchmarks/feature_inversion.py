@@ -209,7 +209,7 @@ def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int,
     """(iterations, attack options) for a run."""
     if run.setting == "black-box":
         if run.queries == "public":  # as many query images as the scene's, split over the public clips
-            source, query_frames = ",".join(footage.PUBLIC), -(-query_frames // len(footage.PUBLIC))
+            source, query_frames = ",".join(footage.PUBLIC), footage.public_frames(query_frames)
         else:
             source = footage.CLIP
         opts = {"batch": s.bb_batch, "query_source": source, "query_frames": query_frames,
@@ -478,7 +478,7 @@ def main() -> None:
     cut = footage.attacker_frames(total)
     print(f"footage: {footage.CLIP} frames 0..{cut - 1} train the prior and the black-box inverters (the attacker's "
           f"footage; with public queries the inverters train on {', '.join(footage.PUBLIC)} frames "
-          f"0..{-(-cut // len(footage.PUBLIC)) - 1} "
+          f"0..{footage.public_frames(cut) - 1} "
           f"instead); the victim trains on the first {footage.TRAIN_FRACTION:.0%} of bikes, bigbuckbunny, carphone; "
           f"evaluation on held-out bikes frames")
     t0 = time.perf_counter()
@@ -531,7 +531,7 @@ def main() -> None:
                     "prior": f"{footage.CLIP} frames 0..{cut - 1} (train-prior --latent --size {s.size})",
                     "black_box_queries": {"scene": f"{footage.CLIP} frames 0..{cut - 1} (+ flips) through F1",
                                           "public": f"{', '.join(footage.PUBLIC)}: frames "
-                                                    f"0..{-(-cut // len(footage.PUBLIC)) - 1} of each "
+                                                    f"0..{footage.public_frames(cut) - 1} of each "
                                                     f"(+ flips) through F1; the prior still knows only bikes"},
                     "victim": "train-victim: first 70% of bikes, bigbuckbunny, carphone (clip classification)",
                     "evaluation": f"bikes frames {seqs[0]}..{seqs[s.frames - 1]}, the multi-frame comparison "

@@ -4,10 +4,11 @@ The split (one clip, cut in time, as `splitleak train-victim` cuts every clip):
   attacker's footage  the first TRAIN_FRACTION of sample:bikes (frames 0..174 of 250): trains
                       the diffusion prior and is the black-box adversary's query set
   victim training     the first TRAIN_FRACTION of bikes, bigbuckbunny and carphone (train-victim)
-  public footage      frames 0..87 of PUBLIC (bigbuckbunny, carphone; 175 frames in all): the black-box adversary's
-                      query set in the benchmark's "public" setting, where its prior knows the scene
-                      and its queries do not (the victim trained on these frames too: it does not matter
-                      to the inverters, which only see what F1 answers)
+  public footage      the first frames of each PUBLIC clip (bigbuckbunny, carphone; as many as the
+                      attacker's footage in all, `public_frames`): the black-box adversary's query set
+                      in the benchmark's "public" setting, where its prior knows the scene and its
+                      queries do not (the victim trained on these frames too: it does not matter to
+                      the inverters, which only see what F1 answers)
   evaluation          consecutive frames from the last (1 - TRAIN_FRACTION) of bikes (175..249):
                       seen by neither the prior, the inverters nor the victim
 The prior and the victim are cached under a folder keyed by the settings that make them.
@@ -44,6 +45,11 @@ def clip_frames(spec: str = CLIP) -> int:
 def attacker_frames(total: int) -> int:
     """How many leading frames the attacker has (and the victim trained on): round(total * 0.7)."""
     return int(round(total * TRAIN_FRACTION))
+
+
+def public_frames(attacker: int) -> int:
+    """Frames taken from each PUBLIC clip: as many query images in all as the attacker's footage."""
+    return -(-attacker // len(PUBLIC))
 
 
 def held_out_start(total: int) -> int:
