@@ -612,3 +612,17 @@ def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_pat
     assert same_weights(a.vae.encoder, b.vae.encoder) and same_weights(a.unet, b.unet)
     assert not same_weights(a.vae.decoder, b.vae.decoder)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([plain.name, tuned.name])
+
+
+def test_feature_benchmark_times_one_dmb_iteration_with_and_without_checkpointing(prior, tmp_path: Path) -> None:
+    from benchmarks.feature_inversion import dmb_iteration, settings
+
+    s = settings(quick=True)
+    s.size, s.timing_steps, s.timing_iterations, s.timing_repeats = SIZE, 2, 1, 1
+    folder = save_prior(prior, tmp_path / "prior")
+    image = np.random.default_rng(0).random((3, SIZE, SIZE), dtype=np.float32)
+    rows = dmb_iteration(folder, image, s)
+    assert [(r["checkpoint"], r["checkpointed"]) for r in rows] == [(True, True), (False, False)]
+    # an iteration is one unrolled sampler run: checkpointing recomputes every UNet call in backward
+    assert [r["unet_calls_per_iteration"] for r in rows] == [2 * s.timing_steps, s.timing_steps]
+    assert all(r["ddim_steps"] == s.timing_steps and r["unrolled_activation_mb_estimate"] > 0 for r in rows)
