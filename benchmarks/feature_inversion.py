@@ -68,6 +68,7 @@ class Settings:
     timing_repeats: int = 3  # each timed run is repeated and its fastest kept: the machine is shared and noisy
     alg1_rows: bool = True  # also run DMB as Algorithm 1 is written (coarse_steps=0 refine_share=0 pixel_steps=0)
     time_rows: bool = True  # also run DO and DB with as many iterations as DMB's wall time buys them
+    init_rows: bool = True  # also run DMB with init=inverter (its first start: an inverter trained on the attacker's footage)
     # black-box rows: inverting is one forward pass, so they cover many frames; each seed trains its own inverters
     # (on 4 frames and one seed, bb-dmb's lead over bb-do on layer3 read +0.96 dB; on 75 frames it was +0.07)
     bb_frames: int = 48
@@ -150,7 +151,8 @@ class Run:
     setting: str  # white-box / black-box
     frames: str  # single / multi
     variant: str = ""  # "alg1": DMB's Algorithm 1 as written (no coarse-to-fine sampler steps, refinement or pixel phase);
-    # "window": single-frame DMB on the multi-frame comparison's frames; "time": DO or DB given DMB's wall time
+    # "window": single-frame DMB on the multi-frame comparison's frames; "time": DO or DB given DMB's wall time;
+    # "init": DMB with init=inverter
     seed: int = 0  # black-box rows: the inverter's seed (its initialisation and training batches)
     queries: str = "scene"  # black-box rows: "scene" (the prior's footage) or "public" (footage.PUBLIC)
 
@@ -183,6 +185,8 @@ def plan(s: Settings) -> list[Run]:
             runs += [Run(head, m, "white-box", "single", "time") for m in ("do", "db")]
         if s.alg1_rows:
             runs.append(Run(head, "dmb", "white-box", "single", "alg1"))
+        if s.init_rows:
+            runs.append(Run(head, "dmb", "white-box", "single", "init"))
         if head in s.multi_heads:
             runs += [Run(head, "dmb", "white-box", "single", "window"), Run(head, "dmb", "white-box", "multi")]
         if head in s.bb_heads:
@@ -198,6 +202,8 @@ def plan(s: Settings) -> list[Run]:
 
 def selected(run: Run, rows: str) -> bool:
     """Whether --rows ROWS keeps this run ("multi": white-box; the black-box rows carry their own)."""
+    if rows == "init":
+        return run.variant == "init"
     if rows == "multi":
         return run.setting == "white-box" and (run.frames == "multi" or run.variant == "window")
     if rows == "single":
@@ -224,6 +230,9 @@ def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int,
         opts["steps"] = s.steps
     if run.variant == "alg1":
         opts.update(coarse_steps=0, refine_share=0.0, pixel_steps=0)
+    if run.variant == "init":  # the white-box adversary queries its head with its own footage
+        opts.update(init="inverter", query_source=footage.CLIP, query_frames=query_frames,
+                    cache_dir=str(cache / "inverters"))
     if run.frames == "multi":
         opts["window"] = s.multi_frames
     return s.iterations, opts
@@ -252,7 +261,9 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
     summary, config = metrics["summary"], metrics["config"]
     n = len(metrics["frames"])
     seconds = float(summary["seconds"])
-    training = (config.get("attack_config") or {}).get("training") or {}
+    attack_config = config.get("attack_config") or {}
+    # an inverter's one-off training: the black-box attacks' own, or DMB init=inverter's
+    training = attack_config.get("training") or (attack_config.get("inverter") or {}).get("training") or {}
     train_seconds = training.get("seconds")
     if training and not training.get("cached"):
         seconds -= float(train_seconds or 0.0)  # a one-off, reported apart
@@ -330,6 +341,12 @@ def _get(rows: list[dict], head: Head, setting: str, frames: str, method: str, v
     return None
 
 
+def _init_row(rows: list[dict], head: Head) -> dict[str, Any]:
+    """DMB with init=inverter on the head, where it ran."""
+    row = _get(rows, head, "white-box", "single", "dmb", "init")
+    return {"dmb_init": row["psnr"], "ssim_dmb_init": row["ssim"]} if row else {}
+
+
 def _time_matched(rows: list[dict], head: Head, dmb: dict) -> dict[str, Any]:
     """The time-matched DO and DB rows' figures, and whether DMB beats them."""
     out: dict[str, Any] = {}
@@ -377,6 +394,7 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
                 "ssim_do": do["ssim"], "ssim_db": db["ssim"], "ssim_dmb": dmb["ssim"],
                 "gap_db": dmb["psnr"] - max(do["psnr"], db["psnr"]),
                 "dmb_alg1": (_get(rows, head, "white-box", "single", "dmb", "alg1") or {}).get("psnr"),
+                **_init_row(rows, head),
                 **_time_matched(rows, head, dmb),
                 "dmb_best_psnr": dmb["psnr"] > max(do["psnr"], db["psnr"]),
                 "dmb_best_ssim": dmb["ssim"] > max(do["ssim"], db["ssim"])})
@@ -414,6 +432,7 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
         print(f"  {w['head']:<32} do {w['do']:.2f}/{w['ssim_do']:.3f}  db {w['db']:.2f}/{w['ssim_db']:.3f}  "
               f"dmb {w['dmb']:.2f}/{w['ssim_dmb']:.3f}  gap {w['gap_db']:+.2f} dB  [{flag}]"
               + (f"  (Algorithm 1 as written: {w['dmb_alg1']:.2f})" if w["dmb_alg1"] is not None else "")
+              + (f"  (init=inverter: {w['dmb_init']:.2f}/{w['ssim_dmb_init']:.3f})" if "dmb_init" in w else "")
               + "".join(f"  ({m} at dmb's wall time, {w[m + '_time_iterations']} its: "
                         f"{w[m + '_time']:.2f}/{w['ssim_' + m + '_time']:.3f})" for m in ("do", "db") if m + "_time" in w))
     if summ["multi_vs_single"]:
@@ -453,11 +472,11 @@ def main() -> None:
                    help="consecutive held-out frames of the white-box single-frame rows, inverted as one batch "
                         "(default 4, --quick 2; at most the 50 held-out frames from bikes 200)")
     p.add_argument("--core", action="store_true",
-                   help="only DO, DB and DMB at the same budget: no Algorithm 1 or time-matched rows")
-    p.add_argument("--rows", choices=("all", "white-box", "single", "black-box", "multi"), default="all",
+                   help="only DO, DB and DMB at the same budget: no Algorithm 1, time-matched or init=inverter rows")
+    p.add_argument("--rows", choices=("all", "white-box", "single", "black-box", "multi", "init"), default="all",
                    help="run only the white-box rows, the white-box single-frame rows (no multi-frame "
-                        "comparison), the black-box rows, or the multi-frame rows and the single-frame DMB rows "
-                        "they are compared with (default all)")
+                        "comparison), the black-box rows, the multi-frame rows and the single-frame DMB rows "
+                        "they are compared with, or the DMB init=inverter rows (default all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     s = settings(args.quick)
@@ -469,7 +488,7 @@ def main() -> None:
                     f"{footage.held_out_start(total)}), got {args.frames}")
         s.frames = args.frames
     if args.core:
-        s.alg1_rows = s.time_rows = False
+        s.alg1_rows = s.time_rows = s.init_rows = False
     cache = Path(args.cache)
     work = Path(args.work or ("runs/feature_inversion_quick" if args.quick else "runs/feature_inversion"))
     started = time.perf_counter()
@@ -544,7 +563,9 @@ def main() -> None:
                             f"as {s.steps} refinement steps each on the sampled latent and {COARSE_SHARE:.0%} of the "
                             f"rest as {COARSE_STEPS}-step runs (Adam steps per sampler size, 0 = refinement: "
                             f"{DiffusionBased(steps=s.steps).step_plan(s.iterations)}); variant alg1: {s.iterations} "
-                            f"Adam steps through the {s.steps}-step sampler; DB variant time: DB's Adam steps scaled "
+                            f"Adam steps through the {s.steps}-step sampler; variant init: DMB with init=inverter "
+                            f"(bb-db's inverter, 500 steps on the attacker's footage, one-off and cached, its training "
+                            f"time not counted); DB variant time: DB's Adam steps scaled "
                             f"by the head's DMB / DB seconds per frame; DMB-multi: "
                             f"{s.iterations} sampler runs per frame, as DMB spends them, in one window of "
                             f"{s.multi_frames} frames, fused at threshold {FUSE}; "

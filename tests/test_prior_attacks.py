@@ -225,6 +225,35 @@ def test_dmb_restarts_screen_latents_in_the_coarse_phase(prior, monkeypatch) -> 
         DiffusionBased(restarts=0)
 
 
+def test_dmb_init_inverter_starts_from_the_inverters_guess(prior, monkeypatch, tmp_path: Path) -> None:
+    z, case = head_case("lenet", prior)
+
+    def make() -> DiffusionBased:
+        attack = DiffusionBased(iterations=2, steps=2, coarse_steps=0, refine_share=0.0, pixel_steps=0,
+                                checkpoint=False, init="inverter", query_source="synthetic:48x40", query_frames=12,
+                                cache_dir=str(tmp_path))
+        attack.guide.iterations, attack.guide.width, attack.guide.progress = 3, 8, False  # a tiny inverter
+        return attack
+
+    attack, starts = make(), []
+    optimise = attack.optimise
+    monkeypatch.setattr(attack, "optimise", lambda v0, *a: (starts.append(v0.detach().clone()), optimise(v0, *a)))
+    x = attack.reconstruct(z, case)
+    (model,) = attack.guide._inverters.values()
+    with torch.no_grad():
+        guess = prior.invert(model(z), steps=2)  # the clean latent it guesses, DDIM-inverted to the start
+    assert torch.allclose(starts[0], guess) and not torch.allclose(starts[0], attack.initial_noise(2, prior, case))
+    assert x.shape == (2, 3, SIZE, SIZE) and torch.isfinite(x).all()
+    info = attack.config()["inverter"]
+    assert info["query_source"] == "synthetic:48x40" and info["training"]["cached"] is False
+    again = make()  # a second attack on the same head finds the inverter on disk
+    again.reconstruct(z, case)
+    assert again.config()["inverter"]["training"]["cached"] is True
+    assert DiffusionBased().config()["init"] == "noise" and DiffusionBased().guide is None
+    with pytest.raises(SplitleakError, match="unknown init"):
+        DiffusionBased(init="zeros")
+
+
 def test_dmb_multi_restarts_group_and_tie_each_candidate_set(prior, monkeypatch) -> None:
     z3, case3 = head_case("lenet", prior, frames=3)
     case3.frames = (("cam0", 4), ("cam0", 5), ("cam0", 9))  # groups [0, 1] and [2]
@@ -385,6 +414,10 @@ def test_feature_benchmark_selects_rows() -> None:
     assert len({r.folder for r in black}) == len(black)  # each seed's inverters and images kept apart
     assert sum(selected(r, "all") for r in runs) == len(runs)
     assert any(r.variant == "alg1" for r in runs)
+    init = [r for r in runs if selected(r, "init")]  # DMB init=inverter, queried with the attacker's footage
+    assert len(init) == len(s.heads) and {(r.method, r.variant) for r in init} == {("dmb", "init")}
+    _, init_opts = options(init[0], s, Path("cache"), 175)
+    assert init_opts["init"] == "inverter" and init_opts["query_source"] == "sample:bikes"
     single = [r for r in runs if selected(r, "single")]  # white-box single-frame rows, no multi-frame comparison
     assert single and all(r.setting == "white-box" and r.frames == "single" for r in single)
     assert all(r not in multi and selected(r, "white-box") for r in single)
