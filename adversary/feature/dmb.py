@@ -67,10 +67,12 @@ through the UNet, no unrolling), before the DDIM update continues from it.
 A white-box adversary may query its own head, so it trains bb-db's inverter on query pairs from
 `query_source` (cached on disk like every inverter), maps the features to a clean VAE latent
 with it and DDIM-inverts that to the sampler's start; with restarts, the other candidates are
-fresh draws and the screening picks per frame. Measured (16 held-out bikes frames 200..215, 100
-K=10 sampler runs, restarts 4, queries bikes 0..174): resnet18 layer3 (trained victim) 18.19 ->
-19.17 dB (the two frames the draws left at 11.8 and 16.3 dB came to 18.7 and 19.7), layer1
-(trained) 25.53 -> 25.66.
+fresh draws and the screening picks per frame. Measured by benchmarks/feature_inversion.py
+--rows init --frames 16 (bikes 200..215, 100 K=10 sampler runs, restarts 4, queries bikes 0..174,
+PSNR @128 against the default's): resnet18 random layer1 / 2 / 3 +0.85 / +0.27 / +0.27 dB,
+trained +0.14 / +0.14 / +0.85 (layer3: the frames the draws left at 11.8 and 16.3 dB came to 18.7
+and 19.7), mobilenet_v3_small 1 / 3 +0.01 / +1.17, conv1 +-0.00; about 10 s of inverter training
+per head, once. Not the default: it needs footage like the victim's to query with.
 
 Weights follow DO's loss scale (see adversary.feature.losses): lambda_s = 0.01, lambda_txt = 0.1.
 """
