@@ -202,8 +202,8 @@ def plan(s: Settings) -> list[Run]:
 
 def selected(run: Run, rows: str) -> bool:
     """Whether --rows ROWS keeps this run ("multi": white-box; the black-box rows carry their own)."""
-    if rows == "init":
-        return run.variant == "init"
+    if rows == "init":  # DMB from draws and from the inverter's guess, side by side
+        return run.setting == "white-box" and run.frames == "single" and run.method == "dmb" and run.variant in ("", "init")
     if rows == "multi":
         return run.setting == "white-box" and (run.frames == "multi" or run.variant == "window")
     if rows == "single":
@@ -385,7 +385,7 @@ def _black_box(rows: list[dict], head: Head, frames: str = "single", queries: st
 
 
 def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]:
-    out: dict[str, Any] = {"dmb_vs_do_db": [], "multi_vs_single": [], "bb_dmb_vs_bb_do": []}
+    out: dict[str, Any] = {"dmb_vs_do_db": [], "multi_vs_single": [], "bb_dmb_vs_bb_do": [], "dmb_init_vs_draws": []}
     for head in s.heads:
         do, db, dmb = (_get(rows, head, "white-box", "single", m) for m in ("do", "db", "dmb"))
         if do and db and dmb:
@@ -398,6 +398,11 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
                 **_time_matched(rows, head, dmb),
                 "dmb_best_psnr": dmb["psnr"] > max(do["psnr"], db["psnr"]),
                 "dmb_best_ssim": dmb["ssim"] > max(do["ssim"], db["ssim"])})
+        draws, init = (_get(rows, head, "white-box", "single", "dmb", v) for v in ("", "init"))
+        if draws and init:
+            out["dmb_init_vs_draws"].append({"head": "/".join(head), "draws": draws["psnr"], "init": init["psnr"],
+                                             "ssim_draws": draws["ssim"], "ssim_init": init["ssim"],
+                                             "gain_db": init["psnr"] - draws["psnr"]})
         multi = _get(rows, head, "white-box", "multi", "dmb")
         single = _get(rows, head, "white-box", "single", "dmb", "window")
         if multi and single:
@@ -435,6 +440,11 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
               + (f"  (init=inverter: {w['dmb_init']:.2f}/{w['ssim_dmb_init']:.3f})" if "dmb_init" in w else "")
               + "".join(f"  ({m} at dmb's wall time, {w[m + '_time_iterations']} its: "
                         f"{w[m + '_time']:.2f}/{w['ssim_' + m + '_time']:.3f})" for m in ("do", "db") if m + "_time" in w))
+    if summ["dmb_init_vs_draws"]:
+        print("DMB from draws vs init=inverter (white-box, single frame, PSNR dB @128 / SSIM):")
+    for m in summ["dmb_init_vs_draws"]:
+        print(f"  {m['head']:<32} draws {m['draws']:.2f}/{m['ssim_draws']:.3f} -> init {m['init']:.2f}/"
+              f"{m['ssim_init']:.3f} ({m['gain_db']:+.2f} dB)")
     if summ["multi_vs_single"]:
         print(f"DMB-multi vs single-frame DMB on {s.multi_frames} consecutive frames (one window):")
     for m in summ["multi_vs_single"]:
@@ -476,7 +486,7 @@ def main() -> None:
     p.add_argument("--rows", choices=("all", "white-box", "single", "black-box", "multi", "init"), default="all",
                    help="run only the white-box rows, the white-box single-frame rows (no multi-frame "
                         "comparison), the black-box rows, the multi-frame rows and the single-frame DMB rows "
-                        "they are compared with, or the DMB init=inverter rows (default all)")
+                        "they are compared with, or DMB from draws and with init=inverter (default all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     s = settings(args.quick)

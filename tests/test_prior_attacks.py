@@ -414,9 +414,10 @@ def test_feature_benchmark_selects_rows() -> None:
     assert len({r.folder for r in black}) == len(black)  # each seed's inverters and images kept apart
     assert sum(selected(r, "all") for r in runs) == len(runs)
     assert any(r.variant == "alg1" for r in runs)
-    init = [r for r in runs if selected(r, "init")]  # DMB init=inverter, queried with the attacker's footage
-    assert len(init) == len(s.heads) and {(r.method, r.variant) for r in init} == {("dmb", "init")}
-    _, init_opts = options(init[0], s, Path("cache"), 175)
+    init = [r for r in runs if selected(r, "init")]  # DMB from draws and init=inverter (the attacker's footage)
+    assert len(init) == 2 * len(s.heads) and {(r.method, r.variant) for r in init} == {("dmb", ""), ("dmb", "init")}
+    assert all(r.frame_count(s) == s.frames for r in init)
+    _, init_opts = options(next(r for r in init if r.variant), s, Path("cache"), 175)
     assert init_opts["init"] == "inverter" and init_opts["query_source"] == "sample:bikes"
     single = [r for r in runs if selected(r, "single")]  # white-box single-frame rows, no multi-frame comparison
     assert single and all(r.setting == "white-box" and r.frames == "single" for r in single)
