@@ -341,12 +341,6 @@ def _get(rows: list[dict], head: Head, setting: str, frames: str, method: str, v
     return None
 
 
-def _init_row(rows: list[dict], head: Head) -> dict[str, Any]:
-    """DMB with init=inverter on the head, where it ran."""
-    row = _get(rows, head, "white-box", "single", "dmb", "init")
-    return {"dmb_init": row["psnr"], "ssim_dmb_init": row["ssim"]} if row else {}
-
-
 def _time_matched(rows: list[dict], head: Head, dmb: dict) -> dict[str, Any]:
     """The time-matched DO and DB rows' figures, and whether DMB beats them."""
     out: dict[str, Any] = {}
@@ -394,7 +388,6 @@ def summary(rows: list[dict], timing: list[dict], s: Settings) -> dict[str, Any]
                 "ssim_do": do["ssim"], "ssim_db": db["ssim"], "ssim_dmb": dmb["ssim"],
                 "gap_db": dmb["psnr"] - max(do["psnr"], db["psnr"]),
                 "dmb_alg1": (_get(rows, head, "white-box", "single", "dmb", "alg1") or {}).get("psnr"),
-                **_init_row(rows, head),
                 **_time_matched(rows, head, dmb),
                 "dmb_best_psnr": dmb["psnr"] > max(do["psnr"], db["psnr"]),
                 "dmb_best_ssim": dmb["ssim"] > max(do["ssim"], db["ssim"])})
@@ -437,7 +430,6 @@ def print_summary(summ: dict[str, Any], s: Settings) -> None:
         print(f"  {w['head']:<32} do {w['do']:.2f}/{w['ssim_do']:.3f}  db {w['db']:.2f}/{w['ssim_db']:.3f}  "
               f"dmb {w['dmb']:.2f}/{w['ssim_dmb']:.3f}  gap {w['gap_db']:+.2f} dB  [{flag}]"
               + (f"  (Algorithm 1 as written: {w['dmb_alg1']:.2f})" if w["dmb_alg1"] is not None else "")
-              + (f"  (init=inverter: {w['dmb_init']:.2f}/{w['ssim_dmb_init']:.3f})" if "dmb_init" in w else "")
               + "".join(f"  ({m} at dmb's wall time, {w[m + '_time_iterations']} its: "
                         f"{w[m + '_time']:.2f}/{w['ssim_' + m + '_time']:.3f})" for m in ("do", "db") if m + "_time" in w))
     if summ["dmb_init_vs_draws"]:
@@ -490,8 +482,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     s = settings(args.quick)
+    total = footage.clip_frames()  # decodes the clip: once
     if args.frames is not None:
-        total = footage.clip_frames()
         available = total - footage.held_out_start(total)
         if not 1 <= args.frames <= available:
             p.error(f"--frames must be between 1 and {available} (the held-out frames of {footage.CLIP} from "
@@ -503,7 +495,6 @@ def main() -> None:
     work = Path(args.work or ("runs/feature_inversion_quick" if args.quick else "runs/feature_inversion"))
     started = time.perf_counter()
 
-    total = footage.clip_frames()
     cut = footage.attacker_frames(total)
     print(f"footage: {footage.CLIP} frames 0..{cut - 1} train the prior and the black-box inverters (the attacker's "
           f"footage; with public queries the inverters train on {', '.join(footage.PUBLIC)} frames "
