@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from adversary.feature import DecoderBased, DiffusionBased, MultiFrameDiffusionBased, WhiteBoxCase
 from adversary.feature.dmb_multi import FUSE_STAGES
-from adversary.feature.fusion import apply_fusion, fusion_weights, residual_maps
+from adversary.feature.fusion import apply_fusion, fusion_weights, pair_flows, residual_maps
 from adversary.feature.losses import consecutive_groups, group_tie, log_cosh, negentropy, normalise
 from adversary.priors.diffusion import make_tiny_prior
 from adversary.priors.io import save_prior
@@ -503,7 +503,7 @@ def test_fusion_averages_only_where_the_features_agree() -> None:
     noise -= F.interpolate(F.avg_pool2d(noise, 4), scale_factor=4)  # zero mean on every 4x4 block
     recon, pool = truth + noise, torch.nn.AvgPool2d(4)
     z = pool(truth)
-    weights = fusion_weights(recon, pool(recon), z, torch.ones_like(z, dtype=torch.bool), [[0, 1]], 2.0)
+    weights = fusion_weights(recon, pool, z, torch.ones_like(z, dtype=torch.bool), [[0, 1]], 2.0)
     fused, share = apply_fusion(recon, [[0, 1]], weights)
     left, right = (slice(None), slice(None), slice(None), slice(0, 4)), (..., slice(12, 16))
     err = (fused - truth) ** 2
@@ -512,6 +512,33 @@ def test_fusion_averages_only_where_the_features_agree() -> None:
     assert 0.3 < float(share.min()) and float(share.max()) < 0.8
     maps = residual_maps(torch.zeros(2, 5), torch.ones(2, 5), torch.ones(2, 5, dtype=torch.bool))
     assert maps.shape == (2, 2, 1, 1, 1) and torch.allclose(maps, torch.ones_like(maps))
+
+
+def test_aligned_fusion_follows_motion() -> None:
+    """Frame 1 is frame 0 moved 3 pixels right (the view pans left); each reconstruction is the truth
+    plus independent noise. The flow between the reconstructions must find the move, and fusing the
+    warped neighbour must accept more of it and err less than fusing it as it is (the head, 4x4
+    average pooling, rejects the unwarped neighbour where the scene moved)."""
+    gen = torch.Generator().manual_seed(0)
+    scene = F.interpolate(torch.rand(1, 3, 8, 12, generator=gen), size=(40, 60), mode="bicubic",
+                          align_corners=False).clamp(0, 1)
+    truth = torch.cat([scene[..., 8:48], scene[..., 5:45]])  # (2, 3, 40, 40): the view pans 3 pixels
+    noise = torch.randn(2, 3, 40, 40, generator=gen) * 0.03
+    recon, pool = truth + noise, torch.nn.AvgPool2d(4)
+    z, groups = pool(truth), [[0, 1]]
+    flows = pair_flows(recon)
+    inner = (slice(8, 32), slice(8, 32))
+    assert abs(float(flows[1, 0][inner][..., 0].median()) - 3) < 0.5  # frame 0 at p shows what 1 shows at p + 3
+    assert float(flows[1, 0][inner][..., 1].abs().median()) < 0.5 and not flows[0, 0].any()
+    mask = torch.ones_like(z, dtype=torch.bool)
+    out = {}
+    for align in (False, True):
+        fusions = fusion_weights(recon, pool, z, mask, groups, 2.0, align=align)
+        assert (fusions[0].flows is not None) == align
+        fused, share = apply_fusion(recon, groups, fusions)
+        out[align] = float(((fused - truth)[..., 8:32, 8:32] ** 2).mean()), float(share.mean())
+    assert out[True][1] > out[False][1] and out[True][0] < out[False][0]
+    assert out[True][0] < 0.8 * float((noise[..., 8:32, 8:32] ** 2).mean())
 
 
 def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
@@ -525,8 +552,14 @@ def test_dmb_multi_fuse_reports_what_it_accepted(prior) -> None:
     assert plain.fused_share is None and fused.fused_share == [1.0, 1.0, 1.0]
     assert torch.allclose(x_fused, x_plain.mean(0, keepdim=True).expand_as(x_plain), atol=1e-5)
     assert torch.isfinite(fused.last_loss).all() and fused.config()["fuse"] == 1e6
+    aligned = MultiFrameDiffusionBased(iterations=2, steps=1, fuse=1e6, pixel_steps=0, align="flow")
+    x_aligned = aligned.reconstruct(z, case)  # each neighbour warped onto the frame, then all accepted
+    assert aligned.fused_share == [1.0, 1.0, 1.0] and aligned.config()["align"] == "flow"
+    assert torch.isfinite(x_aligned).all() and not torch.allclose(x_aligned, x_fused, atol=1e-5)
     with pytest.raises(SplitleakError, match="fuse"):
         MultiFrameDiffusionBased(fuse=-1)
+    with pytest.raises(SplitleakError, match="align"):
+        MultiFrameDiffusionBased(align="warp")
 
 
 @pytest.mark.parametrize("refine_share", [0.0, 0.5], ids=["decided-at-the-end", "decided-on-the-samples"])

@@ -104,7 +104,7 @@ from adversary.feature.db import Best
 from adversary.feature.dmb import (
     COARSE_SHARE, COARSE_STEPS, PIXEL_LR, PIXEL_STEPS, REFINE_SHARE, RESTARTS, DiffusionBased,
 )
-from adversary.feature.fusion import apply_fusion, fusion_weights
+from adversary.feature.fusion import GroupFusion, apply_fusion, fusion_weights
 from adversary.feature.losses import LAMBDA_C, LAMBDA_S, LAMBDA_TXT, consecutive_groups, group_tie
 from adversary.registry import register
 from splitleak.errors import SplitleakError
@@ -116,6 +116,8 @@ FUSE_STAGES = {0: "after the refinement", 1: "before it: the refinement starts f
 FUSE_STAGE = 2  # measured: see the module docstring
 FUSE_ORDERS = ("after", "before")  # the final fusion against DMB's pixel phase (see the module docstring)
 ACCEPT_ON = ("auto", "sampler", "refined")  # the images that decide the final fusion (ditto)
+ALIGNS = ("none", "flow")  # neighbours fused as they are, or warped onto the frame by optical flow (fusion.py)
+ALIGN = "none"
 # options: Algorithm 2 as the paper wrote it
 ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0,
                "pixel_steps": 0}
@@ -135,7 +137,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE,
                  refine_share: float = REFINE_SHARE, fuse_stage: int = FUSE_STAGE, pixel_steps: int = PIXEL_STEPS,
                  pixel_lr: float = PIXEL_LR, fuse_order: str = "after",
-                 accept_on: str = "auto", restarts: int = RESTARTS) -> None:
+                 accept_on: str = "auto", restarts: int = RESTARTS, align: str = ALIGN) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share,
@@ -153,13 +155,15 @@ class MultiFrameDiffusionBased(DiffusionBased):
             raise SplitleakError(f"fuse_order must be one of {', '.join(FUSE_ORDERS)}, got {fuse_order!r}")
         if accept_on not in ACCEPT_ON:
             raise SplitleakError(f"accept_on must be one of {', '.join(ACCEPT_ON)}, got {accept_on!r}")
-        self.fuse_order, self.accept_on = fuse_order, accept_on
+        if align not in ALIGNS:
+            raise SplitleakError(f"align must be one of {', '.join(ALIGNS)}, got {align!r}")
+        self.fuse_order, self.accept_on, self.align = fuse_order, accept_on, align
         self.accepted_on: str | None = None  # which images decided the last batch's final fusion
         self.fused_after: bool | None = None  # whether the last batch's final fusion came after the pixel phase
         self.fused_share: list[float] | None = None  # neighbour pixels accepted per frame by the last fusion
         self.phase_iterations: tuple[int, int] | None = None  # (shared, per-frame) steps of the last batch
         self.groups: list[list[int]] = []
-        self.weights: list[torch.Tensor | None] | None = None  # fusion weights decided on the sampler's images
+        self.weights: list[GroupFusion | None] | None = None  # the fusion decided on the sampler's images
 
     def config(self) -> dict[str, object]:
         config = super().config()
@@ -168,7 +172,7 @@ class MultiFrameDiffusionBased(DiffusionBased):
                 "shared_phase": self.shared_phase, "coarse_tied": self.coarse_tied,
                 "phase_iterations": self.phase_iterations, "fuse": self.fuse, "fused_share": self.fused_share,
                 "fuse_stage": FUSE_STAGES[self.fuse_stage], "fuse_order": self.fuse_order,
-                "accept_on": self.accept_on, "final_acceptance_on": self.accepted_on,
+                "accept_on": self.accept_on, "final_acceptance_on": self.accepted_on, "align": self.align,
                 "fused_after_pixel_phase": self.fused_after,
                 "tie": "lambda_c * mean((v_n,k - group mean)^2)"}
 
@@ -244,12 +248,13 @@ class MultiFrameDiffusionBased(DiffusionBased):
         return self.weights is not None
 
     def acceptance(self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
-                   case: WhiteBoxCase) -> list[torch.Tensor | None]:
-        """Per group, where each member's image may stand in for each other's (adversary.feature.fusion)."""
+                   case: WhiteBoxCase) -> list[GroupFusion | None]:
+        """Per group, where each member's image (warped onto the other, with align=flow) may stand in for
+        each other's (adversary.feature.fusion)."""
         with torch.no_grad():
-            return fusion_weights(x, case.head(x).float(), z, mask, self.groups, self.fuse)
+            return fusion_weights(x, case.head, z, mask, self.groups, self.fuse, align=self.align == "flow")
 
-    def fused(self, x: torch.Tensor, weights: list[torch.Tensor | None]) -> torch.Tensor:
+    def fused(self, x: torch.Tensor, weights: list[GroupFusion | None]) -> torch.Tensor:
         """Each frame's image fused with its group's by `weights`; records the shares accepted."""
         fused, share = apply_fusion(x, self.groups, weights)
         self.fused_share = [round(float(s), 4) for s in share]
