@@ -225,13 +225,14 @@ def test_dmb_restarts_screen_latents_in_the_coarse_phase(prior, monkeypatch) -> 
         DiffusionBased(restarts=0)
 
 
-def test_dmb_init_inverter_starts_from_the_inverters_guess(prior, monkeypatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cls", [DiffusionBased, MultiFrameDiffusionBased], ids=["dmb", "dmb-multi"])
+def test_dmb_init_inverter_starts_from_the_inverters_guess(cls, prior, monkeypatch, tmp_path: Path) -> None:
     z, case = head_case("lenet", prior)
 
     def make() -> DiffusionBased:
-        attack = DiffusionBased(iterations=2, steps=2, coarse_steps=0, refine_share=0.0, pixel_steps=0,
-                                checkpoint=False, init="inverter", query_source="synthetic:48x40", query_frames=12,
-                                cache_dir=str(tmp_path))
+        attack = cls(iterations=2, steps=2, coarse_steps=0, refine_share=0.0, pixel_steps=0,
+                     checkpoint=False, init="inverter", query_source="synthetic:48x40", query_frames=12,
+                     cache_dir=str(tmp_path))
         attack.guide.iterations, attack.guide.width, attack.guide.progress = 3, 8, False  # a tiny inverter
         return attack
 
@@ -249,9 +250,9 @@ def test_dmb_init_inverter_starts_from_the_inverters_guess(prior, monkeypatch, t
     again = make()  # a second attack on the same head finds the inverter on disk
     again.reconstruct(z, case)
     assert again.config()["inverter"]["training"]["cached"] is True
-    assert DiffusionBased().config()["init"] == "noise" and DiffusionBased().guide is None
+    assert cls().config()["init"] == "noise" and cls().guide is None
     with pytest.raises(SplitleakError, match="unknown init"):
-        DiffusionBased(init="zeros")
+        cls(init="zeros")
 
 
 def test_dmb_multi_restarts_group_and_tie_each_candidate_set(prior, monkeypatch) -> None:

@@ -90,6 +90,16 @@ the frame. Where the features hold fewer numbers (layer2 on, 3 to 12 times fewer
 fits them with guessed detail, and its residuals pass too few neighbours. Checked on frames the rule
 was not drawn from (bikes 225..232), fresh-then-phase / sampler's / refined images': layer1 trained
 25.76 / 26.22 / 26.89 (auto: refined), layer2 random 22.61 / 23.34 / 23.25 (auto: sampler's).
+
+`align="flow"` warps each neighbour onto the frame by optical flow between the reconstructions before
+the acceptance test and the average (adversary.feature.fusion). It does not pay on this footage: the
+bikes clip moves 1-2 px a frame (Farneback on the true frames 200..207; warping by it lifts adjacent
+frames from 17.5-18.9 to 19.1-20.8 dB against each other), but flow read off the reconstructions
+follows their errors as much as the motion, and the bilinear warp softens what it moves.
+benchmarks/multi_frame.py, 8 frames (bikes 200..207), window 8, gain over single-frame DMB:
+                      layer1 random  layer3 trained  layer3 random  layer1 trained
+  align none (default)    +1.37          +1.52           +0.74          +1.43
+  align flow              +0.84          +0.50           +0.38          +0.88
 """
 
 from __future__ import annotations
@@ -99,7 +109,7 @@ from typing import Any, ClassVar
 import torch
 
 from adversary.feature.base import WhiteBoxCase
-from adversary.feature.blackbox import resize
+from adversary.feature.blackbox import DEFAULT_QUERY_SOURCE, resize
 from adversary.feature.db import Best
 from adversary.feature.dmb import (
     COARSE_SHARE, COARSE_STEPS, PIXEL_LR, PIXEL_STEPS, REFINE_SHARE, RESTARTS, DiffusionBased,
@@ -117,7 +127,7 @@ FUSE_STAGE = 2  # measured: see the module docstring
 FUSE_ORDERS = ("after", "before")  # the final fusion against DMB's pixel phase (see the module docstring)
 ACCEPT_ON = ("auto", "sampler", "refined")  # the images that decide the final fusion (ditto)
 ALIGNS = ("none", "flow")  # neighbours fused as they are, or warped onto the frame by optical flow (fusion.py)
-ALIGN = "none"
+ALIGN = "none"  # measured: see the module docstring
 # options: Algorithm 2 as the paper wrote it
 ALGORITHM_2 = {"lambda_c": LAMBDA_C, "shared_init": 1, "fuse": 0.0, "coarse_steps": 0, "refine_share": 0.0,
                "pixel_steps": 0}
@@ -137,11 +147,14 @@ class MultiFrameDiffusionBased(DiffusionBased):
                  coarse_share: float = COARSE_SHARE, coarse_tied: int = 1, fuse: float = FUSE,
                  refine_share: float = REFINE_SHARE, fuse_stage: int = FUSE_STAGE, pixel_steps: int = PIXEL_STEPS,
                  pixel_lr: float = PIXEL_LR, fuse_order: str = "after",
-                 accept_on: str = "auto", restarts: int = RESTARTS, align: str = ALIGN) -> None:
+                 accept_on: str = "auto", restarts: int = RESTARTS, align: str = ALIGN, init: str = "noise",
+                 query_source: str = DEFAULT_QUERY_SOURCE, query_frames: int = 250,
+                 cache_dir: str | None = None) -> None:
         super().__init__(iterations=iterations, lr=lr, steps=steps, lambda_s=lambda_s, text=text,
                          lambda_txt=lambda_txt, alpha=alpha, cfg_scale=cfg_scale, variant="unroll",
                          checkpoint=checkpoint, amp=amp, coarse_steps=coarse_steps, coarse_share=coarse_share,
-                         refine_share=refine_share, pixel_steps=pixel_steps, pixel_lr=pixel_lr, restarts=restarts)
+                         refine_share=refine_share, pixel_steps=pixel_steps, pixel_lr=pixel_lr, restarts=restarts,
+                         init=init, query_source=query_source, query_frames=query_frames, cache_dir=cache_dir)
         if window < 1 or lambda_c < 0 or not 0.0 <= shared_phase <= 1.0 or fuse < 0:
             raise SplitleakError(f"window must be >= 1, lambda_c and fuse >= 0 and shared_phase in [0, 1], got "
                                  f"{window}, {lambda_c}, {fuse} and {shared_phase}")

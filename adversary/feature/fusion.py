@@ -14,7 +14,7 @@ Farneback) estimated between the two reconstructions (the adversary has nothing 
 warped image is what the features test and the average use: in moving footage a neighbour then
 stands in where the object moved, not only where nothing did. The flows are kept with the
 weights, so a fusion decided on one set of images can be applied to later images of the same
-frames.
+frames. Measured, it lowered dmb-multi's gain on every head tried (adversary.feature.dmb_multi).
 """
 
 from __future__ import annotations
