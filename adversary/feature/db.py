@@ -111,9 +111,13 @@ class Best:
         self.loss: torch.Tensor | None = None
         self.x: torch.Tensor | None = None
 
-    def restart(self) -> None:
-        """Forget everything seen so far: the next update sets every frame."""
-        self.loss = self.x = None
+    def restart(self, rows: torch.Tensor | None = None) -> None:
+        """Forget what was seen so far, for every frame or for the frames where `rows` (bool) is set:
+        the next update sets those."""
+        if rows is None or self.loss is None:
+            self.loss = self.x = None
+        else:
+            self.loss = torch.where(rows.to(self.loss.device), torch.inf, self.loss)
 
     def update(self, loss: torch.Tensor, x: torch.Tensor) -> None:
         loss, x = loss.detach().float(), x.detach()
