@@ -94,8 +94,10 @@ was not drawn from (bikes 225..232), fresh-then-phase / sampler's / refined imag
 `align="flow"` warps each neighbour onto the frame by optical flow between the reconstructions before
 the acceptance test and the average (adversary.feature.fusion). It does not pay on this footage: the
 bikes clip moves 1-2 px a frame (Farneback on the true frames 200..207; warping by it lifts adjacent
-frames from 17.5-18.9 to 19.1-20.8 dB against each other), but flow read off the reconstructions
-follows their errors as much as the motion, and the bilinear warp softens what it moves.
+frames from 17.5-18.9 to 19.1-20.8 dB against each other: 1.6 px mean motion), but at layer3 flow read
+off the single-frame reconstructions misses the true frames' flow by 2.1-2.6 px (mean endpoint error
+over adjacent pairs), more than the motion; at layer1 by 0.6-0.7 px, and it still loses there (the
+bilinear warp's blur, a guess, not measured).
 benchmarks/multi_frame.py, 8 frames (bikes 200..207), window 8, gain over single-frame DMB:
                       layer1 random  layer3 trained  layer3 random  layer1 trained
   align none (default)    +1.37          +1.52           +0.74          +1.43
