@@ -265,8 +265,8 @@ class MultiFrameDiffusionBased(DiffusionBased):
         if self.fuse and self.fuse_stage and best.x.shape[1] == 3:
             with torch.no_grad():
                 self.weights = self.acceptance(best.x, z, mask, case)
-                fused = self.fused(best.x, self.weights)
-                changed = (fused != best.x).flatten(1).any(1)
+                fused, share = self.fused(best.x, self.weights)
+                changed = share > 0  # the frames whose images took a neighbour's pixels
                 if changed.any():  # index assignment keeps latent's memory layout (the VAE's may differ)
                     latent = latent.clone()
                     latent[changed] = prior.encode(resize(fused[changed], prior.image_size)).to(latent.dtype)
@@ -285,11 +285,12 @@ class MultiFrameDiffusionBased(DiffusionBased):
         with torch.no_grad():
             return fusion_weights(x, case.head, z, mask, self.groups, self.fuse, align=self.align == "flow")
 
-    def fused(self, x: torch.Tensor, weights: list[GroupFusion | None]) -> torch.Tensor:
-        """Each frame's image fused with its group's by `weights`; records the shares accepted."""
+    def fused(self, x: torch.Tensor, weights: list[GroupFusion | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each frame's image fused with its group's by `weights`, and the share of neighbour pixels it
+        accepted (B,); records the shares."""
         fused, share = apply_fusion(x, self.groups, weights)
         self.fused_share = [round(float(s), 4) for s in share]
-        return fused
+        return fused, share
 
     def sampler_acceptance(self, x: torch.Tensor, z: torch.Tensor) -> bool:
         """Whether the final fusion (after the pixel phase) reuses the acceptance decided on the sampler's
@@ -312,11 +313,11 @@ class MultiFrameDiffusionBased(DiffusionBased):
         self.fused_after = self.fuse_order == "after"
         if not self.fused_after:
             self.accepted_on = "refined"
-            return super().finish(self.fused(x, self.acceptance(x, z, mask, case)), z, mask, case)
+            return super().finish(self.fused(x, self.acceptance(x, z, mask, case))[0], z, mask, case)
         on_sampler = self.sampler_acceptance(x, z)
         self.accepted_on = "sampler" if on_sampler else "refined"
         weights = self.weights if on_sampler else self.acceptance(x, z, mask, case)
-        return self.fused(super().finish(x, z, mask, case), weights)
+        return self.fused(super().finish(x, z, mask, case), weights)[0]
 
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
         self.groups, self.weights = self.frame_groups(features.shape[0], case), None
