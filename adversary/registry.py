@@ -1,4 +1,5 @@
-"""Attacks by name: one registry shared by every family (feature inversion, gradient inversion)."""
+"""Attacks by name, across families. It imports no attack: each family's package registers its
+attacks when imported (`adversary.attacks` imports the built-in ones)."""
 
 from __future__ import annotations
 
@@ -21,21 +22,13 @@ def register(cls: T) -> T:
     return cls
 
 
-def _load_builtin() -> None:
-    """Import the attack packages so their modules register (lazy, to avoid import cycles)."""
-    import adversary.feature  # noqa: F401
-    import adversary.gradient  # noqa: F401
-
-
 def attack_names() -> list[str]:
-    """Sorted names of all registered attacks."""
-    _load_builtin()
+    """Sorted names of the registered attacks."""
     return sorted(_ATTACKS)
 
 
 def get_attack(name: str) -> type[Any]:
     """The attack class registered as `name`, or SplitleakError listing the known names."""
-    _load_builtin()
     try:
         return _ATTACKS[name]
     except (KeyError, TypeError):

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from splitleak.errors import SplitleakError
+from adversary.attack import Attack
 
 
 class _CaseBase:
@@ -50,24 +50,31 @@ class WhiteBoxCase(_CaseBase):
     frames: tuple[tuple[str, int], ...] | None = None
 
 
-class FeatureInversionAttack:
-    """Base class: subclasses set `name` and `access`, and implement `reconstruct`."""
+@dataclass
+class FeatureResult:
+    """What a feature attack recovered: images (B, *input_shape) in [0, 1], the feature loss each
+    returned image scores (B,), per-iteration batch means of each loss term, and what the run chose
+    (e.g. the step plan it ran, the share of neighbour pixels each frame accepted)."""
 
-    name: ClassVar[str] = ""
+    images: torch.Tensor
+    loss: torch.Tensor | None = None
+    trace: dict[str, list[float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class FeatureInversionAttack(Attack):
+    """Base class: subclasses set `name`, `access` and `Config`, and implement `reconstruct`."""
+
     family: ClassVar[str] = "feature"
     access: ClassVar[frozenset[str]] = frozenset({"features"})
 
-    def config(self) -> dict[str, object]:
-        """The attack's hyper-parameters, for config.json."""
-        return {}
-
-    def check_access(self, case: WhiteBoxCase) -> None:
-        """SplitleakError if the attack needs something the case does not grant."""
-        missing = self.access - case.grants
-        if missing:
-            raise SplitleakError(f"attack {self.name!r} needs {', '.join(sorted(missing))}, "
-                                 f"which this threat model does not grant")
-
-    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
-        """Images (B, *case.input_shape) in [0, 1] from features (B, *feature_shape)."""
+    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> FeatureResult:
+        """Images for features (B, *feature_shape), with their feature loss."""
         raise NotImplementedError
+
+
+def masked_targets(features: torch.Tensor, case: WhiteBoxCase) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tapped features on the case's device, non-finite entries zeroed, and the mask of finite ones."""
+    z = features.to(case.device, torch.float32)
+    mask = torch.isfinite(z)
+    return torch.where(mask, z, torch.zeros((), device=case.device)), mask

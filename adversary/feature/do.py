@@ -11,29 +11,15 @@ interfere. Feature entries that are not finite are left out of the loss.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import torch
 
-from adversary.feature.base import FeatureInversionAttack, WhiteBoxCase
+from adversary.configs import require
+from adversary.feature.base import FeatureInversionAttack, FeatureResult, WhiteBoxCase, masked_targets
+from adversary.losses import feature_loss, total_variation
 from adversary.registry import register
-from splitleak.errors import SplitleakError
-
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Anisotropic L1 total variation per image, averaged over pixels: shape (B,)."""
-    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
-    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
-    return dh + dw
-
-
-def feature_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-frame masked MSE normalised by the target's mean square: shape (B,)."""
-    m = mask.flatten(1).to(pred.dtype)
-    count = m.sum(1).clamp_min(1.0)
-    err = ((pred - target).flatten(1) ** 2 * m).sum(1) / count
-    power = (target.flatten(1) ** 2 * m).sum(1) / count
-    return err / power.clamp_min(1e-12)
 
 
 def cosine_lr(lr: float, step: int, steps: int, final_frac: float) -> float:
@@ -60,41 +46,44 @@ def descend_pixels(w: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]
     return w.detach()
 
 
+@dataclass(frozen=True)
+class DOConfig:
+    """DO's hyper-parameters (He et al.'s attack with our loss scale)."""
+
+    iterations: int = 500
+    lr: float = 0.1
+    lambda_tv: float = 0.01
+    restarts: int = 1  # starts per frame; each frame keeps its best fit
+    init_std: float = 0.5  # std of the starting logits
+    final_lr_frac: float = 0.01  # the cosine ends at this share of lr
+
+    def check(self) -> None:
+        require(self.iterations >= 1 and self.restarts >= 1,
+                f"iterations and restarts must be >= 1, got {self.iterations} and {self.restarts}")
+        require(self.lr > 0 and self.lambda_tv >= 0 and self.init_std >= 0 and 0 <= self.final_lr_frac <= 1,
+                "lr must be > 0, lambda_tv and init_std >= 0, final_lr_frac in [0, 1]")
+
+
 @register
 class DirectOptimisation(FeatureInversionAttack):
     """Optimise the input pixels so the head's output matches the tapped features."""
 
     name: ClassVar[str] = "do"
     access: ClassVar[frozenset[str]] = frozenset({"features", "head_weights", "head_architecture"})
+    Config = DOConfig
 
-    def __init__(self, iterations: int = 500, lr: float = 0.1, lambda_tv: float = 0.01,
-                 restarts: int = 1, init_std: float = 0.5, final_lr_frac: float = 0.01) -> None:
-        if iterations < 1 or restarts < 1:
-            raise SplitleakError(f"iterations and restarts must be >= 1, got {iterations} and {restarts}")
-        self.iterations, self.lr, self.lambda_tv = int(iterations), float(lr), float(lambda_tv)
-        self.restarts, self.init_std, self.final_lr_frac = int(restarts), float(init_std), float(final_lr_frac)
-        self.last_loss: torch.Tensor | None = None  # per-frame feature loss of the returned images
-
-    def config(self) -> dict[str, object]:
-        return {"iterations": self.iterations, "lr": self.lr, "lambda_tv": self.lambda_tv,
-                "restarts": self.restarts, "init_std": self.init_std, "schedule": "cosine",
-                "final_lr_frac": self.final_lr_frac, "parametrisation": "sigmoid", "optimizer": "adam"}
-
-    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> torch.Tensor:
+    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> FeatureResult:
         self.check_access(case)
-        dev = case.device
-        z = features.to(dev, torch.float32)
-        mask = torch.isfinite(z)
-        z = torch.where(mask, z, torch.zeros((), device=dev))
-        b, r = z.shape[0], self.restarts
+        c, dev = self.config, case.device
+        z, mask = masked_targets(features, case)
+        b, r = z.shape[0], c.restarts
         z_rep, mask_rep = z.repeat(r, *[1] * (z.dim() - 1)), mask.repeat(r, *[1] * (z.dim() - 1))
         gen = torch.Generator().manual_seed(case.seed)  # CPU generator: same start on every device
-        w = (torch.randn((r * b, *case.input_shape), generator=gen) * self.init_std).to(dev)
-        w = descend_pixels(w, case.head, z_rep, mask_rep, self.iterations, self.lr, self.lambda_tv, self.final_lr_frac)
+        w = (torch.randn((r * b, *case.input_shape), generator=gen) * c.init_std).to(dev)
+        w = descend_pixels(w, case.head, z_rep, mask_rep, c.iterations, c.lr, c.lambda_tv, c.final_lr_frac)
         with torch.no_grad():
             x = torch.sigmoid(w)
             final = feature_loss(case.head(x), z_rep, mask_rep).view(r, b)
             best = final.argmin(0)
             x = x.view(r, b, *case.input_shape)[best, torch.arange(b, device=dev)]
-            self.last_loss = final.min(0).values.cpu()
-        return x.detach()
+        return FeatureResult(x.detach(), final.min(0).values.cpu())

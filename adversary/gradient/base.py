@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from adversary.feature.do import total_variation
+from adversary.losses import cosine_distance, gradient_distance_l2, total_variation
 from splitleak import learning
 from splitleak.errors import SplitleakError
 
@@ -144,25 +144,6 @@ def dummy_gradients(case: GradientCase, inputs: torch.Tensor, labels: torch.Tens
     """
     grads = learning.gradients(case.module, inputs, labels, names=case.names, create_graph=create_graph)
     return [grads[n] for n in case.names]
-
-
-def _as_list(grads: dict[str, torch.Tensor] | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-    return list(grads.values()) if isinstance(grads, dict) else list(grads)
-
-
-def gradient_distance_l2(dummy_grads: Any, true_grads: Any) -> torch.Tensor:
-    """DLG's loss: sum over all parameters of the squared difference (a scalar)."""
-    d, t = _as_list(dummy_grads), _as_list(true_grads)
-    return sum(((a - b) ** 2).sum() for a, b in zip(d, t, strict=True))  # type: ignore[return-value]
-
-
-def cosine_distance(dummy_grads: Any, true_grads: Any, eps: float = 1e-12) -> torch.Tensor:
-    """Inverting Gradients' loss: 1 - cosine similarity of the whole (concatenated) gradients."""
-    d, t = _as_list(dummy_grads), _as_list(true_grads)
-    dot = sum((a * b).sum() for a, b in zip(d, t, strict=True))
-    dn = sum((a * a).sum() for a in d)
-    tn = sum((b * b).sum() for b in t)
-    return 1 - dot / (dn.clamp_min(eps).sqrt() * tn.clamp_min(eps).sqrt())  # type: ignore[union-attr]
 
 
 def last_layer_gradients(case: GradientCase) -> tuple[torch.Tensor | None, torch.Tensor | None]:
