@@ -55,17 +55,23 @@ def leaves(cls: type, prefix: str = "") -> list[Leaf]:
 
 
 def resolve(cls: type, key: str) -> Leaf:
-    """The field `key` names: a dotted path, the path joined by '_', or a name unique in the config."""
+    """The field `key` names: its dotted path, or the path's last parts joined by '.' or '_'
+    (`pixel.steps`, `pixel_steps`, `restarts`) where that names one field only."""
     fields = leaves(cls)
     for leaf in fields:
         if key in (leaf.path, leaf.path.replace(".", "_")):
             return leaf
-    named = [leaf for leaf in fields if leaf.path.rsplit(".", 1)[-1] == key]
+    named = [leaf for leaf in fields if key in _tails(leaf.path)]
     if len(named) == 1:
         return named[0]
     if named:
         raise SplitleakError(f"option {key!r} is ambiguous; say {' or '.join(leaf.path for leaf in named)}")
     raise SplitleakError(f"unknown option {key!r}; options: {', '.join(leaf.path for leaf in fields)}")
+
+
+def _tails(path: str) -> set[str]:
+    parts = path.split(".")
+    return {sep.join(parts[i:]) for i in range(len(parts)) for sep in (".", "_")}
 
 
 def describe_type(tp: Any) -> str:

@@ -8,28 +8,9 @@ inversion U-Net G on query pairs (x_q, F1(x_q)) and inverts tapped features with
   bb-dmb: x = D(DDIM_last_s(inv_s(G(z))))        (G -> a clean VAE latent, trained on E(x_q);
                                                    DDIM inversion takes it s steps up the LDM's
                                                    `steps`-step schedule and the LDM runs them)
-bb-dmb's `start` s: with s = steps, G outputs the initial latent v, x = D(DDIM(normalise(v))),
-and G is trained end to end through the unrolled sampler on the pixel loss. The default s = 1
-is measured (4 held-out bikes frames, resnet18 trained victim, 120 training steps, 10 DDIM
-steps): layer1 20.7 / layer3 16.3 dB, where G -> v end to end gave 15.0 / 15.4, G regressed onto
-the fully inverted noise 14.3 / 14.6 (too irregular a target for a small U-Net) and onto the
-latent inverted one step 20.1 / 16.3. With s < steps bb-dmb is bb-db's G plus s LDM steps: the
-LDM moved PSNR by +0.1 / -0.1 dB at s = 1 and -0.0 / -0.2 at s = 3. Trained longer (500 steps)
-bb-dmb reaches 21.3 / 17.0 dB, and bb-do 22.5 / 16.6: the latent inverters converge sooner but
-level off lower on layer1. Part of that was capacity: a latent G has one up-sampling level fewer,
-so at the same width it had a quarter of the pixel G's parameters (0.14 M against 0.55 M on
-layer1). At width 32 (the latent inverters' default, 0.54 M) bb-dmb reaches 22.2 / 17.6 dB
-against bb-do's 22.5 / 16.6; width 64 (2.1 M) gave no more (22.1 at psnr@64).
-What the prior is worth here depends on what it knows that the query pairs do not (benchmark,
-resnet18 trained victim, 48 held-out bikes frames x 3 inverter seeds, PSNR @128 / SSIM; the prior
-trained on bikes 0..174):
-  queries = the prior's own footage (bikes 0..174): bb-do 22.13 / 0.534, bb-dmb 22.20 / 0.534 on
-    layer1, 16.17 / 0.334 against 16.34 / 0.326 on layer3: a tie.
-  queries = other clips (bigbuckbunny, carphone; as many images): bb-do 18.26 / 0.438, bb-db
-    20.37 / 0.485, bb-dmb 20.37 / 0.495 on layer1; 11.04 / 0.201, 13.07 / 0.260, 12.99 / 0.266 on
-    layer3: +2.1 / +2.0 dB, on every seed.
-The lead is the VAE's: bb-db has it too. The LDM's steps add SSIM (+0.01), not PSNR: start 1, 2, 4, 6
-read 20.66 / 20.62 / 20.55 / 20.44 dB (layer1) and 12.45 / 12.44 / 12.47 / 12.55 (layer3), seed 0.
+bb-dmb's `start` s: with s = steps, G outputs the initial latent v, x = D(DDIM(normalise(v))), and
+G is trained end to end through the unrolled sampler on the pixel loss; the default s = 1 and the
+latent inverters' width are measured (docs/feature-inversion.md).
 `window=K` (odd) is the video variant: G reads K consecutive frames' features through a
 pointwise temporal convolution (eq. 13) and reconstructs the centre one.
 
@@ -57,12 +38,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from adversary.feature.base import FeatureInversionAttack, WhiteBoxCase, _CaseBase
-from adversary.feature.do import feature_loss
+from adversary.configs import require
+from adversary.feature.base import FeatureInversionAttack, FeatureResult, WhiteBoxCase, _CaseBase
+from adversary.feature.groups import consecutive_groups
 from adversary.feature.inverter import (
     CONFIG, FeatureInverter, InverterConfig, default_levels, load_inverter, save_inverter,
 )
-from adversary.feature.losses import consecutive_groups, normalise
+from adversary.losses import feature_loss, normalise
 from adversary.registry import register
 from splitleak.errors import SplitleakError
 from splitleak.video import open_source, to_model_input
@@ -205,45 +187,78 @@ def default_cache_dir() -> Path:
 
 # ----- the attacks --------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class QueryConfig:
+    """The footage the adversary queries F1 with (comma-separated sources), and how much of it."""
+
+    source: str = DEFAULT_QUERY_SOURCE
+    frames: int = 250  # at most this many frames of each source
+    flip: bool = True  # add the mirrored frames
+
+    def check(self) -> None:
+        require(self.frames >= 1 and bool(self.source.strip()), "query frames must be >= 1 and the source named")
+
+
+@dataclass(frozen=True)
+class InverterTraining:
+    """G's training: Adam on a cosine schedule; `width` is G's base width (default: the attack's)."""
+
+    iterations: int = 500
+    lr: float = 5e-3
+    batch: int = 16
+    width: int | None = None
+
+    def check(self) -> None:
+        require(self.iterations >= 1 and self.batch >= 1 and self.lr > 0, "inverter iterations and batch must be "
+                ">= 1 and lr > 0")
+        require(self.width is None or self.width >= 4, f"inverter width must be >= 4, got {self.width}")
+
+
+@dataclass(frozen=True)
+class BlackBoxConfig:
+    """A black-box attack: its inverter, its queries, the temporal window (odd), the LDM's steps."""
+
+    inverter: InverterTraining = field(default_factory=InverterTraining)
+    query: QueryConfig = field(default_factory=QueryConfig)
+    window: int = 1
+    steps: int = 20
+    text: str | None = None
+    cache_dir: str | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        require(self.window >= 1 and self.window % 2 == 1, f"window must be an odd number of frames >= 1, "
+                f"got {self.window}")
+        require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+
+
 class BlackBoxAttack(FeatureInversionAttack):
     """Train (or load) G on query pairs, then invert tapped features with it.
 
-    Subclasses say what G outputs (`output`) and how that becomes an image (`render`).
-    `iterations` are G's training steps.
+    Subclasses say what G outputs (`output`) and how that becomes an image (`render`). Trained
+    inverters are kept in memory by their cache key (a cache, not run state: the key names all
+    that made them).
     """
 
     output: ClassVar[str] = "pixels"
     access: ClassVar[frozenset[str]] = frozenset({"features", "query"})
+    Config = BlackBoxConfig
     # G's base width. Latent inverters default to twice the pixel one's: a 16x16 latent leaves G one
     # level fewer, and at 32 it has about the pixel G's parameters at 16 (0.54 M for resnet18 layer1).
     default_width: ClassVar[int] = 16
 
-    def __init__(self, iterations: int = 500, lr: float = 5e-3, batch: int = 16,
-                 query_source: str = DEFAULT_QUERY_SOURCE, query_frames: int = 250, flip: int = 1,
-                 window: int = 1, width: int | None = None, steps: int = 20, text: str | None = None,
-                 cache_dir: str | None = None, progress: int = 1) -> None:
-        width = self.default_width if width is None else width
-        if iterations < 1 or batch < 1 or query_frames < 1 or steps < 1 or width < 4:
-            raise SplitleakError("iterations, batch, query_frames and steps must be >= 1 and width >= 4")
-        if window < 1 or window % 2 == 0:
-            raise SplitleakError(f"window must be an odd number of frames >= 1, got {window}")
-        self.iterations, self.lr, self.batch = int(iterations), float(lr), int(batch)
-        self.query_source, self.query_frames, self.flip = str(query_source), int(query_frames), bool(flip)
-        self.window, self.width, self.steps, self.text = int(window), int(width), int(steps), text
-        self.cache_dir, self.progress = cache_dir, bool(progress)
-        self._inverters: dict[str, FeatureInverter] = {}
+    def __init__(self, config: Any = None, **options: Any) -> None:
+        super().__init__(config, **options)
+        self._inverters: dict[str, tuple[FeatureInverter, dict[str, Any]]] = {}
         self._prior_ids: dict[int, str] = {}  # id(prior) -> its fingerprint (hashing a big prior takes a while)
-        self.training: dict[str, Any] | None = None  # how the inverter in use was trained / loaded
-        self.inverter_parameters: int | None = None  # the inverter in use: its parameter count
-        self.last_loss: torch.Tensor | None = None  # per-frame feature loss of F1(recon) vs z (one query)
 
-    def config(self) -> dict[str, object]:
-        return {"iterations": self.iterations, "lr": self.lr, "batch": self.batch, "query_source": self.query_source,
-                "query_frames": self.query_frames, "flip": self.flip, "window": self.window, "width": self.width,
-                "output": self.output, "steps": self.steps if self.output == "noise" else None,
-                "text": self.text, "cache_dir": str(self.cache_dir or default_cache_dir()),
-                "optimizer": "adam", "schedule": "cosine", "training": self.training,
-                "inverter_parameters": self.inverter_parameters}
+    @property
+    def width(self) -> int:
+        return self.config.inverter.width or self.default_width
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "output": self.output, "width": self.width,
+                "cache_dir": str(self.config.cache_dir or default_cache_dir())}
 
     def check_access(self, case: WhiteBoxCase | BlackBoxCase) -> None:
         if "prior" in self.access and getattr(case, "prior", None) is None:
@@ -270,27 +285,28 @@ class BlackBoxAttack(FeatureInversionAttack):
 
     # -- the verb --
 
-    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase | BlackBoxCase) -> torch.Tensor:
+    def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase | BlackBoxCase) -> FeatureResult:
         self.check_access(case)
-        bb = as_blackbox(case)
+        c, bb = self.config, as_blackbox(case)
         prior = self._prior(bb)
         fshape = tuple(bb.query(torch.zeros((1, *bb.input_shape))).shape[1:])
-        model = self.inverter(bb, fshape, prior)
+        model, training = self.inverter(bb, fshape, prior)
         z = features.to(bb.device, torch.float32)
-        if self.window > 1 and tuple(z.shape[1:]) == fshape:
+        if c.window > 1 and tuple(z.shape[1:]) == fshape:
             frames = list(bb.frames) if bb.frames is not None and len(bb.frames) == z.shape[0] else None
-            z = z[batch_windows(frames, z.shape[0], self.window).to(z.device)]
-        elif tuple(z.shape[1:]) not in (fshape, (self.window, *fshape)):
+            z = z[batch_windows(frames, z.shape[0], c.window).to(z.device)]
+        elif tuple(z.shape[1:]) not in (fshape, (c.window, *fshape)):
             raise SplitleakError(f"features of shape {list(z.shape)} do not fit this head's {list(fshape)}")
         images = []
         with torch.no_grad():
-            for chunk in z.split(self.batch):
+            for chunk in z.split(c.inverter.batch):
                 images.append(self.render(prior, model(chunk), bb.size).float())
         x = torch.cat(images)
-        centre = z[:, self.window // 2] if z.dim() == len(fshape) + 2 else z
+        centre = z[:, c.window // 2] if z.dim() == len(fshape) + 2 else z
         mask = torch.isfinite(centre)
-        self.last_loss = feature_loss(bb.query(x), torch.where(mask, centre, 0.0), mask).cpu()
-        return x
+        loss = feature_loss(bb.query(x), torch.where(mask, centre, 0.0), mask).cpu()  # one query
+        info = {"training": training, "inverter_parameters": sum(p.numel() for p in model.parameters())}
+        return FeatureResult(x, loss, info=info)
 
     def _prior(self, case: BlackBoxCase) -> Any:
         if "prior" not in self.access:
@@ -305,13 +321,14 @@ class BlackBoxAttack(FeatureInversionAttack):
     # -- training and the cache --
 
     def _key(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any) -> dict[str, Any]:
+        c = self.config
         return {"attack": self.name, "output": self.output, "head": probe_fingerprint(bb.query),
                 "input_shape": list(bb.input_shape), "feature_shape": list(fshape),
                 "prior": self._prior_id(prior),
-                "steps": self.steps if self.output == "noise" else None, "text": self.text,
-                "query_source": self.query_source, "query_frames": self.query_frames, "flip": self.flip,
-                "window": self.window, "width": self.width, "iterations": self.iterations, "lr": self.lr,
-                "batch": self.batch, "seed": bb.seed, "version": 1}
+                "steps": c.steps if self.output == "noise" else None, "text": c.text,
+                "query_source": c.query.source, "query_frames": c.query.frames, "flip": c.query.flip,
+                "window": c.window, "width": self.width, "iterations": c.inverter.iterations,
+                "lr": c.inverter.lr, "batch": c.inverter.batch, "seed": bb.seed, "version": 1}
 
     def _prior_id(self, prior: Any) -> str | None:
         if prior is None:
@@ -320,41 +337,41 @@ class BlackBoxAttack(FeatureInversionAttack):
             self._prior_ids[id(prior)] = module_fingerprint(prior.unet, prior.vae)
         return self._prior_ids[id(prior)]
 
-    def inverter(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any) -> FeatureInverter:
-        """The trained G for this head, prior and settings: from memory, the disk cache, or trained now."""
+    def inverter(self, bb: BlackBoxCase, fshape: tuple[int, ...],
+                 prior: Any) -> tuple[FeatureInverter, dict[str, Any]]:
+        """The trained G for this head, prior and settings (from memory, the disk cache, or trained
+        now), and how it was trained or loaded."""
         key = self._key(bb, fshape, prior)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         if digest not in self._inverters:
             self._inverters[digest] = self._load_or_train(bb, fshape, prior, key, digest)
-        model = self._inverters[digest]
-        self.inverter_parameters = sum(p.numel() for p in model.parameters())
-        return model
+        return self._inverters[digest]
 
     def _load_or_train(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any, key: dict[str, Any],
-                       digest: str) -> FeatureInverter:
+                       digest: str) -> tuple[FeatureInverter, dict[str, Any]]:
         tag = re.sub(r"[^A-Za-z0-9_.-]+", "", bb.tag.replace(":", ""))
-        folder = Path(self.cache_dir or default_cache_dir()) / "-".join(filter(None, (self.name, tag, digest)))
+        folder = Path(self.config.cache_dir or default_cache_dir()) / "-".join(filter(None, (self.name, tag, digest)))
         if (folder / CONFIG).is_file():
             model, info = load_inverter(folder, bb.device)
-            self.training = {**info.get("training", {}), "cached": True, "folder": str(folder)}
-        else:
-            model, log = self.train(bb, fshape, prior)
-            self.training = {**log, "cached": False, "folder": str(folder)}
-            save_inverter(model, folder, {"key": key, "training": log})
-        return model
+            return model, {**info.get("training", {}), "cached": True, "folder": str(folder)}
+        model, log = self.train(bb, fshape, prior)
+        save_inverter(model, folder, {"key": key, "training": log})
+        return model, {**log, "cached": False, "folder": str(folder)}
 
     def build(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any) -> FeatureInverter:
         channels, side = self.out_shape(prior, bb.size)
-        config = InverterConfig(fshape, channels, side, self.output, self.window, self.width, default_levels(side))
+        config = InverterConfig(fshape, channels, side, self.output, self.config.window, self.width,
+                                default_levels(side))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(bb.seed)
             return FeatureInverter(config)
 
     def train(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any) -> tuple[FeatureInverter, dict[str, Any]]:
         """Fit G on query pairs from `query_source`; returns G (eval mode) and a training log."""
+        c, t = self.config, self.config.inverter
         started = time.perf_counter()
-        x, starts = query_images(self.query_source, bb.size, self.query_frames, bb.seed)
-        if self.flip:
+        x, starts = query_images(c.query.source, bb.size, c.query.frames, bb.seed)
+        if c.query.flip:
             x, starts = torch.cat([x, x.flip(-1)]), starts + [len(x) + s for s in starts]
         z = torch.cat([bb.query(chunk) for chunk in x.split(32)])
         model = self.build(bb, fshape, prior)
@@ -363,17 +380,17 @@ class BlackBoxAttack(FeatureInversionAttack):
         x, z = x.to(bb.device), z.to(bb.device)
         with torch.no_grad():
             target = torch.cat([self.targets(prior, c) for c in x.split(32)])
-        idx = windows(len(x), self.window, starts).to(bb.device)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        idx = windows(len(x), c.window, starts).to(bb.device)
+        opt = torch.optim.Adam(model.parameters(), lr=t.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * s / max(1, self.iterations))))
+            opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * s / max(1, t.iterations))))
         gen = torch.Generator().manual_seed(bb.seed)
         losses: list[float] = []
-        bar = tqdm(range(self.iterations), desc=f"{self.name}: train inverter", unit="it",
-                   disable=not self.progress, leave=False)
+        bar = tqdm(range(t.iterations), desc=f"{self.name}: train inverter", unit="it",
+                   disable=not c.progress, leave=False)
         for _ in bar:
-            pick = torch.randint(len(x), (min(self.batch, len(x)),), generator=gen).to(bb.device)
-            zin = z[idx[pick]] if self.window > 1 else z[pick]
+            pick = torch.randint(len(x), (min(t.batch, len(x)),), generator=gen).to(bb.device)
+            zin = z[idx[pick]] if c.window > 1 else z[pick]
             loss = self.train_loss(prior, model(zin), target[pick], x[pick])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -383,7 +400,7 @@ class BlackBoxAttack(FeatureInversionAttack):
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         model.eval()
         head = max(1, len(losses) // 10)
-        log = {"query_images": len(x), "queries": bb.query.images, "iterations": self.iterations,
+        log = {"query_images": len(x), "queries": bb.query.images, "iterations": t.iterations,
                "first_loss": float(np.mean(losses[:head])), "final_loss": float(np.mean(losses[-head:])),
                "loss_every_10": [round(v, 6) for v in losses[::10]], "seconds": time.perf_counter() - started}
         return model, log
@@ -416,7 +433,15 @@ class BlackBoxDB(BlackBoxAttack):
         return resize(prior.decode(out).float(), size)
 
 
-BB_DMB_START = 1  # DDIM steps the LDM runs from G's output (see the module docstring)
+@dataclass(frozen=True)
+class BBDMBConfig(BlackBoxConfig):
+    """bb-dmb adds `start`: the DDIM steps the LDM runs from G's output (steps: end to end)."""
+
+    start: int = 1
+
+    def check(self) -> None:
+        super().check()
+        require(1 <= self.start <= self.steps, f"start must be between 1 and steps ({self.steps}), got {self.start}")
 
 
 @register
@@ -430,27 +455,19 @@ class BlackBoxDMB(BlackBoxAttack):
     default_width: ClassVar[int] = 32
     access: ClassVar[frozenset[str]] = frozenset({"features", "query", "prior"})
 
-    def __init__(self, iterations: int = 500, lr: float = 5e-3, batch: int = 16,
-                 query_source: str = DEFAULT_QUERY_SOURCE, query_frames: int = 250, flip: int = 1,
-                 window: int = 1, width: int | None = None, steps: int = 20, text: str | None = None,
-                 cache_dir: str | None = None, progress: int = 1, start: int = BB_DMB_START) -> None:
-        super().__init__(iterations, lr, batch, query_source, query_frames, flip, window, width, steps, text,
-                         cache_dir, progress)
-        if not 1 <= start <= self.steps:
-            raise SplitleakError(f"start must be between 1 and steps ({self.steps}), got {start}")
-        self.start = int(start)
+    Config = BBDMBConfig
 
     @property
     def end_to_end(self) -> bool:
-        return self.start == self.steps
+        return self.config.start == self.config.steps
 
-    def config(self) -> dict[str, object]:
-        return {**super().config(), "start": self.start,
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(),
                 "training_loss": "pixel mse through the sampler" if self.end_to_end else "mse to E(x_q)"}
 
     def _key(self, bb: BlackBoxCase, fshape: tuple[int, ...], prior: Any) -> dict[str, Any]:
         target = "pixels through the sampler" if self.end_to_end else "clean latent"
-        return {**super()._key(bb, fshape, prior), "start": self.start, "target": target}
+        return {**super()._key(bb, fshape, prior), "start": self.config.start, "target": target}
 
     def out_shape(self, prior: Any, size: int) -> tuple[int, int]:
         return int(prior.latent_shape[0]), int(prior.latent_shape[-1])
@@ -459,12 +476,12 @@ class BlackBoxDMB(BlackBoxAttack):
         return x if self.end_to_end else prior.encode(resize(x, prior.image_size)).float()
 
     def render(self, prior: Any, out: torch.Tensor, size: int) -> torch.Tensor:
-        out = out.to(prior.dtype)
+        c, out = self.config, out.to(prior.dtype)
         if self.end_to_end:
-            latent = prior.sample(normalise(out), steps=self.steps, text=self.text, checkpoint=torch.is_grad_enabled())
+            latent = prior.sample(normalise(out), steps=c.steps, text=c.text, checkpoint=torch.is_grad_enabled())
         else:
-            start = prior.invert(out, steps=self.steps, upto=self.start, text=self.text)
-            latent = prior.sample(start, steps=self.steps, text=self.text, checkpoint=False, last=self.start)
+            start = prior.invert(out, steps=c.steps, upto=c.start, text=c.text)
+            latent = prior.sample(start, steps=c.steps, text=c.text, checkpoint=False, last=c.start)
         return resize(prior.decode(latent).float(), size)
 
     def train_loss(self, prior: Any, out: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,75 +1,33 @@
-"""Feature-checked temporal fusion of per-frame reconstructions (used by dmb-multi's `fuse`).
+"""Feature-checked temporal fusion of per-frame reconstructions (dmb-multi's fusion phase).
 
-Single-frame inversions of consecutive frames err independently where the features do not
-pin the image down, so averaging them cancels error, but only where the frames show the same
-thing. The features say where: frame j's reconstruction is used for frame k at a location
-when it explains frame k's features there about as well as frame k's own reconstruction does,
+Single-frame inversions of consecutive frames err independently where the features do not pin
+the image down, so averaging them cancels error, but only where the frames show the same thing.
+The features say where: frame j's reconstruction is used for frame k at a location when it
+explains frame k's features there about as well as frame k's own reconstruction does,
     r(j -> k) <= threshold * r(k -> k),   r = per-location feature residual / mean(z_k^2),
-and frame k's image is the per-pixel average of the reconstructions accepted there (its own
-always is). The acceptance maps are upsampled bilinearly from the feature grid to the image;
-features without a spatial grid give one decision per frame pair.
-
-With `align`, frame j's image is first warped onto frame k's by dense optical flow (OpenCV's
-Farneback) estimated between the two reconstructions (the adversary has nothing else), and the
-warped image is what the features test and the average use: in moving footage a neighbour then
-stands in where the object moved, not only where nothing did. The flows are kept with the
-weights, so a fusion decided on one set of images can be applied to later images of the same
-frames. Measured, it lowered dmb-multi's gain on every head tried (adversary.feature.dmb_multi).
+and frame k's image is the per-pixel average of the reconstructions accepted there (its own always
+is). Acceptance maps are upsampled bilinearly from the feature grid to the image; features
+without a spatial grid give one decision per frame pair.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from adversary.feature.blackbox import resize
 
 TOLERANCE = 1e-6  # residuals (relative to mean(z^2)) this small count as a match, whatever the own residual
 
 
-class GroupFusion(NamedTuple):
-    """One group's fusion: weights (n, n, 1, H, W) of member j's pixels in member k's image, and
-    the flows (n, n, H, W, 2) that warp j onto k (None: no alignment)."""
-    weights: torch.Tensor
-    flows: torch.Tensor | None
-
-
-def pair_flows(x: torch.Tensor) -> torch.Tensor:
-    """(n, n, H, W, 2) dense flow, in pixels (dx, dy), from each image k to each image j of x (n, C, H, W):
-    what k shows at p, j shows at p + flows[j, k, p] (Farneback on grey levels; zero for j = k)."""
-    n, _, h, w = x.shape
-    grey = (x.detach().float().mean(1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    window = max(5, (min(h, w) // 8) | 1)  # about an eighth of the image: 9 at 64x64
-    flows = np.zeros((n, n, h, w, 2), np.float32)
-    for k in range(n):  # n (n - 1) calls of a few tenths of a millisecond at 64x64
-        for j in range(n):
-            if j != k:
-                flows[j, k] = cv2.calcOpticalFlowFarneback(grey[k], grey[j], None, 0.5, 3, window, 3, 5, 1.1, 0)
-    return torch.from_numpy(flows).to(x.device)
-
-
-def warped(x: torch.Tensor, flows: torch.Tensor | None) -> torch.Tensor:
-    """(n, n, C, H, W): image j of x (n, C, H, W) seen from frame k, by flows[j, k] (as is without flows)."""
-    n, c, h, w = x.shape
-    if flows is None:
-        return x[:, None].expand(n, n, c, h, w)
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
-    at = torch.stack((xs, ys), -1).to(flows.dtype) + flows  # (n, n, H, W, 2) source pixel per target pixel
-    grid = 2 * at / torch.tensor([max(w - 1, 1), max(h - 1, 1)], dtype=at.dtype, device=x.device) - 1
-    source = x[:, None].expand(n, n, c, h, w).reshape(n * n, c, h, w)
-    out = F.grid_sample(source, grid.view(n * n, h, w, 2).to(x.dtype), mode="bilinear", padding_mode="border",
-                        align_corners=True)
-    return out.view(n, n, c, h, w)
-
-
 def residual_maps(feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(J, K, 1, h, w) residual of feats[j] (or feats[j, k], pairs given) against z[k], averaged over
-    channels where mask[k] is set, over mean(z_k^2); (J, K, 1, 1, 1) for features without a grid."""
-    if feats.dim() == z.dim():
-        feats = feats[:, None]  # one image per j, against every k
+    """(J, K, 1, h, w) residual of feats[j] against z[k], averaged over channels where mask[k] is set,
+    over mean(z_k^2); (J, K, 1, 1, 1) for features without a grid."""
+    feats = feats[:, None]  # one image per j, against every k
     if z.dim() != 4:
         feats = feats.flatten(2)[..., None, None]
         z, mask = (t.flatten(1)[..., None, None] for t in (z, mask))
@@ -81,48 +39,81 @@ def residual_maps(feats: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> t
 
 
 def fusion_weights(x: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
-                   mask: torch.Tensor, groups: Sequence[Sequence[int]], threshold: float,
-                   align: bool = False) -> list[GroupFusion | None]:
+                   mask: torch.Tensor, groups: Sequence[Sequence[int]], threshold: float) -> list[torch.Tensor | None]:
     """Per group (None for a group of one), the (n, n, 1, H, W) weights of member j's pixels in
-    member k's fused image: 1 where j (warped onto k, with `align`) explains k's features within
-    `threshold` times k's own residual (bilinear between feature cells), always 1 for j = k.
+    member k's fused image: 1 where j explains k's features within `threshold` times k's own residual
+    (bilinear between feature cells), always 1 for j = k.
 
     x: per-frame reconstructions; head: the features of images; z, mask: the tapped features and
     where they are finite; groups: batch positions of consecutive frames.
     """
-    out: list[GroupFusion | None] = []
+    out: list[torch.Tensor | None] = []
     for group in groups:
         if len(group) < 2:
             out.append(None)
             continue
         idx = torch.as_tensor(list(group), device=x.device)
-        flows = pair_flows(x[idx]) if align else None
         n = len(group)
-        if flows is None:
-            feats = head(x[idx]).float()  # (n, ...): one image per member
-        else:
-            feats = head(warped(x[idx], flows).flatten(0, 1)).float()
-            feats = feats.view(n, n, *feats.shape[1:])  # (n, n, ...): j warped onto k
-        r = residual_maps(feats, z[idx], mask[idx])  # (n, n, 1, h, w): j -> k
+        r = residual_maps(head(x[idx]).float(), z[idx], mask[idx])  # (n, n, 1, h, w): j -> k
         own = torch.diagonal(r, dim1=0, dim2=1).permute(3, 0, 1, 2)  # (n, 1, h, w): k -> k
         keep = (r <= threshold * own[None] + TOLERANCE).float()
         weights = F.interpolate(keep.flatten(0, 1), size=x.shape[-2:], mode="bilinear",
                                 align_corners=False).view(n, n, 1, *x.shape[-2:])
         eye = torch.eye(n, device=x.device).view(n, n, 1, 1, 1)
-        out.append(GroupFusion(torch.maximum(weights, eye), flows))  # a frame always keeps its own image
+        out.append(torch.maximum(weights, eye))  # a frame always keeps its own image
     return out
 
 
 def apply_fusion(x: torch.Tensor, groups: Sequence[Sequence[int]],
-                 fusions: Sequence[GroupFusion | None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused images (B, C, H, W): each frame the weighted per-pixel mean of its group's images (warped
-    onto it where the fusion has flows), and the share of neighbour pixels accepted per frame (B,)."""
+                 weights: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused images (B, C, H, W): each frame the weighted per-pixel mean of its group's images, and
+    the share of neighbour pixels accepted per frame (B,)."""
     out, accepted = x.clone(), x.new_zeros(x.shape[0])
-    for group, fusion in zip(groups, fusions):
-        if fusion is None:
+    for group, w in zip(groups, weights):
+        if w is None:
             continue
-        w, idx = fusion.weights, torch.as_tensor(list(group), device=x.device)
-        out[idx] = (w * warped(x.index_select(0, idx), fusion.flows)).sum(0) / w.sum(0)
+        idx = torch.as_tensor(list(group), device=x.device)
+        out[idx] = (w * x.index_select(0, idx)[:, None]).sum(0) / w.sum(0)
         accepted[idx] = (w.sum(0).mean((1, 2, 3)) - 1) / (len(group) - 1)
     return out, accepted
 
+
+@dataclass(frozen=True)
+class Fusion:
+    """dmb-multi's fusion phase. Before the refinement, the sampler's images are fused and the frames
+    that took a neighbour's pixels refine from their fused image (VAE-encoded); the others refine as
+    single-frame DMB does. After the pixel phase, the images are fused again, by the acceptance decided
+    on the refined images where the features hold at least as many numbers as the image, on the
+    sampler's where they hold fewer (there the refinement's fit is largely guessed detail)."""
+
+    threshold: float
+
+    def acceptance(self, fit: Any, x: torch.Tensor) -> list[torch.Tensor | None]:
+        with torch.no_grad():
+            return fusion_weights(x, fit.case.head, fit.z, fit.mask, fit.groups, self.threshold)
+
+    def fuse(self, fit: Any, x: torch.Tensor, weights: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        fused, share = apply_fusion(x, fit.groups, weights)
+        fit.info["fused_share"] = [round(float(s), 4) for s in share]
+        return fused, share
+
+    def before_refine(self, fit: Any, latent: torch.Tensor) -> torch.Tensor:
+        """The latents the refinement starts from (not for a grey head: the VAE encodes colour)."""
+        x = fit.best.x
+        if x.shape[1] != 3:
+            return latent
+        with torch.no_grad():
+            fit.fused_weights = self.acceptance(fit, x)
+            fused, share = self.fuse(fit, x, fit.fused_weights)
+            changed = share > 0  # the frames whose images took a neighbour's pixels
+            if changed.any():  # index assignment keeps latent's memory layout (the VAE's may differ)
+                latent[changed] = fit.prior.encode(resize(fused[changed], fit.prior.image_size)).to(latent.dtype)
+        fit.best.restart(changed)  # a fused frame's output is refined from it, even where it scores worse
+        return latent
+
+    def finish(self, fit: Any, x: torch.Tensor, pixel: Callable[[Any, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The pixel phase on each frame, then the final fusion."""
+        on_sampler = fit.fused_weights is not None and fit.z[0].numel() < x[0].numel()
+        fit.info["acceptance_on"] = "sampler" if on_sampler else "refined"
+        weights = fit.fused_weights if on_sampler else self.acceptance(fit, x)
+        return self.fuse(fit, pixel(fit, x), weights)[0]
