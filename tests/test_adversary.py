@@ -12,7 +12,7 @@ import torch
 from adversary import attack_names, get_attack
 from adversary.evaluate import evaluate_folders
 from adversary.feature import DirectOptimisation, WhiteBoxCase
-from adversary.feature.do import feature_loss
+from adversary.losses import feature_loss
 from adversary.metrics import PSNR_CAP_DB, psnr
 from adversary.run import run_attack
 from splitleak.errors import SplitleakError
@@ -114,8 +114,8 @@ def test_do_is_deterministic() -> None:
     x = torch.from_numpy(np.stack([scene(0), scene(1)]))
     z = model.head(x).detach()
     case = WhiteBoxCase(model.head, (3, SIZE, SIZE), seed=5)
-    a = DirectOptimisation(iterations=20).reconstruct(z, case)
-    b = DirectOptimisation(iterations=20).reconstruct(z, case)
+    a = DirectOptimisation(iterations=20).reconstruct(z, case).images
+    b = DirectOptimisation(iterations=20).reconstruct(z, case).images
     assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
 
 

@@ -71,18 +71,18 @@ def test_training_lowers_the_loss_and_the_inverter_round_trips(tmp_path: Path, f
     attack = BlackBoxDO(iterations=25, query_source=folder, cache_dir=str(tmp_path), **TINY)
     case = make_case(attack, model.head, model.input_shape, "cpu")
     z = model.head(held).detach()
-    first = attack.reconstruct(z, case)
-    log = attack.training
+    result = attack.reconstruct(z, case)
+    first, log = result.images, result.info["training"]
     assert not log["cached"] and log["final_loss"] < 0.8 * log["first_loss"]
     assert log["query_images"] == 36 and log["queries"] >= 36 and first.shape == held.shape and 0 <= first.min() and first.max() <= 1
-    assert attack.last_loss is not None and attack.last_loss.shape == (len(held),)
+    assert result.loss is not None and result.loss.shape == (len(held),)
     inverter, info = load_inverter(log["folder"])
     assert info["config"]["output"] == "pixels" and info["training"]["iterations"] == 25
     with torch.no_grad():
         assert torch.allclose(inverter(z), first, atol=1e-6)
     again = BlackBoxDO(iterations=25, query_source=folder, cache_dir=str(tmp_path), **TINY)
-    assert torch.allclose(again.reconstruct(z, make_case(again, model.head, model.input_shape, "cpu")), first)
-    assert again.training["cached"]
+    repeat = again.reconstruct(z, make_case(again, model.head, model.input_shape, "cpu"))
+    assert torch.allclose(repeat.images, first) and repeat.info["training"]["cached"]
     other = build_split_model("lenet", "conv2", size=SIZE, weights="seed:1")  # another head: another cache entry
     assert probe_fingerprint(QueryOracle(other.head, (3, SIZE, SIZE))) != probe_fingerprint(case.query)
 
@@ -92,7 +92,7 @@ def test_bb_do_beats_grey_on_held_out_frames(tmp_path: Path, frames, name: str, 
     folder, held = frames
     model = build_split_model(name, split, size=SIZE)
     attack = BlackBoxDO(iterations=50, query_source=folder, cache_dir=str(tmp_path), **TINY)
-    recon = attack.reconstruct(model.head(held).detach(), make_case(attack, model.head, model.input_shape, "cpu"))
+    recon = attack.reconstruct(model.head(held).detach(), make_case(attack, model.head, model.input_shape, "cpu")).images
     grey = psnr_mean(torch.full_like(held, 0.5), held)
     assert psnr_mean(recon, held) > grey + 2, (psnr_mean(recon, held), grey)
 
@@ -116,8 +116,9 @@ def test_temporal_variant_reads_k_frames(tmp_path: Path, frames):
     attack = BlackBoxDO(iterations=3, window=3, query_source=folder, cache_dir=str(tmp_path), **TINY)
     case = make_case(attack, model.head, model.input_shape, "cpu")
     zs = model.head(held[:5]).detach()
-    assert attack.reconstruct(zs, case).shape == (5, 3, SIZE, SIZE)  # a batch of consecutive frames
-    assert attack.reconstruct(zs[:, None].repeat(1, 3, 1, 1, 1), case).shape == (5, 3, SIZE, SIZE)  # windows
+    assert attack.reconstruct(zs, case).images.shape == (5, 3, SIZE, SIZE)  # a batch of consecutive frames
+    windowed = attack.reconstruct(zs[:, None].repeat(1, 3, 1, 1, 1), case).images
+    assert windowed.shape == (5, 3, SIZE, SIZE)  # windows
     assert to_grid(torch.zeros(2, 5, 768), (5, 768)).shape == (2, 768, 2, 2)  # ViT tokens as a map
 
 
@@ -133,11 +134,12 @@ def test_prior_variants_run_through_a_tiny_prior(tmp_path: Path, frames, cls, op
     with pytest.raises(SplitleakError, match="prior"):
         attack.check_access(make_case(attack, model.head, model.input_shape, "cpu"))
     case = make_case(attack, model.head, model.input_shape, "cpu", prior=make_tiny_prior(SIZE))
-    recon = attack.reconstruct(model.head(held[:4]).detach(), case)
+    result = attack.reconstruct(model.head(held[:4]).detach(), case)
+    recon, training = result.images, result.info["training"]
     assert recon.shape == (4, 3, SIZE, SIZE) and 0 <= recon.min() and recon.max() <= 1
-    assert attack.training["query_images"] == 8 and np.isfinite(attack.training["final_loss"])
-    inverter = next(iter(attack._inverters.values()))
-    assert attack.config()["inverter_parameters"] == sum(p.numel() for p in inverter.parameters())
+    assert training["query_images"] == 8 and np.isfinite(training["final_loss"])
+    inverter, _ = next(iter(attack._inverters.values()))
+    assert result.info["inverter_parameters"] == sum(p.numel() for p in inverter.parameters())
 
 
 def test_latent_inverters_default_to_the_pixel_inverters_parameter_count():
@@ -167,7 +169,7 @@ def test_bb_dmb_regresses_onto_clean_latents_unless_it_starts_from_noise(monkeyp
     whole.train_loss(prior, out, x, x)
     short.render(prior, out, SIZE)
     assert [k.get("last") for k in called] == [None, 1] and [k["upto"] for k in inverted] == [1]
-    assert short.config()["start"] == 1 and whole.config()["training_loss"].startswith("pixel")
+    assert short.describe()["start"] == 1 and whole.describe()["training_loss"].startswith("pixel")
     with pytest.raises(SplitleakError, match="start"):
         BlackBoxDMB(steps=4, start=5)
     with pytest.raises(SplitleakError, match="start"):
