@@ -27,11 +27,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adversary.feature.dmb import COARSE_SHARE, COARSE_STEPS, REFINE_SHARE, DiffusionBased, activation_bytes
-from adversary.feature.dmb_multi import FUSE
+from adversary.feature.dmb import DiffusionBased, DMBConfig
+from adversary.feature.dmb_multi import MultiConfig
+from adversary.feature.phases import activation_bytes
 from adversary.feature.base import WhiteBoxCase
 from benchmarks import footage
 from benchmarks.common import parser, print_table, write
+
+DMB = DMBConfig()  # the defaults the budget text describes
 
 WHITE = {"do": "do", "db": "db", "dmb": "dmb"}
 BLACK = {"do": "bb-do", "db": "bb-db", "dmb": "bb-dmb"}
@@ -227,7 +230,7 @@ def options(run: Run, s: Settings, cache: Path, query_frames: int) -> tuple[int,
         return s.bb_iterations, opts
     opts: dict[str, Any] = {}
     if run.method == "dmb":
-        opts["steps"] = s.steps
+        opts["sampler_steps"] = s.steps
     if run.variant == "alg1":
         opts.update(coarse_steps=0, refine_share=0.0, pixel_steps=0)
     if run.variant == "init":  # the white-box adversary queries its head with its own footage
@@ -261,9 +264,9 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
     summary, config = metrics["summary"], metrics["config"]
     n = len(metrics["frames"])
     seconds = float(summary["seconds"])
-    attack_config = config.get("attack_config") or {}
-    # an inverter's one-off training: the black-box attacks' own, or DMB init=inverter's
-    training = attack_config.get("training") or (attack_config.get("inverter") or {}).get("training") or {}
+    attack_config, attack_run = config.get("attack_config") or {}, config.get("attack_run") or {}
+    # an inverter's one-off training: the black-box attacks' own (DMB init=inverter's is not reported)
+    training = attack_run.get("training") or {}
     train_seconds = training.get("seconds")
     if training and not training.get("cached"):
         seconds -= float(train_seconds or 0.0)  # a one-off, reported apart
@@ -273,11 +276,10 @@ def attack_row(run: Run, s: Settings, recording: Path, truth: Path, out: Path, p
             "psnr": summary["mean_psnr"], "ssim": summary["mean_ssim"],
             "psnr_64": summary["mean_psnr_native"], "ssim_64": summary["mean_ssim_native"],
             "seconds_per_frame": seconds / max(1, n), "peak_mb": mem.mb, "iterations": iterations,
-            "ddim_steps": opts.get("steps") if run.method == "dmb" else None, "n_frames": n,
+            "ddim_steps": opts.get("sampler_steps", opts.get("steps")) if run.method == "dmb" else None, "n_frames": n,
             "inverter_train_seconds": train_seconds, "inverter_cached": training.get("cached"),
-            "inverter_width": (config.get("attack_config") or {}).get("width"),
-            "inverter_parameters": (config.get("attack_config") or {}).get("inverter_parameters"),
-            "checkpointed": (config.get("attack_config") or {}).get("checkpointed"), "out": str(out)}
+            "inverter_width": attack_config.get("width"), "inverter_parameters": attack_run.get("inverter_parameters"),
+            "checkpointed": attack_run.get("checkpointed"), "out": str(out)}
 
 
 # ----- one DMB iteration --------------------------------------------------------------------------
@@ -309,20 +311,20 @@ def dmb_iteration(prior_dir: Path, image: np.ndarray, s: Settings) -> list[dict[
         for ck in (True, False):
             results = {}
             for n in (1, 1 + s.timing_iterations):
-                attack = DiffusionBased(iterations=n, steps=s.timing_steps, checkpoint=ck, coarse_steps=0,
-                                        refine_share=0.0, pixel_steps=0)
+                attack = DiffusionBased(iterations=n, sampler_steps=s.timing_steps, checkpoint="on" if ck else "off",
+                                        coarse_steps=0, refine_share=0.0, pixel_steps=0)
                 runs = []
                 for _ in range(s.timing_repeats):
                     calls[0] = 0
                     with PeakRSS() as mem:
                         start = time.perf_counter()
-                        attack.reconstruct(z, case)
+                        checkpointed = attack.reconstruct(z, case).info["checkpointed"]
                         runs.append((time.perf_counter() - start, calls[0], mem.mb))
                 results[n] = (min(t for t, _, _ in runs), runs[0][1], max(mb for _, _, mb in runs))
             (t1, c1, _), (tn, cn, mb) = results[1], results[1 + s.timing_iterations]
             rows.append({"model": "resnet18", "split": "layer2", "victim": "random", "method": "dmb",
                          "measure": "one_iteration", "size": s.size, "ddim_steps": s.timing_steps,
-                         "checkpoint": ck, "checkpointed": attack.checkpointed, "prior_training": prior.unet.training,
+                         "checkpoint": ck, "checkpointed": checkpointed, "prior_training": prior.unet.training,
                          "seconds_per_iteration": (tn - t1) / s.timing_iterations,
                          "unet_calls_per_iteration": (cn - c1) / s.timing_iterations, "peak_mb": mb,
                          "unrolled_activation_mb_estimate": saved / 2**20, "prior": prior.describe()})
@@ -560,16 +562,16 @@ def main() -> None:
         "prior": prior_info, "victim": victim_info,
         "metrics": "psnr/ssim: both images bicubic-resized to 128; psnr_64/ssim_64: at the native 64",
         "iteration_budget": f"white-box DO, DB: {s.iterations} Adam steps each (paper: 1,500); DMB: {s.iterations} "
-                            f"runs of the {s.steps}-step sampler, the default spending {REFINE_SHARE:.0%} of them "
-                            f"as {s.steps} refinement steps each on the sampled latent and {COARSE_SHARE:.0%} of the "
-                            f"rest as {COARSE_STEPS}-step runs (Adam steps per sampler size, 0 = refinement: "
-                            f"{DiffusionBased(steps=s.steps).step_plan(s.iterations)}); variant alg1: {s.iterations} "
+                            f"runs of the {s.steps}-step sampler, the default spending {DMB.refine.share:.0%} of them "
+                            f"as {s.steps} refinement steps each on the sampled latent and {DMB.sampler.coarse_share:.0%} "
+                            f"of the rest as {DMB.sampler.coarse_steps}-step runs (Adam steps per sampler size, "
+                            f"0 = refinement: {DiffusionBased(sampler_steps=s.steps).plan(s.iterations)}); variant alg1: {s.iterations} "
                             f"Adam steps through the {s.steps}-step sampler; variant init: DMB with init=inverter "
                             f"(bb-db's inverter, 500 steps on the attacker's footage, one-off and cached, its training "
                             f"time not counted); DB variant time: DB's Adam steps scaled "
                             f"by the head's DMB / DB seconds per frame; DMB-multi: "
                             f"{s.iterations} sampler runs per frame, as DMB spends them, in one window of "
-                            f"{s.multi_frames} frames, fused at threshold {FUSE}; "
+                            f"{s.multi_frames} frames, fused at threshold {MultiConfig().frames.fuse}; "
                             f"black-box bb-do, bb-db, bb-dmb (and bb-do, bb-dmb with a window of {s.bb_window} "
                             f"frames): {s.bb_iterations} inverter training steps each, {s.bb_seeds} seeds, "
                             f"batch {s.bb_batch}, each attack's default width (about equal parameter counts: "

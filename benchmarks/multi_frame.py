@@ -8,10 +8,8 @@ at the same sampler budget: `iterations` sampler runs per frame.
   alg2     dmb-multi as Algorithm 2 is written (lambda_c = 0.05 on our scale, shared initial noise,
            no fusion, no coarse steps, no latent refinement)
   untied   dmb-multi without tie and fusion: must match single (a sanity row)
-  phaseF   the shared-phase continuation: shared_phase = F/100 (one latent per group first, then
-           the frames, tied, with shared noise), coarse steps in the shared phase only, no fusion
-Any variant may end in /KEY=VALUE items: extra attack options (phase50/coarse_steps=0,
-default/fuse_order=before).
+Any variant may end in /KEY=VALUE items: extra attack options (default/fuse=3.0,
+alg2/coarse_steps=2); the attack parses and checks them.
 `--clip sample:carphone --start 90` takes the frames from another bundled clip or place (held out
 from the prior, the inverters and the victim either way; the prior has only seen bikes).
 """
@@ -25,41 +23,36 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from adversary.feature.dmb_multi import ALGORITHM_2, WINDOW
-from adversary.feature.losses import LAMBDA_C
+from adversary.configs import presets
+from adversary.feature.dmb_multi import MultiConfig
 from benchmarks import footage
 from benchmarks.common import parser, print_table, write
 from benchmarks.feature_inversion import settings
 
-FIXED = {"single": ("dmb", {}), "default": ("dmb-multi", {}), "alg2": ("dmb-multi", ALGORITHM_2),
-         "untied": ("dmb-multi", {"fuse": 0.0})}
-PHASE = {"lambda_c": LAMBDA_C, "shared_init": 1, "coarse_tied": 0, "fuse": 0.0}
+WINDOW = MultiConfig().frames.window
+FIXED = {"single": ("dmb", {}), "default": ("dmb-multi", {}),
+         "alg2": ("dmb-multi", dict(presets(MultiConfig)["paper"])), "untied": ("dmb-multi", {"fuse": 0.0})}
 
 
 def variant(name: str) -> tuple[str, dict[str, Any], int | None]:
     """(attack, options, iterations or None for the benchmark's) for a variant name; a name may
-    end in /KEY=VALUE items, extra attack options (e.g. phase50/coarse_steps=0, default/fuse_order=before)."""
+    end in /KEY=VALUE items, extra attack options (e.g. default/fuse=3.0), passed on as text for the attack to check."""
     base, *extra = name.split("/")
     attack, options, iterations = _base_variant(base)
     for item in extra:
         key, sep, value = item.partition("=")
         if not (sep and key and value):
-            raise SystemExit(f"bad option {item!r} in variant {name!r}: want KEY=NUMBER or KEY=WORD")
-        try:
-            options[key] = float(value) if "." in value else int(value)
-        except ValueError:
-            options[key] = value  # a word, e.g. fuse_order=before: the attack checks it
+            raise SystemExit(f"bad option {item!r} in variant {name!r}: want KEY=VALUE")
+        options[key] = value  # text: the attack's config parses and checks it
     return attack, options, iterations
 
 
 def _base_variant(name: str) -> tuple[str, dict[str, Any], int | None]:
     if name in FIXED:
         return FIXED[name][0], dict(FIXED[name][1]), None
-    if name.startswith("phase") and name[5:].isdigit():
-        return "dmb-multi", {**PHASE, "shared_phase": int(name[5:]) / 100}, None
     if name.startswith("single") and name[6:].isdigit() and int(name[6:]) > 0:
         return "dmb", {}, int(name[6:])
-    raise SystemExit(f"unknown variant {name!r}: single, singleN, default, alg2, untied or phaseF (F in percent)")
+    raise SystemExit(f"unknown variant {name!r}: single, singleN, default, alg2 or untied")
 
 
 def head_spec(text: str) -> tuple[str, str, str]:
@@ -108,7 +101,7 @@ def main() -> None:
                                       footage.head(model, split, s.size, victim, victim_path), seqs, images,
                                       args.clip)
         for name, (attack, opts, own_iterations) in variants.items():
-            opts = {"steps": s.steps, **opts, **({"window": args.window} if attack == "dmb-multi" else {})}
+            opts = {"sampler_steps": s.steps, **opts, **({"window": args.window} if attack == "dmb-multi" else {})}
             start = time.perf_counter()
             metrics = footage.invert(rec, attack, work / "out" / f"{'-'.join(head)}-{name}", truth,
                                      own_iterations or iterations, opts, prior_dir, victim, victim_path, args.frames)
@@ -117,7 +110,7 @@ def main() -> None:
                          "options": opts, "iterations": own_iterations or iterations, "psnr": summary["mean_psnr"],
                          "ssim": summary["mean_ssim"],
                          "psnr_per_frame": psnr, "seconds_per_frame": (time.perf_counter() - start) / len(psnr),
-                         "phase_iterations": (metrics["config"].get("attack_config") or {}).get("phase_iterations")})
+                         "fused_share": (metrics["config"].get("attack_run") or {}).get("fused_share")})
             tqdm.write(f"{'/'.join(head):<28} {name:<8} psnr {rows[-1]['psnr']:6.2f}  ssim {rows[-1]['ssim']:.3f}")
     print_table(rows, ["model", "split", "victim", "variant", "psnr", "ssim", "seconds_per_frame"])
     for head in heads:

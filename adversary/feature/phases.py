@@ -70,7 +70,7 @@ def step_plan(iterations: int, steps: int, coarse_steps: int, coarse_share: floa
     return [(k, n) for k, n in plan if n > 0]
 
 
-def activation_bytes(fit: SamplerFit, v: torch.Tensor) -> int:
+def activation_bytes(prior: Any, v: torch.Tensor, cond: torch.Tensor | None) -> int:
     """Bytes autograd saves for one sampling step from v (an upper bound: it counts shared weights)."""
     total = 0
 
@@ -80,7 +80,7 @@ def activation_bytes(fit: SamplerFit, v: torch.Tensor) -> int:
         return t
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fit.prior.sample(v.detach().requires_grad_(True), steps=1, text=fit.cond, checkpoint=False)
+        prior.sample(v.detach().requires_grad_(True), steps=1, text=cond, checkpoint=False)
     return total
 
 
@@ -97,7 +97,7 @@ class Unroll:
             return self.checkpoint == "on"
         if fit.case.device.type != "cpu":
             return True
-        return fit.steps * activation_bytes(fit, v) > CPU_ACTIVATION_BUDGET
+        return fit.steps * activation_bytes(fit.prior, v, fit.cond) > CPU_ACTIVATION_BUDGET
 
     def __call__(self, fit: SamplerFit, v0: torch.Tensor, plan: Plan, best: Best | None = None,
                  z: torch.Tensor | None = None, mask: torch.Tensor | None = None,
