@@ -80,7 +80,8 @@ class LBFGSOptions:
         require((self.slow_patience is None or self.slow_patience >= 1) and 0 < self.slow_drop < 1,
                 f"slow_patience must be None or >= 1 and slow_drop in (0, 1), got {self.slow_patience} and "
                 f"{self.slow_drop}")
-        require(self.stop_every is None or self.stop_every >= 1, f"stop_every must be None or >= 1, got {self.stop_every}")
+        require(self.stop_every is None or self.stop_every >= 1,
+                f"stop_every must be None or >= 1, got {self.stop_every}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
 
     @property
