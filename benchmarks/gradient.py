@@ -97,10 +97,9 @@ def image_scores(recon: torch.Tensor, truth: torch.Tensor) -> dict[str, list[flo
 def run_attack(name: str, cases: list[GradientCase], batched: bool, options: dict[str, Any],
                progress: bool = True) -> tuple[GradientResult | list[GradientResult], float, float]:
     """(result(s), wall seconds, process CPU seconds): batched attacks get every case at once."""
-    attack = get_attack(name)(**options)
+    attack = get_attack(name)(**({**options, "progress": progress} if batched else options))
     wall, cpu = time.perf_counter(), time.process_time()
     if batched:
-        attack.progress = progress
         results: Any = attack.reconstruct_many(cases)
     else:
         results = [attack.reconstruct(c) for c in tqdm(cases, desc=name, unit="frame", leave=False,

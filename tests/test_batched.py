@@ -293,6 +293,30 @@ def test_batched_attacks_are_registered():
     assert get_attack("idlg-batched").family == "gradient"
 
 
+@pytest.mark.parametrize("name", ["dlg-batched", "idlg-batched"])
+def test_batched_options_are_checked_one_line(name):
+    cls = get_attack(name)
+    for options, message in (({"nope": 1}, "unknown option 'nope'"),
+                             ({"slow_steps": 1.5}, r"option stop.slow_steps=1.5: expected an integer or none"),
+                             ({"progress": "maybe"}, "option progress='maybe': expected true | false"),
+                             ({"stop_every": 0}, "stop_every must be >= 1")):
+        with pytest.raises(SplitleakError, match=message) as err:
+            cls(**options)
+        assert "\n" not in str(err.value)
+
+
+def test_batched_presets_drive_the_engine():
+    paper = get_attack("dlg-batched").from_options("paper").options()  # dlg's paper loop, per frame
+    assert (paper.max_iter, paper.restarts, paper.threshold, paper.stop) == (300 * 20, 9, 1e-5, 0.0)
+    assert (paper.history, paper.lr, paper.line_search, paper.slow_patience) == (100, 1.0, "fixed", None)
+    assert (paper.stop_every, paper.patience) == (20, 40)  # tested per dlg step; two steps without progress
+    best = get_attack("idlg-batched")().options()  # today's defaults
+    assert (best.stop, best.line_search, best.slow_patience, best.min_progress) == (1e-5, "strong_wolfe", 1000, 0.0)
+    custom = get_attack("dlg-batched")(max_iter=5, patience=0, stop_loss=0.0, slow_steps=None).options()
+    assert (custom.max_iter, custom.stop_every, custom.patience, custom.stop, custom.slow_patience) == (
+        1500, 5, None, 0.0, None)
+
+
 def real_frames(n, size):
     from splitleak.video import open_source, to_model_input
 
@@ -326,7 +350,10 @@ def test_reconstruct_many_gives_one_result_per_case():
     x, y = real_frames(2, 8), torch.tensor([4, 4])
     module = lenet(size=8)
     cases = stacked_case(module, x, y)
-    results = get_attack("dlg-batched")(iterations=2, restarts=1).reconstruct_many([cases.frame(0), cases.frame(1)])
+    attack = get_attack("dlg-batched")(iterations=2, restarts=1)
+    before = dict(attack.__dict__)
+    results = attack.reconstruct_many([cases.frame(0), cases.frame(1)])
+    assert attack.__dict__ == before and all(attack.__dict__[k] is v for k, v in before.items())  # no run state
     assert len(results) == 2
     assert all(r.inputs.shape == (1, 3, 8, 8) and r.loss.shape == (1,) for r in results)
     assert all(isinstance(r.extra["restarts_used"], int) for r in results)

@@ -18,9 +18,11 @@ from safetensors.numpy import load_file
 from torch import nn
 
 from adversary import get_attack
+from adversary.attack import Attack
 from adversary.gradient import GradientCase, cosine_distance, dummy_gradients, gradient_distance_l2, infer_labels_idlg
 from adversary.gradient.dlg import dummy_start
 from adversary.gradient.features import feature_scores
+from adversary.gradient.ig import milestones
 from adversary.gradient.run import features_name, run_gradient_attack
 from adversary.metrics import psnr
 from adversary.run import run_attack
@@ -58,7 +60,7 @@ def image_case(model, x: torch.Tensor, y: torch.Tensor, labels_on_wire: bool = T
 def test_registered_with_family_and_access():
     for name in ("dlg", "idlg", "ig", "fvi"):
         cls = get_attack(name)
-        assert cls.family == "gradient" and "gradients" in cls.access
+        assert cls.family == "gradient" and "gradients" in cls.access and issubclass(cls, Attack)
 
 
 def test_distances_are_zero_on_equal_gradients(lenet, frames):
@@ -155,6 +157,86 @@ def test_fvi_stagnation_kicks_halve_lr():
     case = GradientCase(clf, learning.gradients(clf, z, torch.tensor([1])), 1, (10, 64), 10, None, "features")
     result = get_attack("fvi")(iterations=40, lr=1e-6, check_every=10).reconstruct(case)
     assert result.extra["stagnation_kicks"] >= 2
+
+
+# ---- configs: checked options, presets, no run state ------------------------------------------
+
+@pytest.mark.parametrize("name", ["dlg", "idlg", "ig", "fvi"])
+def test_unknown_option_or_wrong_type_is_a_one_line_error(name):
+    cls = get_attack(name)
+    with pytest.raises(SplitleakError, match="unknown option 'nope'") as err:
+        cls(nope=1)
+    assert "\n" not in str(err.value)
+    with pytest.raises(SplitleakError, match=r"option iterations='many': expected an integer") as err:
+        cls(iterations="many")
+    assert "\n" not in str(err.value)
+    with pytest.raises(SplitleakError, match="restarts must be >= 1"):
+        cls(restarts=0)
+
+
+def test_options_by_path_leaf_or_text_and_frozen_configs():
+    dlg = get_attack("dlg")
+    a = dlg(iterations=300, restarts=1, lr=0.5, line_search=None, patience=0)
+    b = dlg.from_options(None, {"lbfgs.lr": "0.5", "restarts": "1", "lbfgs_line_search": "none", "stop_patience": "0"})
+    assert a.config == b.config and a.config.lbfgs.lr == 0.5 and a.config.lbfgs.line_search is None
+    with pytest.raises(SplitleakError, match="lbfgs.line_search='wolfe': expected strong_wolfe or none"):
+        dlg(line_search="wolfe")
+    with pytest.raises(SplitleakError, match="init='gauss'"):
+        dlg(init="gauss")
+    with pytest.raises(SplitleakError, match="optimizer='sgd': expected adam | lbfgs"):
+        get_attack("fvi")(optimizer="sgd")
+    assert get_attack("fvi")(check_every=7).config.stagnation.check_every == 7
+    with pytest.raises(AttributeError):
+        a.config.restarts = 3  # frozen: an attack never changes its config
+
+
+def test_paper_presets_are_the_papers_loops():
+    dlg = get_attack("dlg").from_options("paper").config  # DLG reference code + the video-leakage protocol
+    assert (dlg.iterations, dlg.restarts, dlg.init) == (300, 10, "normal")
+    assert (dlg.lbfgs.lr, dlg.lbfgs.max_iter, dlg.lbfgs.history_size, dlg.lbfgs.line_search) == (1.0, 20, 100, None)
+    assert (dlg.stop.threshold, dlg.stop.stop_loss, dlg.stop.patience) == (1e-5, 0.0, None)
+    assert get_attack("idlg").from_options("paper").config == dlg
+    best = get_attack("dlg")().config  # best = the defaults, which differ only in line search and patience
+    assert best.lbfgs.line_search == "strong_wolfe" and best.stop.patience == 50
+    ig = get_attack("ig").from_options("paper").config  # Geiping et al.
+    assert (ig.iterations, ig.restarts, ig.lr, ig.signed, ig.boxed) == (24000, 1, 0.1, True, True)
+    assert milestones(ig.iterations) == [9000, 15000, 21000]
+    fvi = get_attack("fvi").from_options("paper").config  # 20,000 iterations, N(0, 0.001) kicks every 1,000
+    assert (fvi.iterations, fvi.stop_loss, fvi.restarts) == (20000, 0.0, 1)
+    assert (fvi.stagnation.check_every, fvi.stagnation.noise_std) == (1000, 1e-3)
+    short = get_attack("dlg").from_options("paper", {"iterations": 5})  # options go on top of the preset
+    assert short.config.iterations == 5 and short.config.stop.patience is None
+    with pytest.raises(SplitleakError, match="unknown preset 'fast'"):
+        get_attack("dlg").from_options("fast")
+
+
+def test_paper_fvi_kicks_at_every_stagnated_check():
+    torch.manual_seed(0)
+    clf = FC().eval()
+    z = torch.relu(torch.randn(1, 10, 64))
+    case = GradientCase(clf, learning.gradients(clf, z, torch.tensor([1])), 1, (10, 64), 10, None, "features")
+    # the paper's loop at a 1/100 scale: 200 iterations, a check every 10, a learning rate too small to progress
+    attack = get_attack("fvi").from_options("paper", {"iterations": 200, "check_every": 10, "lr": 1e-9})
+    result = attack.reconstruct(case)
+    assert result.extra["steps"] == 200 and result.extra["stagnation_kicks"] == 20  # one kick per check after the first
+
+
+@pytest.mark.parametrize("name,options", [("dlg", {"iterations": 2, "restarts": 2}), ("idlg", {"iterations": 2}),
+                                          ("ig", {"iterations": 3, "restarts": 2}), ("fvi", {"iterations": 5})])
+def test_reconstruct_leaves_the_attack_unchanged(lenet, frames, name, options):
+    attack = get_attack(name)(**options)
+    before = dict(attack.__dict__)
+    if name == "fvi":
+        clf = FC().eval()
+        case = GradientCase(clf, learning.gradients(clf, torch.rand(1, 10, 64), torch.tensor([1])), 1, (10, 64), 10)
+    else:
+        case = image_case(lenet, frames[:1], torch.tensor([2]))
+    first = attack.reconstruct(case)
+    assert attack.__dict__ == before and all(attack.__dict__[k] is v for k, v in before.items())
+    again = attack.reconstruct(case)  # and the same object gives the same answer twice
+    assert torch.equal(first.inputs, again.inputs) and torch.equal(first.loss, again.loss)
+    described = attack.describe()
+    assert described["iterations"] == options["iterations"] and described["restarts"] == attack.config.restarts
 
 
 # ---- the recording runner ------------------------------------------------------------------

@@ -99,3 +99,19 @@ def test_bad_inputs():
     case = GradientCase(module, learning.gradients(module, x, torch.tensor([1, 2])), 2, (3, 8, 8), 10)
     with pytest.raises(SplitleakError, match="batch size 1"):
         RGAP().reconstruct(case)
+
+
+def test_rgap_config_presets_and_no_run_state():
+    for options, message in (({"iterations": 5}, "unknown option 'iterations'"),
+                             ({"rcond": "tiny"}, r"option rcond='tiny': expected a number"),
+                             ({"rcond": 0.0}, r"rcond must be in \(0, 1\)")):
+        with pytest.raises(SplitleakError, match=message) as err:
+            RGAP(**options)
+        assert "\n" not in str(err.value)
+    assert RGAP.from_options("paper").config == RGAP().config  # a closed form: nothing to tune
+    assert RGAP(threshold=1e-3).loss_threshold == 1e-3 and RGAP().describe() == {"rcond": 1e-10, "threshold": 1e-5}
+    attack, module = RGAP(), _narrow()
+    before = dict(attack.__dict__)
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    attack.reconstruct(_case(module, x, 4))
+    assert attack.__dict__ == before and attack.__dict__["config"] is before["config"]

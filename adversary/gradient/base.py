@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from adversary.attack import Attack
 from adversary.losses import cosine_distance, gradient_distance_l2, total_variation
 from splitleak import learning
 from splitleak.errors import SplitleakError
@@ -89,29 +90,19 @@ class GradientResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class GradientInversionAttack:
-    """Base class: subclasses set `name`, `access` and `loss_threshold`, and implement `reconstruct`.
+class GradientInversionAttack(Attack):
+    """Base class: subclasses set `name`, `access` and `Config`, and implement `reconstruct`.
 
     `loss_threshold` is the gradient loss below which the attack counts a frame as recovered
     (None when the loss has no absolute scale, e.g. cosine distance).
     """
 
-    name: ClassVar[str] = ""
     family: ClassVar[str] = "gradient"
     access: ClassVar[frozenset[str]] = frozenset({"gradients", "model_weights", "model_architecture", "batch_size"})
-    loss_threshold: float | None = None
-    iterations: int = 0
 
-    def config(self) -> dict[str, Any]:
-        """The attack's hyper-parameters, for config.json."""
-        return {}
-
-    def check_access(self, case: GradientCase) -> None:
-        """SplitleakError if the attack needs something the case does not grant."""
-        missing = self.access - case.grants
-        if missing:
-            raise SplitleakError(f"attack {self.name!r} needs {', '.join(sorted(missing))}, "
-                                 f"which this threat model does not grant")
+    @property
+    def loss_threshold(self) -> float | None:
+        return None
 
     def reconstruct(self, case: GradientCase) -> GradientResult:
         """Recover the batch behind `case.gradients`."""

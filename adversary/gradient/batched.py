@@ -27,16 +27,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
-from adversary.gradient.base import GradientCase, GradientResult, infer_labels_idlg
-from adversary.gradient.dlg import LbfgsGradientAttack, dummy_start, label_accuracy
+from adversary.configs import require
+from adversary.gradient.base import GradientCase, GradientInversionAttack, GradientResult, infer_labels_idlg
+from adversary.gradient.dlg import DLGConfig, LbfgsConfig, dummy_start, label_accuracy
 from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
 from adversary.registry import register
 from splitleak import learning
@@ -226,49 +227,93 @@ class FrameMatching:
         return loss.detach().reshape(1), gz.detach()[None]
 
 
-class BatchedLbfgsAttack(LbfgsGradientAttack):
-    """dlg / idlg over N frames at once. Same options and meaning as `LbfgsGradientAttack`
-    (an iteration budget of iterations x max_iter L-BFGS iterations per start, `restarts` starts
-    in all, success below `threshold`), run per frame: `strong_wolfe` -> torch's strong-Wolfe
-    search per frame (the trial steps dlg takes on that frame alone), None -> torch's fixed step.
-    A frame is frozen once its loss is below `stop_loss` (default: the threshold; 0 polishes
-    every frame to the end of its start), tested as dlg tests it: every `stop_every` (default
-    max_iter, dlg's step) iterations on the loss at the previous test, so a frame runs the step
-    that starts below `stop_loss` (1 tests after every iteration).
-    `patience` (default 2 x max_iter, dlg's "two steps without progress") ends a start whose loss
-    stopped falling by `min_progress` (relative); `slow_steps` (default 50, dlg's `patience`) ends a
-    start whose loss has not halved within that many steps (x max_iter iterations) of its last
-    halving (0 / None: never)."""
+@dataclass(frozen=True)
+class BatchedStopConfig:
+    """Per frame: success, when a frame is frozen, and when a start ends early.
 
-    def __init__(self, iterations: int = 300, restarts: int = 10, lr: float = 1.0, max_iter: int = 20,
-                 history_size: int = 100, line_search: str | None = "strong_wolfe", init: str = "normal",
-                 threshold: float = 1e-5, stop_loss: float | None = None, patience: int | None = None,
-                 min_progress: float = 0.0, stop_every: int | None = None, slow_steps: int | None = 50,
-                 progress: bool = False) -> None:
-        super().__init__(iterations, restarts, lr, max_iter, history_size, line_search, init, threshold,
-                         0.0 if stop_loss is None else stop_loss)
-        self.stop_loss = self.loss_threshold if stop_loss is None else float(stop_loss)
-        self.patience = 2 * self.max_iter if patience is None else int(patience)
-        self.min_progress, self.progress = float(min_progress), bool(progress)
-        self.stop_every = self.max_iter if stop_every is None else int(stop_every)
-        self.slow_steps = int(slow_steps) if slow_steps else None
+    `stop_loss` freezes a frame once its loss is below it (None: the threshold; 0: polish every
+    frame to the end of its start), tested as dlg tests it: every `stop_every` iterations (None:
+    lbfgs.max_iter, dlg's step; 1: after every iteration) on the loss at the previous test.
+    `patience` iterations (None: 2 x lbfgs.max_iter, dlg's "two steps without progress"; 0:
+    never) without a relative fall of `min_progress` end a start; so does a loss that has not
+    halved within `slow_steps` steps (x lbfgs.max_iter iterations) of its last halving (dlg's
+    `patience`; None / 0: never).
+    """
+
+    threshold: float = 1e-5
+    stop_loss: float | None = None
+    stop_every: int | None = None
+    patience: int | None = None
+    min_progress: float = 0.0
+    slow_steps: int | None = 50
+
+    def check(self) -> None:
+        require(self.threshold >= 0 and (self.stop_loss is None or self.stop_loss >= 0) and self.min_progress >= 0,
+                f"threshold, stop_loss and min_progress must be >= 0 "
+                f"(got {self.threshold}, {self.stop_loss}, {self.min_progress})")
+        require(self.stop_every is None or self.stop_every >= 1, f"stop_every must be >= 1, got {self.stop_every}")
+        require(all(v is None or v >= 0 for v in (self.patience, self.slow_steps)),
+                f"patience and slow_steps must be >= 0 or none (got {self.patience}, {self.slow_steps})")
+
+
+@dataclass(frozen=True)
+class BatchedConfig:
+    """dlg's / idlg's protocol per frame: an iteration budget of iterations x lbfgs.max_iter L-BFGS
+    iterations per start, `restarts` starts in all; `progress` shows a bar over frames."""
+
+    iterations: int = 300
+    restarts: int = 10
+    init: Literal["normal", "uniform"] = "normal"
+    progress: bool = False
+    lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
+    stop: BatchedStopConfig = field(default_factory=BatchedStopConfig)
+
+    # dlg's paper loop per frame: its L-BFGS settings and budget, every frame run to the end of
+    # its start (no freezing on success, no abandoning a slow start)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
+        **DLGConfig.PRESETS["paper"], "stop.stop_loss": 0.0, "stop.stop_every": None, "stop.patience": None,
+        "stop.min_progress": 0.0, "stop.slow_steps": None}}
+
+    def check(self) -> None:
+        require(self.iterations >= 1 and self.restarts >= 1,
+                f"iterations and restarts must be >= 1 (got {self.iterations}, {self.restarts})")
+
+
+class BatchedLbfgsAttack(GradientInversionAttack):
+    """dlg / idlg over N frames at once, each frame its own L-BFGS run: `strong_wolfe` -> torch's
+    strong-Wolfe search per frame (the trial steps dlg takes on that frame alone), None -> torch's
+    fixed step."""
+
+    Config = BatchedConfig
+    joint_labels: ClassVar[bool] = True
+
+    @property
+    def loss_threshold(self) -> float:
+        return self.config.stop.threshold
 
     def options(self) -> LBFGSOptions:
-        return LBFGSOptions(max_iter=self.iterations * self.max_iter, restarts=self.restarts - 1,
-                            threshold=self.loss_threshold, stop=self.stop_loss, history=self.history_size,
-                            lr=self.lr, line_search=self.line_search or "fixed", tolerance_change=1e-12,
-                            patience=self.patience or None, min_progress=self.min_progress,
-                            stop_every=self.stop_every,
-                            slow_patience=self.slow_steps * self.max_iter if self.slow_steps else None)
+        """The engine's settings for this config."""
+        c, lb, st = self.config, self.config.lbfgs, self.config.stop
+        slow = st.slow_steps * lb.max_iter if st.slow_steps else None
+        return LBFGSOptions(max_iter=c.iterations * lb.max_iter, restarts=c.restarts - 1, threshold=st.threshold,
+                            stop=st.threshold if st.stop_loss is None else st.stop_loss, history=lb.history_size,
+                            lr=lb.lr, line_search=lb.line_search or "fixed", tolerance_change=1e-12,
+                            patience=(2 * lb.max_iter if st.patience is None else st.patience) or None,
+                            min_progress=st.min_progress,
+                            stop_every=lb.max_iter if st.stop_every is None else st.stop_every, slow_patience=slow)
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "engine": "batched (torch.func vmap, per-frame L-BFGS)",
-                "line_search": "per-frame strong wolfe" if self.line_search else "fixed step",
-                "stop_loss": self.stop_loss, "stop_every": self.stop_every, "patience": self.patience,
-                "min_progress": self.min_progress, "slow_steps": self.slow_steps,
+    def describe(self) -> dict[str, Any]:
+        o = self.options()
+        return {**super().describe(), "optimizer": "lbfgs", "joint_labels": self.joint_labels,
+                "engine": "batched (torch.func vmap, per-frame L-BFGS)",
+                "loss": "sum of squared gradient differences (L2)",
+                "iteration": f"{self.config.lbfgs.max_iter} L-BFGS iterations (dlg's step of up to "
+                             f"{self.config.lbfgs.max_iter} evaluations)",
+                "engine_options": {"max_iter": o.max_iter, "stop": o.stop, "stop_every": o.stop_every,
+                                   "patience": o.patience, "slow_patience": o.slow_patience,
+                                   "line_search": o.line_search},
                 "slow_rule": "a start ends when its best loss has not halved within slow_steps steps of its "
-                             "last halving (dlg's patience rule)",
-                "iteration": f"{self.max_iter} L-BFGS iterations (dlg's step of up to {self.max_iter} evaluations)"}
+                             "last halving (dlg's patience rule)"}
 
     def batch_labels(self, case: BatchedGradientCase) -> torch.Tensor | None:
         """Per-frame class ids to hold fixed, or None for joint soft labels."""
@@ -287,11 +332,11 @@ class BatchedLbfgsAttack(LbfgsGradientAttack):
         def init(rows: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
             zs = []
             for r, k in zip(rows.tolist(), starts.tolist()):
-                x0, y0 = dummy_start(case, case.frame_seed(r) + k, self.init, labels is None)
+                x0, y0 = dummy_start(case, case.frame_seed(r) + k, self.config.init, labels is None)
                 zs.append(x0.flatten() if y0 is None else torch.cat([x0.flatten(), y0.flatten()]))
             return torch.stack(zs)
 
-        bar = tqdm(total=n, desc=self.name, unit="frame", leave=False, disable=not self.progress)
+        bar = tqdm(total=n, desc=self.name, unit="frame", leave=False, disable=not self.config.progress)
 
         def progress(done: int, total: int) -> None:
             if done != bar.n:
@@ -340,12 +385,12 @@ class IDLGBatched(BatchedLbfgsAttack):
     name: ClassVar[str] = "idlg-batched"
     joint_labels: ClassVar[bool] = False
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "labels": "inferred per frame from its last layer's gradient (iDLG)"}
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": "inferred per frame from its last layer's gradient (iDLG)"}
 
     def batch_labels(self, case: BatchedGradientCase) -> torch.Tensor:
         return torch.cat([infer_labels_idlg(case.frame(i)) for i in range(case.frames)])
 
 
-__all__ = ["BatchedGradientCase", "BatchedLbfgsAttack", "DLGBatched", "FrameMatching", "IDLGBatched",
-           "frame_gradients"]
+__all__ = ["BatchedConfig", "BatchedGradientCase", "BatchedLbfgsAttack", "BatchedStopConfig", "DLGBatched",
+           "FrameMatching", "IDLGBatched", "frame_gradients"]

@@ -7,15 +7,17 @@ with L-BFGS (lr 1, history 100, strong-Wolfe line search). One "iteration" is on
 step of up to `max_iter` (20) function evaluations, as in the DLG reference code, 300 of them.
 A run succeeds when the gradient loss falls below 1e-5; up to 10 restarts from new seeds,
 stopping at the first success and keeping the best. Images are not clamped while optimising;
-they are clamped to [0, 1] on output.
+they are clamped to [0, 1] on output. Presets: `paper` is the reference code's loop (no line
+search, no early abandoning); `best` (the defaults) adds the strong-Wolfe search and abandons a
+restart whose loss has not halved in 50 steps.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -27,10 +29,8 @@ from adversary.gradient.base import (
     dummy_gradients,
     gradient_distance_l2,
 )
+from adversary.configs import require
 from adversary.registry import register
-from splitleak.errors import SplitleakError
-
-INITS = ("normal", "uniform")
 
 
 @dataclass
@@ -100,35 +100,73 @@ def lbfgs_match(case: GradientCase, x0: torch.Tensor, labels: torch.Tensor | Non
     return Run(x.detach(), None if y is None else y.detach(), final, evaluations + 1, step)
 
 
+@dataclass(frozen=True)
+class LbfgsConfig:
+    """torch.optim.LBFGS's settings for one DLG step."""
+
+    lr: float = 1.0
+    max_iter: int = 20  # function evaluations per step
+    history_size: int = 100
+    line_search: Literal["strong_wolfe"] | None = "strong_wolfe"  # None: torch's fixed step
+
+    def check(self) -> None:
+        require(self.lr > 0 and self.max_iter >= 1 and self.history_size >= 1,
+                f"lr must be > 0, max_iter and history_size >= 1 (got {self.lr}, {self.max_iter}, {self.history_size})")
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """When a restart counts as a success and when a run ends early."""
+
+    threshold: float = 1e-5  # success: the final gradient loss is below it (and no more restarts)
+    stop_loss: float = 0.0  # a run ends at the first step that starts below it (0: runs all its steps)
+    patience: int | None = 50  # a run ends when its loss has not halved over this many steps (None / 0: never)
+
+    def check(self) -> None:
+        require(self.threshold >= 0 and self.stop_loss >= 0,
+                f"threshold and stop_loss must be >= 0 (got {self.threshold}, {self.stop_loss})")
+        require(self.patience is None or self.patience >= 0, f"patience must be >= 0 or none, got {self.patience}")
+
+
+@dataclass(frozen=True)
+class DLGConfig:
+    """DLG's / iDLG's protocol: `iterations` L-BFGS steps per restart, up to `restarts` restarts."""
+
+    iterations: int = 300
+    restarts: int = 10
+    init: Literal["normal", "uniform"] = "normal"  # the dummy inputs' distribution
+    lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+
+    # the papers as written: the DLG / iDLG reference code's torch.optim.LBFGS defaults (lr 1,
+    # 20 evaluations a step, history 100, no line search), 300 steps, success below 1e-5, up to
+    # 10 restarts (the video-leakage paper), no early abandoning of a slow restart
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
+        "iterations": 300, "restarts": 10, "init": "normal", "lbfgs.lr": 1.0, "lbfgs.max_iter": 20,
+        "lbfgs.history_size": 100, "lbfgs.line_search": None, "stop.threshold": 1e-5, "stop.stop_loss": 0.0,
+        "stop.patience": None}}
+
+    def check(self) -> None:
+        require(self.iterations >= 1 and self.restarts >= 1,
+                f"iterations and restarts must be >= 1 (got {self.iterations}, {self.restarts})")
+
+
 class LbfgsGradientAttack(GradientInversionAttack):
     """Shared protocol of DLG and iDLG: L-BFGS restarts on the L2 gradient distance."""
 
-    loss_threshold: float | None = 1e-5
+    Config = DLGConfig
     joint_labels: ClassVar[bool] = True
 
-    def __init__(self, iterations: int = 300, restarts: int = 10, lr: float = 1.0, max_iter: int = 20,
-                 history_size: int = 100, line_search: str | None = "strong_wolfe", init: str = "normal",
-                 threshold: float = 1e-5, stop_loss: float = 0.0, patience: int | None = 50) -> None:
-        if iterations < 1 or restarts < 1 or max_iter < 1 or history_size < 1:
-            raise SplitleakError(f"iterations, restarts, max_iter and history_size must be >= 1 "
-                                 f"(got {iterations}, {restarts}, {max_iter}, {history_size})")
-        if init not in INITS:
-            raise SplitleakError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-        if line_search not in (None, "strong_wolfe"):
-            raise SplitleakError(f"line_search must be strong_wolfe or None, got {line_search!r}")
-        self.iterations, self.restarts, self.lr, self.max_iter = int(iterations), int(restarts), float(lr), int(max_iter)
-        self.history_size, self.line_search, self.init = int(history_size), line_search, init
-        self.loss_threshold, self.stop_loss = float(threshold), float(stop_loss)
-        self.patience = None if not patience else int(patience)  # 0 / None: the plain protocol
+    @property
+    def loss_threshold(self) -> float:
+        return self.config.stop.threshold
 
-    def config(self) -> dict[str, Any]:
-        return {"iterations": self.iterations, "iteration": f"one L-BFGS step of up to {self.max_iter} evaluations",
-                "restarts": self.restarts, "lr": self.lr, "max_iter": self.max_iter,
-                "history_size": self.history_size, "line_search": self.line_search, "init": self.init,
-                "loss": "sum of squared gradient differences (L2)", "success_loss_below": self.loss_threshold,
-                "stop_loss": self.stop_loss, "joint_labels": self.joint_labels, "optimizer": "lbfgs",
-                "patience": self.patience, "patience_rule": "a restart is abandoned when its loss has not halved "
-                                                            "over the last `patience` steps (None: never)"}
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "optimizer": "lbfgs", "joint_labels": self.joint_labels,
+                "iteration": f"one L-BFGS step of up to {self.config.lbfgs.max_iter} evaluations",
+                "loss": "sum of squared gradient differences (L2)",
+                "patience_rule": "a restart is abandoned when its loss has not halved over the last "
+                                 "`patience` steps (None: never)"}
 
     def fixed_labels(self, case: GradientCase) -> torch.Tensor | None:
         """Class ids to hold fixed, or None to optimise soft labels jointly."""
@@ -136,16 +174,16 @@ class LbfgsGradientAttack(GradientInversionAttack):
 
     def reconstruct(self, case: GradientCase) -> GradientResult:
         self.check_access(case)
-        start = time.perf_counter()
+        c, start = self.config, time.perf_counter()
         labels = self.fixed_labels(case)
 
         def start_from(restart: int) -> Run:
-            x0, y0 = dummy_start(case, case.seed + restart, self.init, labels is None)
-            return lbfgs_match(case, x0, labels, y0, steps=self.iterations, lr=self.lr, max_iter=self.max_iter,
-                               history_size=self.history_size, line_search=self.line_search,
-                               stop_loss=self.stop_loss, patience=self.patience)
+            x0, y0 = dummy_start(case, case.seed + restart, c.init, labels is None)
+            return lbfgs_match(case, x0, labels, y0, steps=c.iterations, lr=c.lbfgs.lr, max_iter=c.lbfgs.max_iter,
+                               history_size=c.lbfgs.history_size, line_search=c.lbfgs.line_search,
+                               stop_loss=c.stop.stop_loss, patience=c.stop.patience or None)
 
-        best, losses = best_of_restarts(start_from, self.restarts, self.loss_threshold, loss=lambda run: run.loss)
+        best, losses = best_of_restarts(start_from, c.restarts, c.stop.threshold, loss=lambda run: run.loss)
         found = labels if best.label_logits is None else best.label_logits.argmax(-1)
         inputs = torch.nan_to_num(best.inputs)  # a run that blew up everywhere leaves NaNs
         inputs = inputs.clamp(0, 1) if case.is_image else inputs
@@ -156,7 +194,7 @@ class LbfgsGradientAttack(GradientInversionAttack):
         if case.labels is not None:
             extra["label_accuracy"] = label_accuracy(found, case.labels)
         return GradientResult(inputs.detach(), found.detach().to(torch.long), torch.full((b,), best.loss),
-                              torch.full((b,), best.loss < self.loss_threshold), extra)
+                              torch.full((b,), best.loss < c.stop.threshold), extra)
 
 
 def label_accuracy(found: torch.Tensor, truth: torch.Tensor) -> float:

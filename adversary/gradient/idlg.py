@@ -24,9 +24,9 @@ class IDLG(LbfgsGradientAttack):
     name: ClassVar[str] = "idlg"
     joint_labels: ClassVar[bool] = False
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "labels": "inferred from the last layer's gradient (iDLG; LLG-style greedy "
-                                              "for batch > 1), never read from the wire"}
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": "inferred from the last layer's gradient (iDLG; LLG-style greedy "
+                                                "for batch > 1), never read from the wire"}
 
     def fixed_labels(self, case: GradientCase) -> torch.Tensor:
         return infer_labels_idlg(case)

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from adversary.configs import require
 from adversary.gradient.wolfe_batched import WolfeRows
-from splitleak.errors import SplitleakError
 
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Init = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (rows (k,), start number (k,)) -> z (k, D)
@@ -72,19 +72,17 @@ class LBFGSOptions:
     tolerance_change: float = 1e-9
 
     def __post_init__(self) -> None:
-        if self.line_search not in LINE_SEARCHES:
-            raise SplitleakError(f"line_search must be one of {LINE_SEARCHES}, got {self.line_search!r}")
-        if self.max_iter < 1 or self.restarts < 0 or self.history < 1 or self.max_backtracks < 0 or self.max_ls < 1:
-            raise SplitleakError("max_iter, history and max_ls must be >= 1, restarts and max_backtracks >= 0")
-        if not 0 < self.c1 < self.c2 < 1:
-            raise SplitleakError(f"need 0 < c1 < c2 < 1, got c1 {self.c1} and c2 {self.c2}")
-        if self.slow_patience is not None and self.slow_patience < 1 or not 0 < self.slow_drop < 1:
-            raise SplitleakError(f"slow_patience must be None or >= 1 and slow_drop in (0, 1), got "
-                                 f"{self.slow_patience} and {self.slow_drop}")
-        if self.stop_every is not None and self.stop_every < 1:
-            raise SplitleakError(f"stop_every must be None or >= 1, got {self.stop_every}")
-        if not self.lr > 0:
-            raise SplitleakError(f"lr must be > 0, got {self.lr}")
+        require(self.line_search in LINE_SEARCHES,
+                f"line_search must be one of {', '.join(LINE_SEARCHES)}, got {self.line_search!r}")
+        require(self.max_iter >= 1 and self.restarts >= 0 and self.history >= 1 and self.max_backtracks >= 0
+                and self.max_ls >= 1, "max_iter, history and max_ls must be >= 1, restarts and max_backtracks >= 0")
+        require(0 < self.c1 < self.c2 < 1, f"need 0 < c1 < c2 < 1, got c1 {self.c1} and c2 {self.c2}")
+        require((self.slow_patience is None or self.slow_patience >= 1) and 0 < self.slow_drop < 1,
+                f"slow_patience must be None or >= 1 and slow_drop in (0, 1), got {self.slow_patience} and "
+                f"{self.slow_drop}")
+        require(self.stop_every is None or self.stop_every >= 1,
+                f"stop_every must be None or >= 1, got {self.stop_every}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
 
     @property
     def stop_below(self) -> float:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from scipy.linalg import cho_solve
 from scipy.linalg.lapack import dpstrf
 from torch import nn
 
+from adversary.configs import require
 from adversary.gradient.base import (GradientCase, GradientInversionAttack, GradientResult, dummy_gradients,
                                      gradient_distance_l2)
 from adversary.registry import register
@@ -300,29 +301,41 @@ def format_rank_report(report: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class RGAPConfig:
+    """R-GAP has no loop: the closed form's one numerical tolerance and the success level."""
+
+    rcond: float = RCOND  # normal-matrix pivots below rcond x the largest diagonal count as zero
+    threshold: float = 1e-5  # success: the recovered input's L2 gradient distance is below it (as DLG)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {"rcond": RCOND, "threshold": 1e-5}}  # the closed form
+
+    def check(self) -> None:
+        require(0 < self.rcond < 1 and self.threshold >= 0,
+                f"rcond must be in (0, 1) and threshold >= 0 (got {self.rcond}, {self.threshold})")
+
+
 @register
 class RGAP(GradientInversionAttack):
     """R-GAP: closed-form recovery layer by layer; no iterations, no prior, batch size 1 only.
 
     A frame counts as recovered when every layer's system is unique (rank == unknowns) and the
-    recovered input reproduces the gradient (L2 gradient distance < loss_threshold, as DLG).
+    recovered input reproduces the gradient (L2 gradient distance < threshold, as DLG).
     """
 
-    name = "rgap"
-    loss_threshold = 1e-5
+    name: ClassVar[str] = "rgap"
+    Config = RGAPConfig
 
-    def __init__(self, rcond: float = RCOND) -> None:
-        self.rcond = rcond
-
-    def config(self) -> dict[str, Any]:
-        return {"rcond": self.rcond, "loss_threshold": self.loss_threshold}
+    @property
+    def loss_threshold(self) -> float:
+        return self.config.threshold
 
     def reconstruct(self, case: GradientCase) -> GradientResult:
         self.check_access(case)
         if case.batch_size != 1:
             raise SplitleakError(f"rgap recovers batch size 1 only, the case has {case.batch_size}")
         label = self._label(case)
-        x, report = recover(case.module, case.input_shape, case.gradients, label, self.rcond)
+        x, report = recover(case.module, case.input_shape, case.gradients, label, self.config.rcond)
         x = x.to(torch.float32).unsqueeze(0)
         if case.is_image:
             x = x.clamp(0, 1)
@@ -332,7 +345,7 @@ class RGAP(GradientInversionAttack):
             loss = gradient_distance_l2(dummy_gradients(case, x, labels, create_graph=False),
                                         case.gradients).detach().reshape(1)
         unique = all(r["unique"] for r in report)
-        success = (loss < self.loss_threshold) & unique
+        success = (loss < self.config.threshold) & unique
         return GradientResult(x, labels, loss, success, {"rank_report": report, "unique": unique})
 
     @staticmethod
