@@ -16,7 +16,7 @@ from adversary.feature.fusion import apply_fusion, fusion_weights, pair_flows, r
 from adversary.feature.losses import consecutive_groups, group_tie, log_cosh, negentropy, normalise
 from adversary.priors.diffusion import make_tiny_prior
 from adversary.priors.io import save_prior
-from adversary.run import run_attack
+from adversary.runner.run import run_attack
 from splitleak.cli.attack import option
 from splitleak.errors import SplitleakError
 from splitleak.models import build_split_model
