@@ -83,9 +83,7 @@ def _update(index: int, meta: dict[str, Any]) -> ItemMeta:
     frame = meta.get("frame", {})
     if not isinstance(frame, dict):
         raise SplitleakError(f"frame must be an object, got {type(frame).__name__}")
-    batch = _uint(meta, "batch_size", 1, MAX_BATCH)
-    if batch < 1:
-        raise SplitleakError(f"batch_size must be >= 1, got {batch}")
+    batch = _uint(meta, "batch_size", 1, MAX_BATCH, low=1)
     return ItemMeta(index, "update", *_frame(frame), codec=_codec(meta),
                     mode=_text(meta, "mode", 32), round=_uint(meta, "round", 0, U32), batch=batch,
                     param_names=_names(meta), lr=_rate(meta), local_steps=_uint(meta, "local_steps", 0, U32))
@@ -116,13 +114,13 @@ def _head(meta: dict[str, Any]) -> HeadKey:
     return HeadKey(spec.name, split, size, weights, classes)
 
 
-def _uint(meta: dict[str, Any], key: str, default: int, high: int) -> int:
-    """An integer field in [0, high]; proto3 JSON writes 64-bit integers as decimal strings."""
+def _uint(meta: dict[str, Any], key: str, default: int, high: int, low: int = 0) -> int:
+    """An integer field in [low, high]; proto3 JSON writes 64-bit integers as decimal strings."""
     value = meta.get(key, default)
     if isinstance(value, str) and _DIGITS.fullmatch(value):
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-        raise SplitleakError(f"bad {key} {_show(value)}: expected an integer in [0, {high}]")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SplitleakError(f"bad {key} {_show(value)}: expected an integer in [{low}, {high}]")
     return value
 
 
