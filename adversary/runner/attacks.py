@@ -22,7 +22,8 @@ def make_attack(name: str, iterations: int | None, options: dict[str, Any] | Non
     known = set(inspect.signature(cls.__init__).parameters) - {"self", "iterations"}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise SplitleakError(f"attack {name!r} has no option {unknown[0]!r}; it takes {', '.join(sorted(known)) or 'none'}")
+        raise SplitleakError(f"attack {name!r} has no option {unknown[0]!r}; "
+                             f"it takes {', '.join(sorted(known)) or 'none'}")
     if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
         raise SplitleakError(f"iterations must be a positive integer, got {iterations!r}")
     if iterations is not None:

@@ -16,8 +16,11 @@ from adversary.runner.updates import Plan
 SUCCESS_DB = 30.0
 
 
-def gradient_metrics(rows: list[dict[str, Any]], results: list[tuple[GradientResult, int]], seconds: float,
-                     out: Path, truth: Path | None, threshold: float | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+Rows = list[dict[str, Any]]
+
+
+def gradient_metrics(rows: Rows, results: list[tuple[GradientResult, int]], seconds: float, out: Path,
+                     truth: Path | None, threshold: float | None) -> tuple[Rows, dict[str, Any]]:
     """Frames (rows scored against `truth` PNGs when given, success per frame) and the summary;
     `results`: each update's result with its batch size."""
     keys = [(r["stream"], r["seq"]) for r in rows]
@@ -34,7 +37,8 @@ def gradient_metrics(rows: list[dict[str, Any]], results: list[tuple[GradientRes
     summary = summarise(frames, SUCCESS_DB, seconds, ("", "_native"))
     summary["success_rate_psnr"] = summary["success_rate"]
     summary["success_rate"] = _rate([f["success"] for f in frames])
-    summary["success_rate_loss"] = None if threshold is None else _rate([f["gradient_loss"] < threshold for f in frames])
+    summary["success_rate_loss"] = (None if threshold is None
+                                    else _rate([f["gradient_loss"] < threshold for f in frames]))
     known = [(r.extra["label_accuracy"], b) for r, b in results if r.extra.get("label_accuracy") is not None]
     summary["label_accuracy"] = sum(a * b for a, b in known) / sum(b for _, b in known) if known else None
     summary["frames"], summary["updates"] = len(frames), len(results)
