@@ -59,6 +59,7 @@ def test_max_frames_stops_reading_the_recording(tmp_path: Path) -> None:
         run_attack(str(tmp_path / "rec"), "do", str(tmp_path / "all"), iterations=1, progress=False)
     m = run_attack(str(tmp_path / "rec"), "do", str(tmp_path / "two"), iterations=1, progress=False, max_frames=2)
     assert [(f["stream"], f["seq"]) for f in m["frames"]] == [("cam0", 0), ("cam0", 1)]
+    assert m["config"]["stopped_at_max_frames"] and m["config"]["recording_broken"] is None
 
 
 def test_max_frames_stops_reading_updates(tmp_path: Path) -> None:
@@ -74,6 +75,7 @@ def test_max_frames_stops_reading_updates(tmp_path: Path) -> None:
     m = run_attack(str(tmp_path / "rec"), "idlg", str(tmp_path / "out"), iterations=1, progress=False, max_frames=1,
                    options={"restarts": 1})
     assert [(f["stream"], f["seq"], f["label"]) for f in m["frames"]] == [("cam0", 0, 3)]
+    assert m["config"]["stopped_at_max_frames"]
 
 
 def test_one_make_attack_serves_both_families() -> None:

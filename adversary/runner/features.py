@@ -29,6 +29,7 @@ class FrameIndex:
     frames: list[ItemMeta] = field(default_factory=list)
     updates: int = 0  # items that are not frames (updates, states), read before stopping
     duplicates: int = 0
+    stopped: bool = False  # reading stopped once max_frames were found (the rest, if any, unread)
     broken: str | None = None
     codecs: set[str] = field(default_factory=set)
 
@@ -57,6 +58,7 @@ def index_recording(folder: str, max_frames: int | None = None) -> FrameIndex:
         found.codecs.add(meta.codec)
         found.frames.append(meta)
         if max_frames is not None and len(found.frames) >= max_frames:
+            found.stopped = True
             break
     found.broken = reader.broken
     if not found.frames:
@@ -148,6 +150,6 @@ def _config(recording: str, name: str, method: Any, index: FrameIndex, seed: int
               "recording": str(Path(recording).resolve()), "weights_path": weights_path, "max_frames": max_frames,
               "batch_size": batch_size, "frames": len(index.frames), "heads": groups, "codecs": sorted(index.codecs),
               "skipped_updates": index.updates, "skipped_duplicates": index.duplicates,
-              "recording_broken": index.broken}
+              "stopped_at_max_frames": index.stopped, "recording_broken": index.broken}
     single_head(config, groups)
     return config

@@ -80,7 +80,7 @@ def gradient_config(recording: str, name: str, method: Any, plan: Plan, seed: in
         "updates": len(plan.updates), "models": models, "rounds": sorted({u.round for u in plan.updates}),
         "rounds_without_state": sorted({u.round for u in plan.updates if plan.state_of(u) is None}),
         "without_state": "the model's weights tag (round 0 weights)", "skipped_frames": plan.skipped_frames,
-        "skipped_updates": plan.skipped_updates, "recording_broken": plan.broken}
+        "stopped_at_max_frames": plan.stopped, "recording_broken": plan.broken}
     single_head(config, models)
     config.update(base_config(EVAL_SIZE, SUCCESS_DB), native_size="the truth frame's own size")
     return config

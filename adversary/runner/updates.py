@@ -23,7 +23,7 @@ class Plan:
     updates: list[ItemMeta] = field(default_factory=list)
     states: dict[tuple[HeadKey, int], int] = field(default_factory=dict)  # (model, round) -> item index
     skipped_frames: int = 0
-    skipped_updates: int = 0
+    stopped: bool = False  # reading stopped once max_frames were found (the rest, if any, unread)
     broken: str | None = None
 
     def state_of(self, update: ItemMeta) -> int | None:
@@ -50,6 +50,7 @@ def plan_recording(folder: str, max_frames: int | None) -> Plan:
         plan.updates.append(meta)
         frames += meta.batch
         if max_frames is not None and frames >= max_frames:
+            plan.stopped = True
             break
     plan.broken = reader.broken
     if not plan.updates:
