@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adversary.run import run_attack
+from adversary.runner.run import run_attack
 from splitleak.models import SplitModel, build_split_model
 from splitleak.recording import RecordingWriter, write_json
 from splitleak.video import frame_name, open_source, save_png, to_model_input

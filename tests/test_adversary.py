@@ -14,7 +14,7 @@ from adversary.evaluate import evaluate_folders
 from adversary.feature import DirectOptimisation, WhiteBoxCase
 from adversary.losses import feature_loss
 from adversary.metrics import PSNR_CAP_DB, psnr
-from adversary.run import run_attack
+from adversary.runner.run import run_attack
 from splitleak.errors import SplitleakError
 from splitleak.models import build_split_model
 from splitleak.recording import RecordingWriter

@@ -23,9 +23,10 @@ from adversary.gradient import GradientCase, cosine_distance, dummy_gradients, g
 from adversary.gradient.dlg import dummy_start
 from adversary.gradient.features import feature_scores
 from adversary.gradient.ig import milestones
-from adversary.gradient.run import features_name, run_gradient_attack
+from adversary.runner.gradient_truth import features_name
+from adversary.runner.run import run_attack as run_gradient_attack
 from adversary.metrics import psnr
-from adversary.run import run_attack
+from adversary.runner.run import run_attack
 from splitleak import learning
 from splitleak.errors import SplitleakError
 from splitleak.models import build_split_model

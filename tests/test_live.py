@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adversary.live import LiveAttack, LiveConfig
+from adversary.runner.live import LiveAttack, LiveConfig
 from edge.streamer import EdgeConfig, EdgeStreamer
 from splitleak.cli.main import main
 from splitleak.errors import SplitleakError

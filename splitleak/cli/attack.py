@@ -53,7 +53,7 @@ def option(text: str) -> tuple[str, float | str]:
 
 
 def run_attack(args: argparse.Namespace) -> int:
-    from adversary.run import run_attack as attack
+    from adversary.runner.run import run_attack as attack
 
     options = dict(args.option)
     if args.text is not None:

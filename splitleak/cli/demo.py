@@ -36,7 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adversary.run import run_attack
+    from adversary.runner.run import run_attack
     from cloud.server import CloudConfig, CloudServer
     from edge.streamer import EdgeConfig, EdgeStreamer
 

@@ -59,7 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_attack_live(args: argparse.Namespace) -> int:
-    from adversary.live import LiveAttack, LiveConfig
+    from adversary.runner.live import LiveAttack, LiveConfig
 
     apply_threads(args)
     options = dict(args.option)

@@ -14,25 +14,23 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from adversary.evaluate import base_config, score_pairs, summarise, truth_index, write_grid, write_metrics
-from adversary.feature.base import FeatureInversionAttack
-from adversary.feature.blackbox import make_case
-from adversary.heads import build_head
-from adversary.run import EVAL_SIZE, THRESHOLD_DB, make_attack
+from adversary.evaluate import base_config, summarise
+from adversary.runner.attacks import load_prior_for, make_attack
+from adversary.runner.features import THRESHOLD_DB
+from adversary.runner.inversion import Frame, FrameInverter, read_frame
+from adversary.runner.meta import HeadKey, item_meta
+from adversary.runner.output import EVAL_SIZE, attack_fields, finish, head_groups, image_rows, output_folder, \
+    score_frames
 from adversary.tap_client import TapRecorder
-from adversary.tapped import FrameRef, HeadKey, frame_features, head_key
 from splitleak.errors import SplitleakError
-from splitleak.recording import RecordedItem, write_json
+from splitleak.recording import RecordedItem
 from splitleak.v1 import splitleak_pb2 as pb
-from splitleak.video import frame_name, parse_frame_name, save_png
 from splitleak.wire.channel import TlsFiles
 from splitleak.wire.tapitems import from_tap_item, meta_dict
 
@@ -60,6 +58,8 @@ class LiveConfig:
     seed: int = 0
     weights_path: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None
+    config_file: str | None = None
     prior: str | None = None  # a prior folder or hub name, for attacks whose access includes "prior"
     connect_timeout: float = 10.0
     progress: bool = True
@@ -94,34 +94,22 @@ class LiveAttack:
             raise SplitleakError(f"batch must be >= 1 and batch_timeout >= 0, got {config.batch}, {config.batch_timeout}")
         if config.max_frames is not None and config.max_frames < 1:
             raise SplitleakError(f"max_frames must be >= 1, got {config.max_frames}")
-        self.config, self.out = config, Path(config.out)
-        if self.out.exists() and not self.out.is_dir():
-            raise SplitleakError(f"output path {self.out} exists and is not a folder")
+        self.config, self.out = config, output_folder(config.out)
         if config.truth is not None and Path(config.truth).exists() and not Path(config.truth).is_dir():
             raise SplitleakError(f"truth path {config.truth} is not a folder")  # it may appear later, as the edge runs
-        self.attack: FeatureInversionAttack = make_attack(config.attack, config.iterations, config.options)
-        self.prior = self._load_prior(config)
+        self.attack = make_attack(config.attack, config.iterations, config.options, config.preset, config.config_file)
+        if self.attack.family != "feature":
+            raise SplitleakError(f"attack {config.attack!r} inverts gradients; attack-live runs feature attacks only")
+        self.prior = load_prior_for(self.attack, config.prior, config.device)
+        self.inverter = FrameInverter(self.attack, self.out, config.device, config.seed, config.weights_path,
+                                      self.prior, tag_cases=True)
         self.items: queue.Queue[RecordedItem] = queue.Queue()
-        self.cases: dict[HeadKey, Any] = {}
-        self.done: list[FrameRef] = []
-        self.feature_loss: dict[tuple[str, int], float] = {}
         self.seen: set[tuple[str, int]] = set()
         self.skipped: dict[str, int] = {"duplicate": 0, "bad": 0}
-        self.seconds, self.interrupted = 0.0, False
+        self.interrupted = False
         self.tap: _FeedingTap | None = None
         self._stop = threading.Event()
         self._tap_error: BaseException | None = None
-
-    def _load_prior(self, config: LiveConfig) -> Any:
-        if "prior" not in self.attack.access:
-            if config.prior is not None:
-                raise SplitleakError(f"attack {config.attack!r} takes no prior; drop --prior")
-            return None
-        if config.prior is None:
-            raise SplitleakError(f"attack {config.attack!r} needs a diffusion prior; pass --prior DIR")
-        from adversary.priors.diffusion import load_prior
-
-        return load_prior(config.prior, config.device)
 
     def stop(self) -> None:
         """Stop from another thread: the frames in hand are finished, the rest dropped."""
@@ -165,7 +153,7 @@ class LiveAttack:
 
     @property
     def frames_written(self) -> int:
-        return len(self.done)
+        return len(self.inverter.done)
 
     def _tap_thread(self) -> None:
         if self._stop.is_set():
@@ -195,92 +183,64 @@ class LiveAttack:
                 break
         return batch
 
-    def _case(self, key: HeadKey) -> Any:
-        if key not in self.cases:
-            model = build_head(key, self.config.device, self.config.weights_path)
-            case = make_case(self.attack, model.head, model.input_shape, self.config.device, self.config.seed,
-                             prior=self.prior, tag=f"{key.model}-{key.split}-{key.size}-{key.weights}")
-            self.attack.check_access(case)
-            self.cases[key] = case
-        return self.cases[key]
-
-    def _accept(self, item: RecordedItem) -> tuple[FrameRef, np.ndarray] | None:
-        """The frame's reference and features, or None (counted) for a duplicate or malformed frame."""
+    def _accept(self, item: RecordedItem) -> Frame | None:
+        """The frame, or None (counted) for a duplicate or malformed one: a live stream goes on."""
         try:
-            key = head_key(item)
-            z = frame_features(item, key)
-            parsed = parse_frame_name(frame_name(item.meta.get("stream_id") or "", int(item.meta.get("seq", -1))))
-        except (SplitleakError, ValueError, TypeError) as err:
+            frame = read_frame(item, item_meta(item))
+        except SplitleakError as err:
             log.warning("skipping tapped item %d: %s", item.index, err)
             self.skipped["bad"] += 1
             return None
-        if parsed is None or parsed in self.seen:
-            self.skipped["duplicate" if parsed else "bad"] += 1
+        if frame.key in self.seen:
+            self.skipped["duplicate"] += 1
             return None
-        self.seen.add(parsed)
-        return FrameRef(item.index, key, *parsed), z
+        self.seen.add(frame.key)
+        return frame
 
     def _process(self, batch: list[RecordedItem]) -> None:
-        groups: dict[HeadKey, list[tuple[FrameRef, np.ndarray]]] = {}
+        groups: dict[HeadKey, list[Frame]] = {}
         for item in batch:
-            accepted = self._accept(item)
-            if accepted is not None:
-                groups.setdefault(accepted[0].head, []).append(accepted)
+            frame = self._accept(item)
+            if frame is not None:
+                groups.setdefault(frame.meta.head, []).append(frame)
         for key, frames in groups.items():
-            frames.sort(key=lambda f: (f[0].stream, f[0].seq))  # consecutive frames together (video attacks)
-            case = replace(self._case(key), frames=tuple((ref.stream, ref.seq) for ref, _ in frames))
-            start = time.perf_counter()
-            images = self.attack.reconstruct(torch.from_numpy(np.concatenate([z for _, z in frames])), case)
-            if case.device.type == "cuda":
-                torch.cuda.synchronize(case.device)
-            self.seconds += time.perf_counter() - start
-            losses = getattr(self.attack, "last_loss", None)
-            for i, ((ref, _), x) in enumerate(zip(frames, images.float().cpu().numpy())):
-                save_png(self.out / ref.filename, x)
-                self.done.append(ref)
-                if losses is not None:
-                    self.feature_loss[(ref.stream, ref.seq)] = float(losses[i])
+            frames.sort(key=lambda f: f.key)  # consecutive frames together (video attacks)
+            self.inverter.invert(key, frames)
 
     # -- results --
 
     def _finish(self, total: float, error: SplitleakError | None) -> dict[str, Any]:
-        keys = [(r.stream, r.seq) for r in self.done]
+        keys = sorted(f.key for f in self.inverter.done)
         scores: dict[tuple[str, int], dict[str, Any]] = {}
         extra: dict[str, Any] = {"truth": self.config.truth}
         if self.config.truth is not None and not Path(self.config.truth).is_dir():
             log.warning("truth folder %s never appeared; frames are not scored", self.config.truth)
             extra["truth_missing"] = True
         elif self.config.truth is not None and keys:
-            truths = truth_index(self.config.truth)
-            pairs = sorted((k, self.out / frame_name(*k), truths[k]) for k in keys if k in truths)
-            scores = {(r["stream"], r["seq"]): r for r in score_pairs(pairs, {"": EVAL_SIZE, "_native": None})}
-            if pairs:
-                write_grid(pairs, self.out / "grid.png", EVAL_SIZE)
-            extra.update(scored_frames=len(pairs), frames_without_truth=len(keys) - len(pairs))
-        empty = {"psnr": None, "ssim": None, "psnr_native": None, "ssim_native": None}
-        frames = [{**empty, **scores.get(k, {"stream": k[0], "seq": k[1]}), "feature_loss": self.feature_loss.get(k)}
-                  for k in sorted(keys)]
-        summary = summarise(frames, THRESHOLD_DB, self.seconds, ("", "_native"))
+            scores, counts = score_frames(keys, self.out, self.config.truth)
+            extra.update(counts)
+        frames = image_rows(keys, scores, self.inverter.feature_loss)
+        summary = summarise(frames, THRESHOLD_DB, self.inverter.seconds, ("", "_native"))
         config = self._config(total, error)
         config.update(extra, **base_config(EVAL_SIZE, THRESHOLD_DB), native_size="the truth frame's own size")
-        write_json(self.out / "config.json", config)
-        return write_metrics(self.out, frames, summary, config)
+        return finish(self.out, frames, summary, config)
 
     def _config(self, total: float, error: SplitleakError | None) -> dict[str, Any]:
-        c, tap = self.config, self.tap
-        heads = [{"model": k.model, "split": k.split, "size": k.size, "weights": k.weights,
-                  "num_classes": k.num_classes, "frames": sum(r.head == k for r in self.done)} for k in self.cases]
-        return {"mode": "live", "cloud": c.cloud, "attack": c.attack, "attack_config": self.attack.config(),
-                "access": sorted(self.attack.access), "iterations": getattr(self.attack, "iterations", None),
-                "seed": c.seed, "device": c.device, "batch": c.batch, "batch_timeout": c.batch_timeout,
+        c, tap, done = self.config, self.tap, self.inverter.done
+        counts: dict[HeadKey, int] = {}
+        for f in done:
+            counts[f.meta.head] = counts.get(f.meta.head, 0) + 1
+        return {"mode": "live", "cloud": c.cloud, **attack_fields(c.attack, self.attack, c.seed, c.device),
+                "attack_run": self.inverter.run_info,
+                "batch": c.batch, "batch_timeout": c.batch_timeout,
                 "max_frames": c.max_frames, "stream_ids": list(c.stream_ids), "weights_path": c.weights_path,
                 "prior": c.prior, "prior_info": self.prior.describe() if self.prior is not None else None,
-                "heads": heads, "frames": len(self.done), "tapped_frames": tap.frames if tap else 0,
-                "dropped_by_cloud": tap.dropped if tap else 0, "skipped": self.skipped,
-                "unprocessed": self.items.qsize(), "interrupted": self.interrupted,
+                "heads": head_groups(self.inverter.cases, counts, "frames"), "frames": len(done),
+                "tapped_frames": tap.frames if tap else 0, "dropped_by_cloud": tap.dropped if tap else 0,
+                "skipped": self.skipped, "unprocessed": self.items.qsize(), "interrupted": self.interrupted,
                 "error": str(error) if error else None,
                 "tap_error": str(self._tap_error) if self._tap_error else None, "recording": str(self.out / TAP_FOLDER),
-                "attack_seconds": self.seconds, "total_seconds": total, "torch": torch.__version__}
+                "attack_seconds": self.inverter.seconds, "total_seconds": total}
 
 
 def run_live(config: LiveConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from splitleak.errors import SplitleakError
 from splitleak.models import SplitModel, build_split_model
 
-from adversary.tapped import HeadKey
+from adversary.runner.meta import HeadKey
 
 
 def weights_source(tag: str, weights_path: str | None) -> str:

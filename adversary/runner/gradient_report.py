@@ -1,0 +1,86 @@
+"""metrics.json and config.json of a gradient run: per-frame rows scored, the summary, the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adversary.evaluate import base_config, summarise
+from adversary.gradient.base import GradientResult
+from adversary.runner.meta import HeadKey
+from adversary.runner.output import EMPTY_SCORES, EVAL_SIZE, attack_fields, head_groups, score_frames, single_head
+from adversary.runner.updates import Plan
+
+SUCCESS_DB = 30.0
+
+
+Rows = list[dict[str, Any]]
+
+
+def gradient_metrics(rows: Rows, results: list[tuple[GradientResult, int]], seconds: float, out: Path,
+                     truth: Path | None, threshold: float | None) -> tuple[Rows, dict[str, Any]]:
+    """Frames (rows scored against `truth` PNGs when given, success per frame) and the summary;
+    `results`: each update's result with its batch size."""
+    keys = [(r["stream"], r["seq"]) for r in rows]
+    scores = score_frames(keys, out, truth)[0] if truth is not None else {}
+    frames = []
+    for r in rows:
+        row = {**EMPTY_SCORES, **r, **scores.get((r["stream"], r["seq"]), {})}
+        checks = [] if threshold is None else [row["gradient_loss"] < threshold]
+        if row["psnr"] is not None:
+            checks.append(row["psnr"] >= SUCCESS_DB)
+        row["success"] = all(checks) if checks else None
+        row["label_correct"] = None if row["label_true"] is None else row["label"] == row["label_true"]
+        frames.append(row)
+    summary = summarise(frames, SUCCESS_DB, seconds, ("", "_native"))
+    summary["success_rate_psnr"] = summary["success_rate"]
+    summary["success_rate"] = _rate([f["success"] for f in frames])
+    summary["success_rate_loss"] = (None if threshold is None
+                                    else _rate([f["gradient_loss"] < threshold for f in frames]))
+    known = [(r.extra["label_accuracy"], b) for r, b in results if r.extra.get("label_accuracy") is not None]
+    summary["label_accuracy"] = sum(a * b for a, b in known) / sum(b for _, b in known) if known else None
+    summary["frames"], summary["updates"] = len(frames), len(results)
+    summary["seconds_per_frame"] = seconds / len(frames) if frames else None
+    summary["mean_gradient_loss"] = float(np.mean([f["gradient_loss"] for f in frames]))
+    for k in ("feature_mse", "feature_cosine"):
+        vals = [f[k] for f in frames if f.get(k) is not None]
+        summary[f"mean_{k}"] = float(np.mean(vals)) if vals else None
+    return frames, summary
+
+
+def _rate(flags: list[bool | None]) -> float | None:
+    known = [bool(f) for f in flags if f is not None]
+    return sum(known) / len(known) if known else None
+
+
+def gradient_config(recording: str, name: str, method: Any, plan: Plan, seed: int, device: str,
+                    weights_path: str | None, max_frames: int | None, truth: str | None) -> dict[str, Any]:
+    threshold = method.loss_threshold
+    loss_rule = f"gradient loss < {threshold:g}" if threshold is not None else None
+    criterion = " and ".join(x for x in (loss_rule, f"PSNR at {EVAL_SIZE}px >= {SUCCESS_DB:g} dB where the truth "
+                                                    f"is given") if x)
+    counts: dict[HeadKey, int] = {}
+    for u in plan.updates:
+        counts[u.head] = counts.get(u.head, 0) + 1
+    models = head_groups(counts, counts, "updates")
+    config: dict[str, Any] = {
+        **attack_fields(name, method, seed, device), "family": "gradient",
+        "threat_model": "honest-but-curious server: the FedSGD gradient, the model's architecture and the "
+                        "round's weights, the batch size",
+        "success_criterion": criterion, "success_loss_below": threshold, "success_psnr_db": SUCCESS_DB,
+        "success_rate_loss": "fraction of frames whose update's gradient loss is below the attack's threshold",
+        "success_rate_psnr": f"fraction of scored frames at PSNR >= {SUCCESS_DB:g} dB ({EVAL_SIZE}px)",
+        "batch_order": "reconstructions of a batch are matched to the truth frames by PSNR (features: cosine), "
+                       "Hungarian; a batch's order is not in its gradient",
+        "label_accuracy": "labels recovered vs the labels on the wire, as multisets per update",
+        "seed_per_update": "seed + item index", "recording": str(Path(recording).resolve()), "truth": truth,
+        "weights_path": weights_path, "max_frames": max_frames, "frames": sum(u.batch for u in plan.updates),
+        "updates": len(plan.updates), "models": models, "rounds": sorted({u.round for u in plan.updates}),
+        "rounds_without_state": sorted({u.round for u in plan.updates if plan.state_of(u) is None}),
+        "without_state": "the model's weights tag (round 0 weights)", "skipped_frames": plan.skipped_frames,
+        "stopped_at_max_frames": plan.stopped, "recording_broken": plan.broken}
+    single_head(config, models)
+    config.update(base_config(EVAL_SIZE, SUCCESS_DB), native_size="the truth frame's own size")
+    return config
