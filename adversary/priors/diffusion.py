@@ -249,13 +249,6 @@ class DiffusionPrior:
                 "unet_mb": round(params * 4 / math.pow(2, 20), 2)}
 
 
-def load_prior(source: str, device: str | torch.device = "cpu") -> DiffusionPrior:
-    """A prior from a local diffusers-format folder, or a hub name where there is network."""
-    from adversary.priors.io import load_prior as _load
-
-    return _load(source, device)
-
-
 def make_tiny_prior(image_size: int = 32, latent: bool = True, conditional: bool = False,
                     seed: int = 0) -> DiffusionPrior:
     """A randomly initialised tiny prior (small UNet, tiny 4x VAE) for tests."""

@@ -33,7 +33,7 @@ def load_prior_for(attack: Any, prior: str | None, device: str) -> Any:
         return None
     if prior is None:
         raise SplitleakError(f"attack {attack.name!r} needs a diffusion prior; pass --prior DIR")
-    from adversary.priors.diffusion import load_prior  # lazy: the diffusion stack is slow to import
+    from adversary.priors.io import load_prior  # lazy: the diffusion stack is slow to import
 
     return load_prior(prior, device)
 

@@ -9,7 +9,7 @@ from functools import partial
 from torch import nn
 
 from splitleak.errors import SplitleakError
-from splitleak.models import stages as st
+import splitleak.models.stages as st
 from splitleak.models.classifiers import Moderate, Simple
 from splitleak.models.cnn6 import CNN6
 from splitleak.models.lenet import LeNet
