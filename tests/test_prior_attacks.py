@@ -17,7 +17,7 @@ from adversary.feature.losses import consecutive_groups, group_tie, log_cosh, ne
 from adversary.priors.diffusion import make_tiny_prior
 from adversary.priors.io import save_prior
 from adversary.run import run_attack
-from splitleak.cli.attack import option
+from adversary.cli.attack import option
 from splitleak.errors import SplitleakError
 from splitleak.models import build_split_model
 from splitleak.recording import RecordingWriter

@@ -5,7 +5,7 @@ import argparse
 import json
 import signal
 
-from splitleak.cli.attack import option
+from adversary.cli.attack import option
 from splitleak.cli.common import add_device, add_threads, add_tls, apply_threads, positive_int, resolve_device, tls_files
 
 
