@@ -226,8 +226,11 @@ class LinkEmulator:
         spec: LinkSpec | str = "",
         seed: int = 0,
         on_drop: Callable[[Any], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` gives the link's time in seconds; tests pass a fake one and poll with ``timeout=0``."""
         self.spec = spec if isinstance(spec, LinkSpec) else LinkSpec.parse(spec)
+        self._clock = clock
         self._rng = random.Random(seed)
         self._on_drop = on_drop or (lambda item: None)
         self._lock = threading.Lock()
@@ -263,7 +266,7 @@ class LinkEmulator:
                 while True:
                     if self._closed:
                         raise LinkClosed("link is closed")
-                    now = time.monotonic()
+                    now = self._clock()
                     fired += self._reap_drops(now)
                     if len(self._arrivals) + len(self._drops) < self.spec.window:
                         break
@@ -278,7 +281,7 @@ class LinkEmulator:
 
         Raises LinkClosed once the link is closed and empty.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         while True:
             with self._lock:
                 state, item, fired = self._step(deadline)
@@ -350,7 +353,7 @@ class LinkEmulator:
 
     def _step(self, deadline: float | None) -> tuple[str, Any, list[Any]]:
         while True:
-            now = time.monotonic()
+            now = self._clock()
             fired = self._reap_drops(now)
             if self._arrivals and self._arrivals[0][0] <= now:
                 item = heapq.heappop(self._arrivals)[2]

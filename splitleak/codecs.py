@@ -10,7 +10,6 @@ from typing import Callable
 import warnings
 
 import numpy as np
-import torch
 
 from splitleak.errors import SplitleakError
 from splitleak.v1 import splitleak_pb2 as pb
@@ -50,7 +49,10 @@ def _decode_fp32(codec: pb.Codec, data: np.ndarray) -> np.ndarray:
 
 
 def _decode_fp16(codec: pb.Codec, data: np.ndarray) -> np.ndarray:
-    # torch widens half to float with vector instructions, ~15x numpy's astype here
+    # torch widens half to float with vector instructions, ~15x numpy's astype here; imported here,
+    # not at the top, so the CLI's parser (which lists the codec names) loads no torch
+    import torch
+
     return torch.from_numpy(_require(data, np.float16, codec)).float().numpy()
 
 

@@ -18,7 +18,7 @@ BAD = [
       "--frames", "2", "--retry-for", "0.3", "--quiet"], "unreachable"),
     (["attack", "--recording", "/no/such/rec", "--attack", "do", "--out", "OUT"], "not found"),
     (["attack", "--recording", "REC", "--attack", "nope", "--out", "OUT"], "unknown attack"),
-    (["attack", "--recording", "REC", "--attack", "do", "--out", "OUT", "--option", "warp=9"], "no option"),
+    (["attack", "--recording", "REC", "--attack", "do", "--out", "OUT", "--option", "warp=9"], "unknown option .warp."),
     (["evaluate", "--recon", "/no/such", "--truth", "/no/such", "--out", "OUT"], "not found"),
     (["cloud", "--listen", "127.0.0.1:http"], "HOST:PORT"),
     (["cloud", "--listen", "127.0.0.1:0", "--tls-cert", "/no/cert.pem", "--tls-key", "/no/key.pem"], "cannot read"),
@@ -55,3 +55,30 @@ def test_models_lists_split_points(capsys):
     assert main(["models", "--size", "64"]) == 0
     out = capsys.readouterr().out
     assert "resnet18" in out and "layer2" in out and "128x8x8" in out
+
+
+COMMANDS = ["models", "cloud", "edge", "tap", "attack", "evaluate", "attack-live", "train-victim", "train-prior",
+            "demo"]
+HELP_WITHOUT_TORCH = """
+import argparse, contextlib, io, sys
+from splitleak.cli.main import build_parser, main
+sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+print("commands:", *sub.choices)
+for argv in [["--help"]] + [[command, "--help"] for command in sys.argv[1:]]:
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+        main(argv)
+    print(argv[0], "usage:" in text.getvalue())
+print("torch loaded:", sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+
+
+def test_help_lists_every_command_and_loads_no_torch():
+    """The parser is built from the actors' cli modules, and no --help pays for importing torch."""
+    done = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH, *COMMANDS], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "commands: " + " ".join(COMMANDS)
+    assert lines[1:-1] == [f"{command} True" for command in ["--help", *COMMANDS]]
+    assert lines[-1] == "torch loaded: []"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from adversary.runner.live import LiveAttack, LiveConfig
+from adversary.victim import VictimConfig, accuracy, load_frames
 from edge.streamer import EdgeConfig, EdgeStreamer
 from splitleak.cli.main import main
 from splitleak.errors import SplitleakError
@@ -101,9 +102,13 @@ def test_train_victim_writes_a_loadable_state_dict(tmp_path: Path, capsys):
     assert code == 0 and "held-out accuracy" in capsys.readouterr().out
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["train_frames"] == 21 and report["held_out_frames"] == 9 and len(report["classes"]) == 3
-    assert 0 <= report["held_out_accuracy"] <= 1
     model = build_split_model("lenet", "conv2", size=32, weights=str(out))  # weights_only=True load
     assert model.weights == report["weights_tag"]
+    # the reported accuracy is the saved weights' on the held-out frames, recomputed through the split model
+    held_out = load_frames(VictimConfig(out=str(out), model="lenet", size=32, frames=10))[1]
+    assert len(held_out.labels) == 9
+    recomputed = accuracy(model, held_out, classes=3, device="cpu")
+    assert recomputed == (report["held_out_accuracy"], report["held_out_accuracy_per_class"])
     trained = torch.load(out, weights_only=True)
     assert all(torch.equal(trained[k], v) for k, v in model.network.state_dict().items())
     assert main(["train-victim", "--out", str(tmp_path), "--model", "lenet", "--epochs", "1", "--quiet"]) == 2

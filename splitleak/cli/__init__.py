@@ -1,1 +1,2 @@
-"""The `splitleak` command line: one sub-command per module, registered in main.COMMANDS."""
+"""The `splitleak` command line: the entry point (main), shared argument helpers (common) and the
+core's own `models` command; each actor (and the demo) adds its sub-commands from its own `cli` module."""

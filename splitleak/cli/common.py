@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from splitleak.errors import SplitleakError
-from splitleak.wire.channel import TlsFiles
+
+if TYPE_CHECKING:  # grpc loads when a command runs, not for --help
+    from splitleak.wire.channel import TlsFiles
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +49,8 @@ def add_tls(parser: argparse.ArgumentParser, server: bool) -> None:
 
 
 def tls_files(args: argparse.Namespace) -> TlsFiles:
+    from splitleak.wire.channel import TlsFiles
+
     return TlsFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
 
 

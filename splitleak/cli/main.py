@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
-from splitleak.cli import attack, demo, live, models, prior, services
 from splitleak.errors import SplitleakError
 
-# Each module adds its sub-commands with add_parsers(subparsers); each sets args.run.
-COMMANDS = (models, services, attack, live, prior, demo)
+# Modules that add sub-commands with add_parsers(subparsers), each setting args.run, in --help order.
+# The actors' modules are named, not imported: the core never imports an actor (tests/test_import_graph.py);
+# all ship in this one distribution, so a plain list works from any checkout with no reinstall.
+COMMANDS = ("splitleak.cli.models", "cloud.cli", "edge.cli", "adversary.cli", "demo.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.add_parsers(sub)
+    for name in COMMANDS:
+        importlib.import_module(name).add_parsers(sub)
     return parser
 
 

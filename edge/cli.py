@@ -1,11 +1,8 @@
-"""`splitleak cloud`, `splitleak edge`, `splitleak tap`: the services and the remote recorder."""
+"""`splitleak edge`: stream a video source through the head F1 to a cloud."""
 from __future__ import annotations
 
 import argparse
 import json
-import signal
-import sys
-import threading
 
 from splitleak.cli.common import add_device, add_threads, add_tls, apply_threads, positive_int, resolve_device, tls_files
 from splitleak.codecs import NAMES as CODECS
@@ -16,23 +13,6 @@ LINK_HELP = ("network conditions, e.g. 'rate=10mbit,delay=20ms,jitter=5ms,loss=1
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    cloud = sub.add_parser("cloud", help="run the cloud service (tail F2, tap, recorder)",
-                           description="Serve split inference over gRPC; optionally record what it decodes.")
-    cloud.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to bind (port 0: any free port)")
-    cloud.add_argument("--record", metavar="DIR", help="record every decoded frame here (manifest + safetensors)")
-    cloud.add_argument("--weights", action="append", default=[], metavar="PATH",
-                       help="a state-dict file edges may name by its tag (repeatable)")
-    cloud.add_argument("--round-size", type=positive_int, default=1,
-                       help="learning: edges whose updates make one round (default 1)")
-    cloud.add_argument("--round-timeout", type=float, default=10.0,
-                       help="learning: close a round with fewer edges after this many seconds (default 10)")
-    cloud.add_argument("--token", help="bearer token every edge must present")
-    cloud.add_argument("--tap-token", help="bearer token for the tap (required for the tap when --token is set)")
-    add_device(cloud)
-    add_threads(cloud)
-    add_tls(cloud, server=True)
-    cloud.set_defaults(run=run_cloud)
-
     edge = sub.add_parser("edge", help="stream a video source through the head to a cloud",
                           description="Capture, preprocess, run the head F1, encode, shape, send; print a summary.")
     edge.add_argument("--cloud", required=True, help="HOST:PORT of the cloud")
@@ -67,39 +47,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_tls(edge, server=False)
     edge.set_defaults(run=run_edge)
 
-    tap = sub.add_parser("tap", help="record a cloud's tap remotely",
-                         description="Subscribe to the cloud's tap and record what it decoded, until Ctrl-C.")
-    tap.add_argument("--cloud", required=True, help="HOST:PORT of the cloud")
-    tap.add_argument("--record", required=True, metavar="DIR", help="recording folder to create")
-    tap.add_argument("--token", help="the cloud's tap token")
-    tap.add_argument("--stream", action="append", default=[], help="only this stream id (repeatable)")
-    tap.add_argument("--limit", type=positive_int, help="stop after N items")
-    tap.add_argument("--queue", type=positive_int, default=1024, help="server-side queue for this subscriber")
-    add_tls(tap, server=False)
-    tap.set_defaults(run=run_tap)
-
-
-def run_cloud(args: argparse.Namespace) -> int:
-    from cloud.server import CloudConfig, CloudServer
-
-    apply_threads(args)
-    config = CloudConfig(listen=args.listen, record=args.record, device=resolve_device(args.device),
-                         weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls_files(args),
-                         round_size=args.round_size, round_timeout=args.round_timeout)
-    server = CloudServer(config)
-    host = args.listen.rpartition(":")[0]
-    print(f"cloud listening on {host}:{server.port}" + (f", recording to {args.record}" if args.record else ""),
-          file=sys.stderr, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    server.stop(grace=2.0)
-    print(f"cloud stopped after {server.inference.frames} frames", file=sys.stderr)
-    return 0
-
 
 def run_edge(args: argparse.Namespace) -> int:
     from edge.session import EdgeConfig
@@ -115,24 +62,4 @@ def run_edge(args: argparse.Namespace) -> int:
                         lr=args.lr, label=args.label, labels=args.labels)
     summary = (EdgeStreamer if args.mode == "infer" else EdgeTrainer)(config).run()
     print(json.dumps(summary, indent=2))
-    return 0
-
-
-def run_tap(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from adversary.tap_client import TapRecorder
-
-    bar = tqdm(unit="item", desc="tap")
-    recorder = TapRecorder(args.cloud, args.record, tls=tls_files(args), token=args.token,
-                           stream_ids=tuple(args.stream), queue_size=args.queue, limit=args.limit,
-                           on_item=lambda: bar.update(1))
-    signal.signal(signal.SIGTERM, lambda *_: recorder.stop())
-    try:
-        count = recorder.run()
-    except KeyboardInterrupt:
-        recorder.stop()
-        count = recorder.writer.count
-    bar.close()
-    print(f"recorded {count} items to {args.record} ({recorder.dropped} dropped by the tap)", file=sys.stderr)
     return 0

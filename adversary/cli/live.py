@@ -5,7 +5,7 @@ import argparse
 import json
 import signal
 
-from splitleak.cli.attack import option
+from adversary.cli.attack import add_config_options
 from splitleak.cli.common import add_device, add_threads, add_tls, apply_threads, positive_int, resolve_device, tls_files
 
 
@@ -31,8 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--prior", metavar="DIR", help="a diffusion prior for attacks that use one")
     live.add_argument("--query-source", metavar="SRC",
                       help="black-box attacks: footage the attacker queries F1 with (default sample:bigbuckbunny)")
-    live.add_argument("--option", action="append", default=[], type=option, metavar="KEY=VALUE",
-                      help="an attack hyper-parameter, e.g. lr=0.05 or window=3 (repeatable)")
+    add_config_options(live)
     live.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(live)
     add_threads(live)
@@ -69,7 +68,8 @@ def run_attack_live(args: argparse.Namespace) -> int:
                         batch_timeout=args.batch_timeout, device=resolve_device(args.device), token=args.token,
                         tls=tls_files(args), stream_ids=tuple(args.stream), max_frames=args.max_frames,
                         queue_size=args.queue, iterations=args.iterations, seed=args.seed, weights_path=args.weights,
-                        options=options, prior=args.prior, progress=not args.quiet)
+                        options=options, prior=args.prior, progress=not args.quiet, preset=args.preset,
+                        config_file=args.config)
     attack = LiveAttack(config)
     signal.signal(signal.SIGTERM, lambda *_: attack.stop())
     metrics = attack.run()

@@ -21,8 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     attack.add_argument("--weights", metavar="PATH", help="the head's state dict, if the recording names a file tag")
     attack.add_argument("--max-frames", type=positive_int, help="attack at most N frames")
     attack.add_argument("--batch", type=positive_int, default=8, help="frames optimised together (default 8)")
-    attack.add_argument("--option", action="append", default=[], type=option, metavar="KEY=VALUE",
-                        help="an attack hyper-parameter, e.g. lambda_tv=0.3, lr=0.05 or variant=guidance (repeatable)")
+    add_config_options(attack)
     add_device(attack)
     attack.set_defaults(run=run_attack)
 
@@ -36,20 +35,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(run=run_evaluate)
 
 
-STRING_OPTIONS = {"variant", "query_source", "optimizer", "init"}  # options whose value is a word
-
-
-def option(text: str) -> tuple[str, float | str]:
+def option(text: str) -> tuple[str, str]:
+    """KEY=VALUE as given; the attack's typed config parses and checks both (adversary.configs)."""
     key, sep, value = text.partition("=")
-    if sep and key in STRING_OPTIONS and value:
-        return key, value
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if not sep or not key or number is None:
-        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}")
-    return key, int(number) if number.is_integer() and "." not in value else number
+    if not sep or not key.strip() or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """--preset, --config and --option: how an attack is configured, shared by attack and attack-live."""
+    parser.add_argument("--preset", metavar="NAME",
+                        help="the attack's named settings: paper (the published algorithm as written) or best "
+                             "(the measured defaults; default)")
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="a YAML file of the attack's options, nested as config.json writes them "
+                             "(e.g. 'pixel: {steps: 0}'), and optionally 'preset: NAME'")
+    parser.add_argument("--option", action="append", default=[], type=option, metavar="KEY=VALUE",
+                        help="one config field, by dotted path (pixel.steps=0), path joined by _ (pixel_steps=0) or "
+                             "a unique name (lambda_tv=0.3, variant=guidance); checked against its type (repeatable)")
 
 
 def run_attack(args: argparse.Namespace) -> int:
@@ -60,7 +64,8 @@ def run_attack(args: argparse.Namespace) -> int:
         options["text"] = args.text
     metrics = attack(args.recording, args.attack, args.out, truth=args.truth, device=resolve_device(args.device),
                      iterations=args.iterations, seed=args.seed, weights_path=args.weights,
-                     max_frames=args.max_frames, batch_size=args.batch, options=options, prior=args.prior)
+                     max_frames=args.max_frames, batch_size=args.batch, options=options, prior=args.prior,
+                     preset=args.preset, config_file=args.config)
     print(json.dumps(metrics["summary"], indent=2))
     return 0
 

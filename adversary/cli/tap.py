@@ -1,0 +1,41 @@
+"""`splitleak tap`: the adversary's remote recorder of a cloud's tap."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from splitleak.cli.common import add_tls, positive_int, tls_files
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    tap = sub.add_parser("tap", help="record a cloud's tap remotely",
+                         description="Subscribe to the cloud's tap and record what it decoded, until Ctrl-C.")
+    tap.add_argument("--cloud", required=True, help="HOST:PORT of the cloud")
+    tap.add_argument("--record", required=True, metavar="DIR", help="recording folder to create")
+    tap.add_argument("--token", help="the cloud's tap token")
+    tap.add_argument("--stream", action="append", default=[], help="only this stream id (repeatable)")
+    tap.add_argument("--limit", type=positive_int, help="stop after N items")
+    tap.add_argument("--queue", type=positive_int, default=1024, help="server-side queue for this subscriber")
+    add_tls(tap, server=False)
+    tap.set_defaults(run=run_tap)
+
+
+def run_tap(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from adversary.tap_client import TapRecorder
+
+    bar = tqdm(unit="item", desc="tap")
+    recorder = TapRecorder(args.cloud, args.record, tls=tls_files(args), token=args.token,
+                           stream_ids=tuple(args.stream), queue_size=args.queue, limit=args.limit,
+                           on_item=lambda: bar.update(1))
+    signal.signal(signal.SIGTERM, lambda *_: recorder.stop())
+    try:
+        count = recorder.run()
+    except KeyboardInterrupt:
+        recorder.stop()
+        count = recorder.writer.count
+    bar.close()
+    print(f"recorded {count} items to {args.record} ({recorder.dropped} dropped by the tap)", file=sys.stderr)
+    return 0

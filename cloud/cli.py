@@ -1,0 +1,50 @@
+"""`splitleak cloud`: serve the tail F2 over gRPC, with the tap and the recorder."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from splitleak.cli.common import add_device, add_threads, add_tls, apply_threads, positive_int, resolve_device, tls_files
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    cloud = sub.add_parser("cloud", help="run the cloud service (tail F2, tap, recorder)",
+                           description="Serve split inference over gRPC; optionally record what it decodes.")
+    cloud.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to bind (port 0: any free port)")
+    cloud.add_argument("--record", metavar="DIR", help="record every decoded frame here (manifest + safetensors)")
+    cloud.add_argument("--weights", action="append", default=[], metavar="PATH",
+                       help="a state-dict file edges may name by its tag (repeatable)")
+    cloud.add_argument("--round-size", type=positive_int, default=1,
+                       help="learning: edges whose updates make one round (default 1)")
+    cloud.add_argument("--round-timeout", type=float, default=10.0,
+                       help="learning: close a round with fewer edges after this many seconds (default 10)")
+    cloud.add_argument("--token", help="bearer token every edge must present")
+    cloud.add_argument("--tap-token", help="bearer token for the tap (required for the tap when --token is set)")
+    add_device(cloud)
+    add_threads(cloud)
+    add_tls(cloud, server=True)
+    cloud.set_defaults(run=run_cloud)
+
+
+def run_cloud(args: argparse.Namespace) -> int:
+    from cloud.server import CloudConfig, CloudServer
+
+    apply_threads(args)
+    config = CloudConfig(listen=args.listen, record=args.record, device=resolve_device(args.device),
+                         weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls_files(args),
+                         round_size=args.round_size, round_timeout=args.round_timeout)
+    server = CloudServer(config)
+    host = args.listen.rpartition(":")[0]
+    print(f"cloud listening on {host}:{server.port}" + (f", recording to {args.record}" if args.record else ""),
+          file=sys.stderr, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop(grace=2.0)
+    print(f"cloud stopped after {server.inference.frames} frames", file=sys.stderr)
+    return 0
