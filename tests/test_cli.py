@@ -18,7 +18,7 @@ BAD = [
       "--frames", "2", "--retry-for", "0.3", "--quiet"], "unreachable"),
     (["attack", "--recording", "/no/such/rec", "--attack", "do", "--out", "OUT"], "not found"),
     (["attack", "--recording", "REC", "--attack", "nope", "--out", "OUT"], "unknown attack"),
-    (["attack", "--recording", "REC", "--attack", "do", "--out", "OUT", "--option", "warp=9"], "unknown option .warp."),
+    (["attack", "--recording", "REC", "--attack", "do", "--out", "OUT", "--option", "warp=9"], "unknown option 'warp'"),
     (["evaluate", "--recon", "/no/such", "--truth", "/no/such", "--out", "OUT"], "not found"),
     (["cloud", "--listen", "127.0.0.1:http"], "HOST:PORT"),
     (["cloud", "--listen", "127.0.0.1:0", "--tls-cert", "/no/cert.pem", "--tls-key", "/no/key.pem"], "cannot read"),
