@@ -68,6 +68,7 @@ def test_attack_returns_images_and_lowers_the_feature_loss(prior, make, head: st
         assert trace[-1] < trace[0]  # the final pass scores the final latent
 
 
+@pytest.mark.slow
 def test_dmb_resizes_to_the_head_and_is_repeatable() -> None:
     prior = make_tiny_prior(16)
     z, case = head_case("lenet", prior)
@@ -77,6 +78,7 @@ def test_dmb_resizes_to_the_head_and_is_repeatable() -> None:
     assert torch.equal(x, b.reconstruct(z, case))
 
 
+@pytest.mark.slow
 def test_text_prior_conditions_the_sampler_and_adds_negentropy() -> None:
     prior = make_tiny_prior(SIZE, conditional=True)
     z, case = head_case("lenet", prior)
@@ -116,6 +118,7 @@ def test_consecutive_groups_and_tie() -> None:
     assert torch.allclose(group_tie(v, [[0, 1], [2]]), torch.tensor([1.0, 1.0, 0.0]))
 
 
+@pytest.mark.slow
 def test_dmb_multi_ties_latents(prior) -> None:
     z, case = head_case("lenet", prior, frames=3)
     case.frames = (("cam0", 4), ("cam0", 5), ("cam0", 6))
@@ -135,6 +138,7 @@ def test_dmb_multi_ties_latents(prior) -> None:
     assert torch.equal(v[0], v[1]) and not torch.equal(v[0], v[2])
 
 
+@pytest.mark.slow
 def test_dmb_multi_shared_phase_spends_the_per_frame_budget_on_one_latent_per_group(prior) -> None:
     z, case = head_case("lenet", prior, frames=3)
     case.frames = (("cam0", 4), ("cam0", 5), ("cam0", 9))  # groups [0, 1] and [2]
@@ -152,6 +156,7 @@ def test_dmb_multi_shared_phase_spends_the_per_frame_budget_on_one_latent_per_gr
         MultiFrameDiffusionBased(shared_phase=1.5)
 
 
+@pytest.mark.slow
 def test_dmb_coarse_phase_buys_adam_steps_at_the_same_sampler_budget(prior) -> None:
     z, case = head_case("lenet", prior)
     calls = []
@@ -366,6 +371,7 @@ def test_prior_required_and_refused(tmp_path: Path, prior) -> None:
     assert option("variant=guidance") == ("variant", "guidance") and option("steps=5") == ("steps", 5)
 
 
+@pytest.mark.slow
 def test_unroll_checkpointing_is_really_on_in_eval_mode(prior) -> None:
     assert not prior.unet.training and not prior.vae.training
     v = torch.randn(1, *prior.latent_shape, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
@@ -605,6 +611,7 @@ def spy_on_fusion(attack: MultiFrameDiffusionBased, monkeypatch) -> tuple[list, 
     return decided, fusions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [0, 1, 2])
 def test_dmb_multi_refinement_starts_from_the_fused_frames_unless_stage_0(prior, monkeypatch, stage) -> None:
     z, case = head_case("resnet18", prior, frames=1)
@@ -680,6 +687,7 @@ def test_benchmark_prior_must_come_from_the_attackers_footage(tmp_path) -> None:
             footage.benchmark_prior(tmp_path, settings(True), given=prior_folder(name, source, frames))
 
 
+@pytest.mark.slow
 def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_path, same_weights) -> None:
     from adversary.priors import load_prior
     from benchmarks import footage
@@ -693,6 +701,7 @@ def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([plain.name, tuned.name])
 
 
+@pytest.mark.slow
 def test_feature_benchmark_times_one_dmb_iteration_with_and_without_checkpointing(prior, tmp_path: Path) -> None:
     from benchmarks.feature_inversion import dmb_iteration, settings
 
