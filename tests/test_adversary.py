@@ -21,6 +21,7 @@ from splitleak.recording import RecordingWriter
 from splitleak.video import frame_name, load_png, save_png
 
 SIZE, FRAMES = 32, 4
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scene(k: int, n: int = SIZE) -> np.ndarray:

@@ -229,6 +229,7 @@ def crawling_quadratic(z, rows):
     return (z ** 2).sum(1), 2 * z
 
 
+@pytest.mark.slow
 def test_slow_starts_end_when_their_loss_has_not_halved():
     slow = LBFGSOptions(max_iter=1000, restarts=2, threshold=1e-12, line_search="fixed", lr=1e-4, history=5,
                         slow_patience=50)
@@ -325,6 +326,7 @@ def real_frames(n, size):
     return torch.stack(frames[:n])
 
 
+@pytest.mark.slow
 def test_batched_idlg_reaches_the_sequential_quality():
     torch.manual_seed(0)
     x = real_frames(3, 8)

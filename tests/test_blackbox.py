@@ -65,6 +65,7 @@ def test_query_oracle_is_query_only():
     assert isinstance(as_blackbox(white).query, QueryOracle) and "head_weights" not in as_blackbox(white).grants
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_the_inverter_round_trips(tmp_path: Path, frames):
     folder, held = frames
     model = build_split_model("lenet", "conv2", size=SIZE)
@@ -87,6 +88,7 @@ def test_training_lowers_the_loss_and_the_inverter_round_trips(tmp_path: Path, f
     assert probe_fingerprint(QueryOracle(other.head, (3, SIZE, SIZE))) != probe_fingerprint(case.query)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,split", [("lenet", "conv2"), ("resnet18", "layer1")])
 def test_bb_do_beats_grey_on_held_out_frames(tmp_path: Path, frames, name: str, split: str):
     folder, held = frames

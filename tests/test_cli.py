@@ -44,6 +44,7 @@ def test_bad_input_gives_one_line_and_exit_2(argv, reason, tmp_path, capsys):
     assert not any("Traceback" in line for line in err)
 
 
+@pytest.mark.slow
 def test_console_script_reports_and_exits_non_zero():
     done = subprocess.run([sys.executable, "-m", "splitleak", "edge", "--cloud", "127.0.0.1:1", "--model", "nope"],
                           capture_output=True, text=True, timeout=120)

@@ -131,6 +131,7 @@ def test_edge_reconnects_when_the_cloud_restarts(start_cloud):
     assert result["reconnects"] >= 1 and result["acked"] > 10 and restarted.inference.frames > 0
 
 
+@pytest.mark.slow
 def test_clip_model_streams_one_message_per_clip(start_cloud, tmp_path):
     cloud = start_cloud(record=str(tmp_path / "rec"))
     config = EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", source="synthetic:40x40", model="r3d_18", split="layer3",

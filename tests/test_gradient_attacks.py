@@ -120,6 +120,7 @@ def test_dlg_stops_at_first_success(lenet, frames):
     assert result.extra["restarts_used"] == 1 and bool(result.success[0])
 
 
+@pytest.mark.slow
 def test_ig_resnet18_batch2_improves_cosine(frames):
     model = build_split_model("resnet18", "none", size=SIZE, num_classes=10)
     case = image_case(model, frames, torch.tensor([1, 4]), labels_on_wire=False)
@@ -296,6 +297,7 @@ def test_runner_images_end_to_end(frames, tmp_path):
         row["psnr_native"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_runner_features_end_to_end(frames, tmp_path):
     rec, truth = write_recording(tmp_path, frames[:1], [2], split="conv3")
     out = tmp_path / "out"

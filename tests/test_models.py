@@ -39,7 +39,11 @@ def _params(module: torch.nn.Module) -> set[int]:
     return {id(p) for p in module.parameters()}
 
 
-@pytest.mark.parametrize("name,size,clip_len,norm,points", CASES, ids=[c[0] for c in CASES])
+LARGE = {"resnet18", "mobilenet_v3_small", "vit_b_16", "r3d_18"}  # seconds each on a CPU: marked slow
+
+
+@pytest.mark.parametrize("name,size,clip_len,norm,points",
+                         [pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[0] in LARGE else []) for c in CASES])
 @torch.no_grad()
 def test_head_then_tail_is_the_real_network(name, size, clip_len, norm, points):
     full = build_split_model(name, "none", size=size, clip_len=clip_len)
@@ -94,6 +98,7 @@ def test_table_two_models():
     assert sum(isinstance(m, torch.nn.Sigmoid) for m in build_split_model("moderate", "none").network.modules()) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classifier,layers", [("simple", 1), ("moderate", 3)])
 @torch.no_grad()
 def test_classifier_over_frozen_features(classifier, layers, tmp_path):
@@ -140,6 +145,7 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow
 def test_seeded_weights_are_reproducible_and_leave_global_rng_alone():
     before = torch.get_rng_state()
     a = build_split_model("resnet18", "layer2", size=32, weights="seed:3").state_dict()

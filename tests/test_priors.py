@@ -128,6 +128,7 @@ def test_train_prior_saves_a_loadable_prior(tmp_path, kind):
     assert images.shape == (1, 3, 32, 32)
 
 
+@pytest.mark.slow
 def test_resume_continues_and_refuses_other_runs(tmp_path, capsys):
     code, out = train(tmp_path, "run", "--steps", "1")
     assert code == 0
@@ -146,6 +147,7 @@ def test_resume_continues_and_refuses_other_runs(tmp_path, capsys):
     assert "recipe" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_decoder_phase_tunes_the_decoder_alone_on_resume(tmp_path, capsys, same_weights):
     code, out = train(tmp_path, "run", "--steps", "1", "--latent", "--vae-steps", "1")
     assert code == 0
@@ -173,6 +175,7 @@ def test_decoder_phase_tunes_the_decoder_alone_on_resume(tmp_path, capsys, same_
     assert "--decoder-steps" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_vae_widths_build_the_vae_and_are_part_of_the_run(tmp_path, capsys):
     code, out = train(tmp_path, "run", "--steps", "1", "--latent", "--vae-steps", "1", "--vae-widths", "8,16,24")
     assert code == 0

@@ -30,6 +30,7 @@ def _case(module: nn.Module, x: torch.Tensor, label: int, labels: bool = True, n
     return GradientCase(module, grads, 1, tuple(x.shape[1:]), num_classes, labels=y if labels else None)
 
 
+@pytest.mark.slow
 def test_rgap_recovers_a_real_frame_through_cnn6(frame):
     model = build_split_model("cnn6", "none", weights="seed:0")
     result = get_attack("rgap")().reconstruct(_case(model.tail, frame, 3, labels=False))

@@ -79,9 +79,9 @@ def test_max_frames_stops_reading_updates(tmp_path: Path) -> None:
 
 
 def test_one_make_attack_serves_both_families() -> None:
-    assert make_attack("do", 3).family == "feature" and make_attack("do", 3).iterations == 3
+    assert make_attack("do", 3).family == "feature" and make_attack("do", 3).config.iterations == 3
     assert make_attack("dlg", None, {"restarts": 2}).family == "gradient"
-    with pytest.raises(SplitleakError, match="has no option 'bogus'"):
+    with pytest.raises(SplitleakError, match="unknown option 'bogus'"):
         make_attack("dlg", None, {"bogus": 1})
     with pytest.raises(SplitleakError, match="iterations must be a positive integer"):
         make_attack("do", 0)
