@@ -1,4 +1,4 @@
-"""Models built on demand, each key once, on a small pool, outside any lock other streams need.
+"""Models built on demand, each key once, two at a time, outside any lock other streams need.
 
 A request for a model being built waits for that build alone (up to a timeout; the build
 goes on and is kept for the next request); requests for built models never wait.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable, Generic, Hashable, TypeVar
 
 import grpc
@@ -26,7 +26,7 @@ class Builds(Generic[T]):
         self.what, self.timeout, self.capacity, self.evict = what, timeout, capacity, evict
         self._futures: OrderedDict[Hashable, Future] = OrderedDict()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="build")
+        self._slots = threading.Semaphore(WORKERS)
 
     def get(self, key: Hashable, build: Callable[[], T]) -> T:
         future = self._future(key, build)
@@ -50,8 +50,23 @@ class Builds(Generic[T]):
             if len(self._futures) >= self.capacity and not (self.evict and self._evict_one()):
                 raise Refused(f"the cloud holds {self.capacity} {self.what}s already; it takes no new one",
                               grpc.StatusCode.RESOURCE_EXHAUSTED)
-            future = self._futures[key] = self._pool.submit(build)
+            future = self._futures[key] = self._start(build)
         future.add_done_callback(lambda done: self._settled(key, done))
+        return future
+
+    def _start(self, build: Callable[[], T]) -> Future:
+        """Run `build` on a daemon thread once a slot is free: a stuck build never holds up exit."""
+        future: Future = Future()
+
+        def run() -> None:
+            with self._slots:
+                future.set_running_or_notify_cancel()
+                try:
+                    future.set_result(build())
+                except BaseException as err:  # noqa: BLE001 - handed to every waiter
+                    future.set_exception(err)
+
+        threading.Thread(target=run, name=f"build-{self.what}", daemon=True).start()
         return future
 
     def _evict_one(self) -> bool:

@@ -27,7 +27,6 @@ SERVER_OPTIONS = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.max_connection_idle_ms", 60_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 )
 
 

@@ -92,6 +92,20 @@ def test_overflowing_frames_are_refused_and_never_recorded(start_cloud, tmp_path
     assert all(np.isfinite(it.tensors["features"]).all() for it in items)
 
 
+def test_a_frame_that_drives_the_model_to_non_finite_outputs_is_refused(start_cloud, tmp_path):
+    from splitleak.models import file_tag
+
+    model = build_split_model("lenet", "conv2", size=32)
+    path = tmp_path / "huge.pt"
+    huge = {k: v * (3e38 / v.abs().max()) for k, v in model.state_dict().items()}  # finite, near float32's max
+    torch.save(huge, path)
+    cloud = start_cloud(record=str(tmp_path / "rec"), weights=(str(path),))
+    answer = call(cloud.port, INFER, [frame(0, weights=file_tag(str(path)))])[0]
+    assert answer.error.code == INVALID and "non-finite" in answer.error.message
+    cloud.stop(1)
+    assert RecordingReader(tmp_path / "rec").items() == []
+
+
 def test_a_poisoned_update_is_refused_and_the_global_state_stays_good(start_cloud):
     cloud = start_cloud()
     poisoned = update(0)
@@ -131,7 +145,8 @@ def test_model_requests_are_bounded_by_the_operators_limits(start_cloud):
     answers = call(cloud.port, INFER, bad + [frame(9)])
     assert [a.error.code for a in answers[:-1]] == [INVALID] * len(bad)
     assert answers[-1].HasField("prediction")
-    assert "max" not in answers[0].error.message or "100" in answers[0].error.message
+    assert "[1, 100]" in answers[0].error.message and "torchvision" in answers[5].error.message
+    assert len(cloud.inference.tails._tails._futures) == 1  # only the good frame's model was ever built
 
 
 def test_torchvision_weights_are_not_downloaded_at_request_time(start_cloud):
@@ -243,8 +258,8 @@ def test_batched_frames_are_refused_at_the_door(start_cloud, tmp_path):
 @pytest.mark.parametrize("stream_id", ["a\x00b", "a\nb", "../etc", "x" * 10_000, "", "é"])
 def test_bad_stream_ids_are_refused(start_cloud, stream_id):
     cloud = start_cloud()
-    answers = call(cloud.port, INFER, [frame(0, stream=stream_id), update(0, stream=stream_id)][:1])
-    assert answers[0].error.code == INVALID and "stream id" in answers[0].error.message
+    answer = call(cloud.port, INFER, [frame(0, stream=stream_id)])[0]
+    assert answer.error.code == INVALID and "stream id" in answer.error.message
     assert call(cloud.port, TRAIN, [update(0, stream=stream_id)])[0].error.code == INVALID
 
 
