@@ -7,6 +7,7 @@ all its call slots are taken).
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -96,9 +97,13 @@ class Uplink:
 
     def _stream(self, channel: grpc.Channel) -> None:
         self._call = call = _CallState()
+        requests = self._requests(call)
+        first = next(requests, None)  # open the call once there is a frame: the cloud cancels silent calls
+        if first is None:
+            return
         rpc = channel.stream_stream(self.method.path, request_serializer=self.method.request.SerializeToString,
                                     response_deserializer=self.method.response.FromString)
-        for answer in rpc(self._requests(call), metadata=auth_metadata(self.token)):
+        for answer in rpc(itertools.chain([first], requests), metadata=auth_metadata(self.token)):
             error = answer.error.message if answer.HasField("error") else None
             if self.stats.on_answer(answer.seq, error):
                 self.on_answer(answer)

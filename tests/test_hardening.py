@@ -64,6 +64,12 @@ def test_idle_calls_with_a_token_are_cancelled_after_the_first_message_deadline(
     assert codes.count(grpc.StatusCode.CANCELLED) >= 64
 
 
+def test_an_edge_opens_its_call_only_once_it_has_a_frame_to_send(start_cloud):
+    cloud = start_cloud(first_message_timeout=0.5)
+    summary = stream(cloud.port, frames=3, link="delay=1s")  # the first frame arrives after the deadline
+    assert summary["acked"] == 3 and summary["reconnects"] == 0
+
+
 def test_an_edge_that_delivered_nothing_fails_with_a_reason(start_cloud):
     cloud = start_cloud(allow_models=("cnn6",))
     with pytest.raises(SplitleakError, match="acknowledged none of the 3 frames.*not served here"):
