@@ -1,6 +1,7 @@
 """Record a cloud's tap remotely: subscribe, write every item as the cloud decoded it."""
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 
@@ -11,6 +12,8 @@ from splitleak.recording import RecordingWriter
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire.channel import TlsFiles, auth_metadata, open_channel
 from splitleak.wire.tapitems import from_tap_item, write_event
+
+log = logging.getLogger(__name__)
 
 
 class TapRecorder:
@@ -26,6 +29,7 @@ class TapRecorder:
         self.writer = RecordingWriter(folder, {"cloud": cloud, "stream_ids": list(stream_ids), "via": "tap"})
         self.limit, self.on_item = limit, on_item
         self.dropped = 0
+        self.cloud_error: str | None = None  # the cloud's own recorder failed: why (its frames stop)
         self._call = None
         self._stopped = threading.Event()
 
@@ -53,8 +57,13 @@ class TapRecorder:
 
     def _write(self, item: pb.TapItem) -> None:
         kind, _, meta, codec, tensors = from_tap_item(item)
-        write_event(self.writer, kind, meta, codec, tensors)
         self.dropped = item.dropped
+        if item.recorder_error and item.recorder_error != self.cloud_error:
+            self.cloud_error = item.recorder_error
+            log.warning("cloud %s: %s", self.cloud, self.cloud_error)
+        if kind == "status":
+            return
+        write_event(self.writer, kind, meta, codec, tensors)
         self.on_item()
 
     def stop(self) -> None:
@@ -66,5 +75,5 @@ class TapRecorder:
         if self._call is not None:
             self._call.cancel()
         self.writer.dropped = self.dropped
-        self.writer.close(cloud=self.cloud)
+        self.writer.close(cloud=self.cloud, **({"cloud_error": self.cloud_error} if self.cloud_error else {}))
         self.channel.close()

@@ -1,4 +1,8 @@
-"""Bearer-token checks: edges present the stream token; the tap, a privileged read, its own."""
+"""Bearer-token checks: edges present the stream token; the tap, a privileged read, its own.
+
+The check runs on the call's metadata before any handler is entered; a refused call is
+answered at once, without waiting for (or reading) a message, so it never holds a slot.
+"""
 from __future__ import annotations
 
 import hmac
@@ -6,13 +10,17 @@ import hmac
 import grpc
 
 TAP_PREFIX = "/splitleak.v1.Tap/"
+TOKEN_KEY = "authorization"  # value: "Bearer <token>"
 
 
 def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    def abort(request, context):
+    """A request-streaming handler aborts without reading: a unary one would first wait for the
+    request, and a client that never sends it would keep the call (and a worker) open."""
+
+    def abort(requests, context):
         context.abort(code, message)
 
-    return grpc.unary_unary_rpc_method_handler(abort)
+    return grpc.stream_stream_rpc_method_handler(abort)
 
 
 class TokenInterceptor(grpc.ServerInterceptor):
@@ -33,6 +41,10 @@ class TokenInterceptor(grpc.ServerInterceptor):
 def _presented(metadata, token: str) -> bool:
     expected = f"Bearer {token}".encode()
     return any(
-        key == "authorization" and hmac.compare_digest(str(value).encode(), expected)
+        key == TOKEN_KEY and hmac.compare_digest(_bytes(value), expected)
         for key, value in metadata or ()
     )
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "replace")

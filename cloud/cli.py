@@ -22,6 +22,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="learning: close a round with fewer edges after this many seconds (default 10)")
     cloud.add_argument("--token", help="bearer token every edge must present")
     cloud.add_argument("--tap-token", help="bearer token for the tap (required for the tap when --token is set)")
+    cloud.add_argument("--allow-models", type=lambda text: tuple(filter(None, text.split(","))), default=(),
+                       metavar="A,B", help="models edges may ask for (default: every model of the zoo)")
+    cloud.add_argument("--max-classes", type=positive_int, default=1000,
+                       help="largest num_classes an edge may ask for (default 1000)")
+    cloud.add_argument("--max-input-size", type=positive_int, default=512,
+                       help="largest input size in pixels an edge may ask for (default 512)")
+    cloud.add_argument("--allow-downloads", action="store_true",
+                       help="fetch torchvision weights an edge names (tv:NAME) at request time (default: only cached)")
+    cloud.add_argument("--build-timeout", type=float, default=60.0,
+                       help="seconds a request waits for its model to be built (default 60)")
     add_device(cloud)
     add_threads(cloud)
     add_tls(cloud, server=True)
@@ -34,7 +44,10 @@ def run_cloud(args: argparse.Namespace) -> int:
     apply_threads(args)
     config = CloudConfig(listen=args.listen, record=args.record, device=resolve_device(args.device),
                          weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls_files(args),
-                         round_size=args.round_size, round_timeout=args.round_timeout)
+                         round_size=args.round_size, round_timeout=args.round_timeout,
+                         allow_models=args.allow_models, max_classes=args.max_classes,
+                         max_input_size=args.max_input_size, allow_downloads=args.allow_downloads,
+                         build_timeout=args.build_timeout)
     server = CloudServer(config)
     host = args.listen.rpartition(":")[0]
     print(f"cloud listening on {host}:{server.port}" + (f", recording to {args.record}" if args.record else ""),

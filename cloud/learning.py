@@ -1,67 +1,87 @@
-"""The Learning gRPC service: decode an update, check it, aggregate it, answer with the new state."""
+"""The Learning gRPC service: decode an update, check it, aggregate it, answer with the new state.
+
+Identifiers and the model are checked at the door as for frames (num_classes 0 resolves to
+the model's default before the federation is keyed, so every edge naming the same model
+trains the same global state); an update is tapped only once it is accepted.
+"""
 from __future__ import annotations
 
 import logging
 import math
-import threading
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import grpc
 import numpy as np
 import torch
 
+from cloud.builds import Builds
+from cloud.errors import code_of
 from cloud.federation import ACTIVATIONS, GRAD, Federation
+from cloud.inference import always_open
+from cloud.limits import ModelKey
 from cloud.tails import TailCache
 from cloud.tap import TapBus, TapEvent
 from splitleak import codecs
 from splitleak.errors import SplitleakError
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire import serde
+from splitleak.wire.ids import SeqWindow, check_frame_ids
 from splitleak.wire.tapitems import LABELS, add_named
 from splitleak.wire.tolerant import Malformed
 
 log = logging.getLogger(__name__)
 MODES = ("fedsgd", "fedavg", "split")
 MAX_BATCH, MAX_LR = 1024, 100.0
+MAX_FEDERATIONS = 8  # global models trained at once; each holds a model that must not be evicted
 
 
 class LearningService:
-    """One Federation per (model, split, size, weights, classes); every update is tapped."""
+    """One Federation per checked ModelKey; every accepted update is tapped."""
 
-    def __init__(self, models: TailCache, tap: TapBus, round_size: int = 1, round_timeout: float = 10.0):
-        self.models, self.tap = models, tap
+    def __init__(self, models: TailCache, tap: TapBus, round_size: int = 1, round_timeout: float = 10.0,
+                 gate: Callable[[], None] = always_open):
+        self.models, self.tap, self.gate = models, tap, gate
         self.round_size, self.round_timeout = round_size, round_timeout
-        self.federations: dict[tuple, Federation] = {}
-        self._lock = threading.Lock()
+        self._federations: Builds[Federation] = Builds("federation", models.limits.build_timeout, MAX_FEDERATIONS,
+                                                       evict=False)
         self.updates = 0
 
-    def Train(self, requests: Iterable[pb.ModelUpdate | Malformed], context: grpc.ServicerContext) -> Iterator[pb.UpdateAck]:
-        for request in requests:
-            yield self.answer(request)
+    @property
+    def federations(self) -> dict[ModelKey, Federation]:
+        return {f.key: f for f in self._federations.values()}
 
-    def answer(self, request: pb.ModelUpdate | Malformed) -> pb.UpdateAck:
+    def Train(self, requests: Iterable[pb.ModelUpdate | Malformed], context: grpc.ServicerContext) -> Iterator[pb.UpdateAck]:
+        seqs = SeqWindow()
+        for request in requests:
+            yield self.answer(request, seqs)
+
+    def answer(self, request: pb.ModelUpdate | Malformed, seqs: SeqWindow | None = None) -> pb.UpdateAck:
         if isinstance(request, Malformed):
-            return _error(pb.UpdateAck(), grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            ack = pb.UpdateAck(stream_id=request.stream_id, seq=request.seq)
+            return _error(ack, grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         frame = request.meta.frame
         ack = pb.UpdateAck(stream_id=frame.stream_id, seq=frame.seq)
+        seqs = seqs or SeqWindow()
         try:
-            federation, tensors, labels = self._decode(request)
-            self._publish_update(request, tensors, labels)
-            self._apply(request, federation, tensors, labels, ack)
+            federation, tensors, labels = self._decode(request, seqs)
+            self._apply(request, federation, tensors, labels, ack,
+                        on_accept=lambda: self._publish_update(request, tensors, labels))
         except SplitleakError as err:
-            return _error(ack, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            return _error(ack, code_of(err), str(err))
         except Exception as err:  # a bug costs one update, never the server
-            log.exception("update %s/%s failed", frame.stream_id, frame.seq)
+            log.exception("update %r/%s failed", frame.stream_id[:64], frame.seq)
             return _error(ack, grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+        seqs.accept(frame.stream_id, frame.seq)
         self.updates += 1
         return ack
 
-    def _decode(self, request: pb.ModelUpdate):
+    def _decode(self, request: pb.ModelUpdate, seqs: SeqWindow):
         meta = request.meta
-        if not meta.frame.stream_id:
-            raise SplitleakError("update has no stream id")
+        check_frame_ids(meta.frame.stream_id, meta.frame.seq, meta.frame.capture_ts)
+        seqs.check(meta.frame.stream_id, meta.frame.seq)
+        self.gate()
         if meta.mode not in MODES:
-            raise SplitleakError(f"unknown learning mode {meta.mode!r}; expected one of {', '.join(MODES)}")
+            raise SplitleakError(f"unknown learning mode {meta.mode[:32]!r}; expected one of {', '.join(MODES)}")
         if not 1 <= meta.batch_size <= MAX_BATCH:
             raise SplitleakError(f"batch size {meta.batch_size} outside [1, {MAX_BATCH}]")
         if not (math.isfinite(meta.learning_rate) and 0 <= meta.learning_rate <= MAX_LR):
@@ -70,39 +90,46 @@ class LearningService:
         tensors: dict[str, torch.Tensor] = {}
         for named in request.tensors:
             if named.name in tensors:
-                raise SplitleakError(f"tensor {named.name!r} appears twice")
+                raise SplitleakError(f"tensor {named.name[:64]!r} appears twice")
             tensors[named.name] = torch.from_numpy(codecs.decode(named.codec, named.tensor))
         labels = self._labels(request, federation) if request.HasField(LABELS) else None
         federation.check(meta.mode, tensors, list(meta.param_names))
-        if meta.mode == "split" and (ACTIVATIONS not in tensors or labels is None):
-            raise SplitleakError("split learning sends 'activations' and labels")
+        if meta.mode == "split":
+            if ACTIVATIONS not in tensors or labels is None:
+                raise SplitleakError("split learning sends 'activations' and labels")
+            if tensors[ACTIVATIONS].shape[0] != meta.batch_size:
+                raise SplitleakError(f"activations hold {tensors[ACTIVATIONS].shape[0]} samples, "
+                                     f"batch_size says {meta.batch_size}")
         return federation, tensors, labels
 
     def _labels(self, request: pb.ModelUpdate, federation: Federation) -> torch.Tensor:
         labels = serde.from_proto(request.labels)
         classes = federation.model.num_classes
-        if labels.dtype != np.int64 or labels.ndim != 1 or labels.min() < 0 or labels.max() >= classes:
-            raise SplitleakError(f"labels must be int64 class ids in [0, {classes}), shape [B]")
+        batch = request.meta.batch_size
+        if labels.dtype != np.int64 or labels.shape != (batch,) or labels.min() < 0 or labels.max() >= classes:
+            raise SplitleakError(f"labels must be int64 class ids in [0, {classes}), shape [batch_size={batch}]")
         return torch.from_numpy(labels)
 
     def _federation(self, frame: pb.FrameMeta) -> Federation:
-        key = (frame.model_id, frame.split_point, frame.input_size, frame.weights or "seed:0", frame.num_classes)
-        with self._lock:
-            if key not in self.federations:
-                model = self.models.split_model(*key)
-                federation = Federation(model, self.round_size, self.round_timeout, on_state=self._publish_state)
-                self.federations[key] = federation
-                federation.announce()
-            return self.federations[key]
+        key = self.models.key(frame)
+        return self._federations.get(key, lambda: self._new_federation(key))
 
-    def _apply(self, request, federation: Federation, tensors, labels, ack: pb.UpdateAck) -> None:
+    def _new_federation(self, key: ModelKey) -> Federation:
+        """Build the model and publish its starting state (runs on a build thread)."""
+        federation = Federation(self.models.split_model(key), self.round_size, self.round_timeout,
+                                on_state=self._publish_state, key=key)
+        federation.announce()
+        return federation
+
+    def _apply(self, request, federation: Federation, tensors, labels, ack: pb.UpdateAck,
+               on_accept: Callable[[], None]) -> None:
         meta = request.meta
         if meta.mode == "split":
-            dz = federation.split_step(tensors[ACTIVATIONS], labels, meta.learning_rate)
+            dz = federation.split_step(tensors[ACTIVATIONS], labels, meta.learning_rate, on_accept)
             add_named(ack.state.tensors, {GRAD: dz.numpy()})
             ack.round = ack.state.round = federation.round
             return
-        ack.round = ack.state.round = federation.submit(meta.mode, tensors, meta.learning_rate)
+        ack.round = ack.state.round = federation.submit(meta.mode, tensors, meta.learning_rate, on_accept)
         add_named(ack.state.tensors, {k: v.numpy() for k, v in federation.state().items()})
 
     def _publish_update(self, request: pb.ModelUpdate, tensors, labels) -> None:

@@ -1,63 +1,43 @@
-"""Tail partitions F2 the cloud runs, built on demand from the frame's metadata and cached."""
+"""Tail partitions F2 the cloud runs, built on demand from a frame's checked metadata and cached."""
 from __future__ import annotations
-
-import threading
-from collections import OrderedDict
 
 import torch
 
-from splitleak.errors import SplitleakError
+from cloud.builds import Builds
+from cloud.limits import ModelKey, ModelLimits, build_source, resolve
 from splitleak.models import SplitModel, build_split_model, feature_shape
 from splitleak.models.weights import file_tag
+from splitleak.v1 import splitleak_pb2 as pb
 
-MIN_SIZE, MAX_SIZE = 8, 1024
+Tail = tuple[torch.nn.Module, tuple[int, ...]]
 
 
 class TailCache:
-    """An LRU of tails keyed by (model, split, size, weights, classes), with the shape each expects.
+    """An LRU of tails by ModelKey, with the per-sample feature shape each expects.
 
     `weight_files` are state-dict files the cloud holds; an edge names one by its tag
     (file:<sha256 prefix>), never by a path on the cloud's disk.
     """
 
-    def __init__(self, device: str = "cpu", weight_files: tuple[str, ...] = (), max_models: int = 8):
+    def __init__(self, device: str = "cpu", weight_files: tuple[str, ...] = (),
+                 limits: ModelLimits = ModelLimits(), max_models: int = 8):
         self.device = device
+        self.limits = limits
         self.files = {file_tag(path): path for path in weight_files}
-        self.max_models = max_models
-        self._tails: OrderedDict[tuple, tuple[torch.nn.Module, tuple[int, ...]]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._tails: Builds[Tail] = Builds("model", limits.build_timeout, max_models)
 
-    def get(self, model: str, split: str, size: int, weights: str, num_classes: int) -> tuple[torch.nn.Module, tuple[int, ...]]:
-        key = (model, split, size, weights, num_classes)
-        with self._lock:
-            if key in self._tails:
-                self._tails.move_to_end(key)
-                return self._tails[key]
-            entry = self._build(*key)
-            self._tails[key] = entry
-            if len(self._tails) > self.max_models:
-                self._tails.popitem(last=False)
-            return entry
+    def key(self, meta: pb.FrameMeta) -> ModelKey:
+        """The checked, canonical model a frame's metadata names (Refused if out of bounds)."""
+        return resolve(meta, self.limits, self.files)
 
-    def _build(self, model: str, split: str, size: int, weights: str, num_classes: int):
-        split_model = self.split_model(model, split, size, weights, num_classes)
-        return split_model.tail, feature_shape(model, split, size=size, num_classes=num_classes)
+    def get(self, key: ModelKey) -> Tail:
+        return self._tails.get(key, lambda: self._build(key))
 
-    def split_model(self, model: str, split: str, size: int, weights: str, num_classes: int) -> SplitModel:
-        """A fresh split model as a peer's metadata names it (weights by tag, never by path)."""
-        if not MIN_SIZE <= size <= MAX_SIZE:
-            raise SplitleakError(f"input size {size} outside [{MIN_SIZE}, {MAX_SIZE}]")
-        source = self._weights_source(weights)
-        return build_split_model(model, split, size=size, weights=source, num_classes=num_classes, device=self.device)
+    def _build(self, key: ModelKey) -> Tail:
+        shape = feature_shape(key.model, key.split, size=key.size, num_classes=key.num_classes)
+        return self.split_model(key).tail, shape
 
-    def _weights_source(self, weights: str) -> str:
-        kind, _, value = weights.partition(":")
-        if kind == "seed":
-            return weights
-        if kind == "file":
-            if weights not in self.files:
-                raise SplitleakError(f"the cloud holds no weights file tagged {weights}; start it with --weights PATH")
-            return self.files[weights]
-        if kind == "tv" and value:
-            return value
-        raise SplitleakError(f"unknown weights tag {weights!r}; expected seed:N, file:HASH or tv:NAME")
+    def split_model(self, key: ModelKey) -> SplitModel:
+        """A fresh split model as a checked key names it (slow: call it on a build thread)."""
+        return build_split_model(key.model, key.split, size=key.size, weights=build_source(key, self.files),
+                                 num_classes=key.num_classes, device=self.device)

@@ -96,6 +96,9 @@ class EdgeSession:
             Path(self.config.stats).write_text(json.dumps(summary, indent=2))
         if self.uplink.error:
             raise SplitleakError(self.uplink.error)
+        if summary["sent"] and not summary["acked"]:  # nothing delivered is a failure, whatever the cause
+            why = summary["errors"][0] if summary["errors"] else f"{summary['lost']} lost"
+            raise SplitleakError(f"the cloud acknowledged none of the {summary['sent']} {self.unit}s sent ({why})")
         return summary
 
     unit = "frame"

@@ -1,10 +1,13 @@
 """The edge's gRPC uplink: sends what leaves the link emulator, reads the answers, reconnects.
 
 Frames handed to a call that then breaks are counted lost (the edge cannot know whether
-the cloud saw them); frames still inside the link emulator wait for the next connection.
+the cloud saw them); frames still inside the link emulator wait for the next connection,
+and so do the frames of a call the cloud refused before reading any (RESOURCE_EXHAUSTED:
+all its call slots are taken).
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -77,7 +80,10 @@ class Uplink:
             except grpc.FutureTimeoutError:
                 pass
             except grpc.RpcError as err:
-                self._drop_handed()
+                if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self._requeue_handed()
+                else:
+                    self._drop_handed()
                 if err.code() in FATAL:
                     return self._give_up(f"cloud {self.target} refused the stream: {err.details()}")
             finally:
@@ -91,9 +97,13 @@ class Uplink:
 
     def _stream(self, channel: grpc.Channel) -> None:
         self._call = call = _CallState()
+        requests = self._requests(call)
+        first = next(requests, None)  # open the call once there is a frame: the cloud cancels silent calls
+        if first is None:
+            return
         rpc = channel.stream_stream(self.method.path, request_serializer=self.method.request.SerializeToString,
                                     response_deserializer=self.method.response.FromString)
-        for answer in rpc(self._requests(call), metadata=auth_metadata(self.token)):
+        for answer in rpc(itertools.chain([first], requests), metadata=auth_metadata(self.token)):
             error = answer.error.message if answer.HasField("error") else None
             if self.stats.on_answer(answer.seq, error):
                 self.on_answer(answer)
@@ -112,7 +122,7 @@ class Uplink:
                     return
                 if frame is None:
                     continue
-                call.handed.add(self.method.seq_of(frame))
+                call.handed[self.method.seq_of(frame)] = frame
             yield frame
 
     def _drop_handed(self) -> None:
@@ -124,6 +134,16 @@ class Uplink:
             call.alive = False
         self.stats.on_lost(call.handed)
 
+    def _requeue_handed(self) -> None:
+        """The cloud refused the call before reading it: its frames go out on the next call, in order."""
+        call = self._call
+        if call is None:
+            return
+        with self._lock:
+            call.alive = False
+            for frame in reversed(list(call.handed.values())):  # each goes back to the head
+                self.link.requeue(frame)
+
     def _give_up(self, reason: str) -> None:
         self.error = reason
         self.link.close()
@@ -134,4 +154,4 @@ class _CallState:
 
     def __init__(self) -> None:
         self.alive = True
-        self.handed: set[int] = set()
+        self.handed: dict[int, Any] = {}  # seq -> message

@@ -1,7 +1,8 @@
 """Tensor codecs for the wire: fp32 (exact), fp16 (half precision), int8 (per-tensor affine).
 
 encode() turns a float32 array into (codec message, payload array); decode() inverts it
-into float32. Both are vectorised numpy: no per-element Python.
+into float32. Both are vectorised numpy: no per-element Python. decode() checks what comes
+out, not only what went in: every decoded value is finite and at most MAX_MAGNITUDE in size.
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire import serde
 
 Encoded = tuple[pb.Codec, np.ndarray]
+# Far above any activation, gradient or weight delta, far below float32's 3.4e38: a value
+# that passes squares (and sums of thousands of products) without overflowing downstream.
+MAX_MAGNITUDE = 1e15
+MAX_INT8_SCALE = MAX_MAGNITUDE / 256  # the widest int8 step whose 256 levels stay within MAX_MAGNITUDE
 # Decoded tensors are views of immutable message bytes; nothing downstream writes to them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
@@ -57,8 +62,8 @@ def _decode_fp16(codec: pb.Codec, data: np.ndarray) -> np.ndarray:
 
 
 def _decode_int8(codec: pb.Codec, data: np.ndarray) -> np.ndarray:
-    if not np.isfinite(codec.scale) or codec.scale <= 0:
-        raise serde.WireError(f"int8 codec needs a positive finite scale, got {codec.scale}")
+    if not 0 < codec.scale <= MAX_INT8_SCALE:  # False for NaN
+        raise serde.WireError(f"int8 codec needs a scale in (0, {MAX_INT8_SCALE:g}], got {codec.scale}")
     if not -128 <= codec.zero_point <= 127:
         raise serde.WireError(f"int8 zero point {codec.zero_point} outside [-128, 127]")
     q = _require(data, np.int8, codec).astype(np.float32)
@@ -104,7 +109,17 @@ def decode(codec: pb.Codec, tensor: pb.Tensor) -> np.ndarray:
     decoder = DECODERS.get(codec.name)
     if decoder is None:
         raise serde.WireError(f"unknown codec {codec.name!r}; expected one of {', '.join(NAMES)}")
-    return decoder(codec, serde.from_proto(tensor))
+    return check_decoded(decoder(codec, serde.from_proto(tensor)))
+
+
+def check_decoded(x: np.ndarray) -> np.ndarray:
+    """Refuse a decoded tensor with a non-finite value or one beyond MAX_MAGNITUDE."""
+    # max/min propagate NaN, and every comparison with NaN is False: one pass each, no temporaries
+    if not (x.max() <= MAX_MAGNITUDE and x.min() >= -MAX_MAGNITUDE):
+        if not np.isfinite(x).all():
+            raise serde.WireError("tensor decodes to NaN or Inf")
+        raise serde.WireError(f"tensor holds values beyond +-{MAX_MAGNITUDE:g} after decoding")
+    return x
 
 
 def max_error(codec: pb.Codec) -> float:

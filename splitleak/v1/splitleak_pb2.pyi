@@ -159,13 +159,15 @@ class TapRequest(_message.Message):
     def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., queue_size: _Optional[int] = ...) -> None: ...
 
 class TapItem(_message.Message):
-    __slots__ = ("frame", "update", "state", "dropped")
+    __slots__ = ("frame", "update", "state", "dropped", "recorder_error")
     FRAME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    RECORDER_ERROR_FIELD_NUMBER: _ClassVar[int]
     frame: FeatureFrame
     update: ModelUpdate
     state: ModelState
     dropped: int
-    def __init__(self, frame: _Optional[_Union[FeatureFrame, _Mapping]] = ..., update: _Optional[_Union[ModelUpdate, _Mapping]] = ..., state: _Optional[_Union[ModelState, _Mapping]] = ..., dropped: _Optional[int] = ...) -> None: ...
+    recorder_error: str
+    def __init__(self, frame: _Optional[_Union[FeatureFrame, _Mapping]] = ..., update: _Optional[_Union[ModelUpdate, _Mapping]] = ..., state: _Optional[_Union[ModelState, _Mapping]] = ..., dropped: _Optional[int] = ..., recorder_error: _Optional[str] = ...) -> None: ...

@@ -3,6 +3,7 @@
 Three kinds travel on the tap: "frame" (features, meta FrameMeta), "update" (gradients or
 deltas, meta LearningMeta) and "state" (a global model state, meta ModelState without its
 tensors). Tensors are always the decoded float32 (labels int64) the cloud worked with.
+A fourth, "status", carries no payload: the cloud's own recorder failed (meta: why).
 """
 from __future__ import annotations
 
@@ -79,4 +80,6 @@ def from_tap_item(item: pb.TapItem) -> tuple[str, str, Any, pb.Codec | None, dic
     if payload == "state":
         tensors = {t.name: serde.from_proto(t.tensor, allow_nonfinite=True) for t in item.state.tensors}
         return "state", "", item.state, None, tensors
+    if item.recorder_error:
+        return "status", "", item.recorder_error, None, {}
     raise serde.WireError("tap item carries no payload")
