@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,8 @@ from splitleak.errors import SplitleakError
 from splitleak.models import build_split_model
 from splitleak.video import TruthWriter, open_source
 from splitleak.wire.channel import TlsFiles, check_target
+from splitleak.wire.ids import check_stream_id
 
-STREAM_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass
@@ -60,8 +59,7 @@ class EdgeSession:
     def __init__(self, config: EdgeConfig):
         check_target(config.cloud)
         codecs.check_name(config.codec)
-        if not STREAM_ID.match(config.stream_id):
-            raise SplitleakError(f"stream id {config.stream_id!r} must be 1-64 of [A-Za-z0-9._-]")
+        check_stream_id(config.stream_id)
         if config.frames is not None and config.frames < 1:
             raise SplitleakError("--frames must be at least 1")
         self.config = config
