@@ -5,6 +5,7 @@ import argparse
 import signal
 import sys
 
+from splitleak.checks import check_output_dir
 from splitleak.cli.common import add_tls, positive_int, tls_files
 
 
@@ -22,12 +23,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_tap(args: argparse.Namespace) -> int:
+    from splitleak.wire.channel import check_target
+
+    tls = tls_files(args)  # a bad file is one line, never gRPC's abort
+    check_target(args.cloud)
+    check_output_dir(args.record, "--record")
     from tqdm import tqdm
 
     from adversary.tap_client import TapRecorder
 
     bar = tqdm(unit="item", desc="tap")
-    recorder = TapRecorder(args.cloud, args.record, tls=tls_files(args), token=args.token,
+    recorder = TapRecorder(args.cloud, args.record, tls=tls, token=args.token,
                            stream_ids=tuple(args.stream), queue_size=args.queue, limit=args.limit,
                            on_item=lambda: bar.update(1))
     signal.signal(signal.SIGTERM, lambda *_: recorder.stop())
