@@ -56,7 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     edge.add_argument("--stream-id", default="edge0", help="stream id (default edge0)")
     edge.add_argument("--seed", type=seed, default=0, help="seed for the link emulator and synthetic source")
     edge.add_argument("--token", help="bearer token for the cloud")
-    edge.add_argument("--retry-for", type=seconds, default=30.0, help="give up after the cloud is unreachable this long (s)")
+    edge.add_argument("--retry-for", type=seconds, default=30.0,
+                      help="give up after the cloud is unreachable this long (s)")
     edge.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(edge)
     add_threads(edge)

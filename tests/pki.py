@@ -30,8 +30,9 @@ def _cert(name: str, key, issuer: x509.Name, issuer_key, *, ca: bool = False, sa
 
 def _write(folder: Path, name: str, cert, key) -> tuple[str, str]:
     (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    (folder / f"{name}.key").write_bytes(pem)
     return str(folder / f"{name}.pem"), str(folder / f"{name}.key")
 
 

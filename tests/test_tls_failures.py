@@ -40,8 +40,9 @@ def _cloud(start_cloud, pki, server="server", *, tls=True, mutual=False):
 
 
 def _client_tls(pki, case):
+    stranger_cert, stranger_key = pki["stranger"]
     return {"ca": ["--tls-ca", pki["ca"]], "other_ca": ["--tls-ca", pki["other_ca"]], "plain": [],
-            "stranger": ["--tls-ca", pki["ca"], "--tls-cert", pki["stranger"][0], "--tls-key", pki["stranger"][1]]}[case]
+            "stranger": ["--tls-ca", pki["ca"], "--tls-cert", stranger_cert, "--tls-key", stranger_key]}[case]
 
 
 # (id, server: name of its certificate or "plain", mutual TLS, client's TLS, what the one line must say)

@@ -32,7 +32,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--truth", required=True, metavar="DIR", help="ground-truth PNGs")
     evaluate.add_argument("--out", required=True, metavar="DIR", help="output folder")
     evaluate.add_argument("--size", type=size_px, default=128, help="compare at this size (default 128)")
-    evaluate.add_argument("--threshold", type=float_in(unit=" (dB)"), default=20.0, help="PSNR (dB) that counts as success")
+    evaluate.add_argument("--threshold", type=float_in(unit=" (dB)"), default=20.0,
+                          help="PSNR (dB) that counts as success")
     evaluate.set_defaults(run=run_evaluate)
 
 
