@@ -11,6 +11,7 @@ from splitleak.errors import SplitleakError
 from splitleak.recording import RecordingWriter
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire.channel import TlsFiles, auth_metadata, open_channel
+from splitleak.wire.diagnose import why_unreachable
 from splitleak.wire.tapitems import from_tap_item, write_event
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ class TapRecorder:
                  stream_ids: tuple[str, ...] = (), queue_size: int = 0, limit: int | None = None,
                  on_item: Callable[[], None] = lambda: None):
         self.channel = open_channel(cloud, tls)
-        self.cloud = cloud
+        self.cloud, self.tls = cloud, tls
         self.request = pb.TapRequest(stream_ids=list(stream_ids), queue_size=queue_size)
         self.metadata = auth_metadata(token)
         self.writer = RecordingWriter(folder, {"cloud": cloud, "stream_ids": list(stream_ids), "via": "tap"})
@@ -38,7 +39,8 @@ class TapRecorder:
         try:
             grpc.channel_ready_future(self.channel).result(timeout=connect_timeout)
         except grpc.FutureTimeoutError:
-            raise SplitleakError(f"cloud {self.cloud} unreachable for {connect_timeout:g}s") from None
+            reason = why_unreachable(self.cloud, self.tls)
+            raise SplitleakError(f"cloud {self.cloud} unreachable for {connect_timeout:g}s: {reason}") from None
         subscribe = self.channel.unary_stream("/splitleak.v1.Tap/Subscribe",
                                               request_serializer=pb.TapRequest.SerializeToString,
                                               response_deserializer=pb.TapItem.FromString)

@@ -6,7 +6,17 @@ import signal
 import sys
 import threading
 
-from splitleak.cli.common import add_device, add_threads, add_tls, apply_threads, positive_int, resolve_device, tls_files
+from splitleak.checks import check_output_dir
+from splitleak.cli.common import (
+    add_device,
+    add_threads,
+    add_tls,
+    apply_threads,
+    positive_int,
+    positive_seconds,
+    resolve_device,
+    tls_files,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="a state-dict file edges may name by its tag (repeatable)")
     cloud.add_argument("--round-size", type=positive_int, default=1,
                        help="learning: edges whose updates make one round (default 1)")
-    cloud.add_argument("--round-timeout", type=float, default=10.0,
+    cloud.add_argument("--round-timeout", type=positive_seconds, default=10.0,
                        help="learning: close a round with fewer edges after this many seconds (default 10)")
     cloud.add_argument("--token", help="bearer token every edge must present")
     cloud.add_argument("--tap-token", help="bearer token for the tap (required for the tap when --token is set)")
@@ -30,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="largest input size in pixels an edge may ask for (default 512)")
     cloud.add_argument("--allow-downloads", action="store_true",
                        help="fetch torchvision weights an edge names (tv:NAME) at request time (default: only cached)")
-    cloud.add_argument("--build-timeout", type=float, default=60.0,
+    cloud.add_argument("--build-timeout", type=positive_seconds, default=60.0,
                        help="seconds a request waits for its model to be built (default 60)")
     add_device(cloud)
     add_threads(cloud)
@@ -39,11 +49,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_cloud(args: argparse.Namespace) -> int:
+    from splitleak.wire.channel import check_target
+
+    tls = tls_files(args, server=True)  # before torch loads: a bad file is one line, never gRPC's abort
+    check_target(args.listen)
+    check_output_dir(args.record, "--record")
     from cloud.server import CloudConfig, CloudServer
 
     apply_threads(args)
     config = CloudConfig(listen=args.listen, record=args.record, device=resolve_device(args.device),
-                         weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls_files(args),
+                         weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls,
                          round_size=args.round_size, round_timeout=args.round_timeout,
                          allow_models=args.allow_models, max_classes=args.max_classes,
                          max_input_size=args.max_input_size, allow_downloads=args.allow_downloads,

@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from splitleak.cli.common import add_device, positive_int, resolve_device
+from splitleak.checks import check_output_dir
+from splitleak.cli.common import add_device, float_in, positive_int, resolve_device, seed, size_px
+from splitleak.codecs import NAMES as CODECS
 from splitleak.errors import SplitleakError
 from splitleak.recording import write_json
 
@@ -22,20 +24,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default="sample:bikes", help="video source (default sample:bikes, bundled)")
     p.add_argument("--model", default="resnet18")
     p.add_argument("--split", default="layer1")
-    p.add_argument("--size", type=positive_int, default=64, help="input size (default 64)")
+    p.add_argument("--size", type=size_px, default=64, help="input size (default 64)")
     p.add_argument("--frames", type=positive_int, default=32, help="frames to stream (default 32)")
     p.add_argument("--attack-frames", type=positive_int, default=8, help="tapped frames to invert (default 8)")
     p.add_argument("--iterations", type=positive_int, default=600, help="DO iterations (default 600)")
-    p.add_argument("--tv", type=float, default=0.3,
+    p.add_argument("--tv", type=float_in(0.0), default=0.3,
                    help="DO's total-variation weight (default 0.3: layer1 after the max-pool needs a strong prior)")
-    p.add_argument("--codec", default="fp32")
+    p.add_argument("--codec", default="fp32", choices=CODECS, help="wire codec for the features (default fp32)")
     p.add_argument("--link", default="", help="network conditions for the edge's link (default: ideal)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     add_device(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")
     from adversary.runner.run import run_attack
     from cloud.server import CloudConfig, CloudServer
     from edge.streamer import EdgeConfig, EdgeStreamer

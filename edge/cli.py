@@ -4,7 +4,22 @@ from __future__ import annotations
 import argparse
 import json
 
-from splitleak.cli.common import add_device, add_threads, add_tls, apply_threads, positive_int, resolve_device, tls_files
+from splitleak.checks import MAX_CLASSES, check_output_dir, check_output_file
+from splitleak.cli.common import (
+    add_device,
+    add_threads,
+    add_tls,
+    apply_threads,
+    batch_size,
+    int_in,
+    learning_rate,
+    positive_int,
+    resolve_device,
+    seconds,
+    seed,
+    size_px,
+    tls_files,
+)
 from splitleak.codecs import NAMES as CODECS
 
 LINK_HELP = ("network conditions, e.g. 'rate=10mbit,delay=20ms,jitter=5ms,loss=1%%'; keys: rate, delay, jitter, "
@@ -25,22 +40,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="infer: stream features for inference (default); fedsgd: send a gradient per batch; "
                       "fedavg: send the weight delta of --local-steps local steps; split: split learning "
                       "(send activations and labels, train the head with the returned dL/dz)")
-    edge.add_argument("--batch", type=positive_int, default=1, help="frames per learning step (default 1)")
+    edge.add_argument("--batch", type=batch_size, default=1, help="frames per learning step (default 1)")
     edge.add_argument("--local-steps", type=positive_int, default=1, help="fedavg: local SGD steps per round")
-    edge.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
-    edge.add_argument("--label", type=int, default=0, help="class id of every frame (learning modes; default 0)")
+    edge.add_argument("--lr", type=learning_rate, default=0.01, help="learning rate (default 0.01)")
+    edge.add_argument("--label", type=int_in(0, MAX_CLASSES - 1, " (a class id)"), default=0,
+                      help="class id of every frame (learning modes; default 0)")
     edge.add_argument("--labels", metavar="FILE", help="CSV rows start,end,label giving segments their class")
     edge.add_argument("--frames", type=positive_int, help="stop after N frames (default: the whole source)")
-    edge.add_argument("--size", type=positive_int, help="square input size in pixels (default: the model's)")
+    edge.add_argument("--size", type=size_px, help="square input size in pixels (default: the model's)")
     edge.add_argument("--codec", default="fp32", choices=CODECS, help="wire codec for the features")
     edge.add_argument("--link", default="", help=LINK_HELP)
     edge.add_argument("--truth", metavar="DIR", help="save the preprocessed input frames here (never sent)")
     edge.add_argument("--stats", metavar="FILE", help="write the summary as JSON")
     edge.add_argument("--weights", default="seed:0", help="seed:N, a state-dict PATH, or a torchvision weight name")
     edge.add_argument("--stream-id", default="edge0", help="stream id (default edge0)")
-    edge.add_argument("--seed", type=int, default=0, help="seed for the link emulator and synthetic source")
+    edge.add_argument("--seed", type=seed, default=0, help="seed for the link emulator and synthetic source")
     edge.add_argument("--token", help="bearer token for the cloud")
-    edge.add_argument("--retry-for", type=float, default=30.0, help="give up after the cloud is unreachable this long (s)")
+    edge.add_argument("--retry-for", type=seconds, default=30.0,
+                      help="give up after the cloud is unreachable this long (s)")
     edge.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(edge)
     add_threads(edge)
@@ -49,6 +66,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_edge(args: argparse.Namespace) -> int:
+    tls = tls_files(args)  # before torch loads: a bad file is one line, never gRPC's abort
+    check_output_dir(args.truth, "--truth")
+    check_output_file(args.stats, "--stats")
     from edge.session import EdgeConfig
     from edge.streamer import EdgeStreamer
     from edge.trainer import EdgeTrainer
@@ -57,7 +77,7 @@ def run_edge(args: argparse.Namespace) -> int:
     config = EdgeConfig(cloud=args.cloud, source=args.source, model=args.model, split=args.split,
                         frames=args.frames, size=args.size, codec=args.codec, link=args.link, truth=args.truth,
                         stats=args.stats, device=resolve_device(args.device), seed=args.seed, weights=args.weights,
-                        stream_id=args.stream_id, token=args.token, tls=tls_files(args), retry_for=args.retry_for,
+                        stream_id=args.stream_id, token=args.token, tls=tls, retry_for=args.retry_for,
                         progress=not args.quiet, mode=args.mode, batch=args.batch, local_steps=args.local_steps,
                         lr=args.lr, label=args.label, labels=args.labels)
     summary = (EdgeStreamer if args.mode == "infer" else EdgeTrainer)(config).run()

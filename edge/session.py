@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +14,11 @@ from edge.link import LinkEmulator, LinkSpec
 from edge.stats import StreamStats
 from edge.uplink import Method, Uplink
 from splitleak import codecs
+from splitleak.checks import MAX_SIZE_PX, check_output_dir, check_output_file
 from splitleak.errors import SplitleakError
 from splitleak.models import build_split_model
 from splitleak.video import TruthWriter, open_source
-from splitleak.wire.channel import TlsFiles, check_target
+from splitleak.wire.channel import TlsFiles, check_target, check_tls
 from splitleak.wire.ids import check_stream_id
 
 
@@ -62,6 +64,13 @@ class EdgeSession:
         check_stream_id(config.stream_id)
         if config.frames is not None and config.frames < 1:
             raise SplitleakError("--frames must be at least 1")
+        if config.size is not None and not 1 <= config.size <= MAX_SIZE_PX:
+            raise SplitleakError(f"--size must be 1..{MAX_SIZE_PX} pixels per side, got {config.size}")
+        if not (math.isfinite(config.retry_for) and config.retry_for >= 0):
+            raise SplitleakError(f"--retry-for must be a finite number of seconds >= 0, got {config.retry_for}")
+        check_tls(config.tls, server=False)  # here, not on the uplink's thread where it would go unreported
+        check_output_dir(config.truth, "--truth")
+        check_output_file(config.stats, "--stats")
         self.config = config
         self.spec = LinkSpec.parse(config.link)
         self.model = build_split_model(config.model, config.split, size=config.size, weights=config.weights,

@@ -19,6 +19,7 @@ from edge.link import LinkClosed, LinkEmulator
 from edge.stats import StreamStats
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire.channel import TlsFiles, auth_metadata, open_channel
+from splitleak.wire.diagnose import why_unreachable
 
 FATAL = {
     grpc.StatusCode.UNAUTHENTICATED,
@@ -91,7 +92,8 @@ class Uplink:
             attempts += 1
             down_since = down_since or time.time()
             if time.time() - down_since > self.retry_for:
-                return self._give_up(f"cloud {self.target} unreachable after {attempts} attempts over {self.retry_for:g}s")
+                return self._give_up(f"cloud {self.target} unreachable after {attempts} attempts over "
+                                     f"{self.retry_for:g}s: {why_unreachable(self.target, self.tls)}")
             time.sleep(backoff)
             backoff = min(2 * backoff, BACKOFF_MAX_S)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from splitleak.cli.common import add_device, positive_int, resolve_device
+from splitleak.checks import check_output_dir
+from splitleak.cli.common import add_device, batch_size, float_in, positive_int, resolve_device, seed, size_px
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +18,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     attack.add_argument("--prior", metavar="DIR", help="a diffusion prior folder (train-prior) for db, dmb, dmb-multi")
     attack.add_argument("--text", metavar="TEXT", help="text prior for dmb / dmb-multi: condition the sampler on it")
     attack.add_argument("--iterations", type=positive_int, help="optimisation steps (default: the attack's)")
-    attack.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    attack.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     attack.add_argument("--weights", metavar="PATH", help="the head's state dict, if the recording names a file tag")
     attack.add_argument("--max-frames", type=positive_int, help="attack at most N frames")
-    attack.add_argument("--batch", type=positive_int, default=8, help="frames optimised together (default 8)")
+    attack.add_argument("--batch", type=batch_size, default=8, help="frames optimised together (default 8)")
     add_config_options(attack)
     add_device(attack)
     attack.set_defaults(run=run_attack)
@@ -30,8 +31,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--recon", required=True, metavar="DIR", help="reconstructed PNGs")
     evaluate.add_argument("--truth", required=True, metavar="DIR", help="ground-truth PNGs")
     evaluate.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    evaluate.add_argument("--size", type=positive_int, default=128, help="compare at this size (default 128)")
-    evaluate.add_argument("--threshold", type=float, default=20.0, help="PSNR (dB) that counts as success")
+    evaluate.add_argument("--size", type=size_px, default=128, help="compare at this size (default 128)")
+    evaluate.add_argument("--threshold", type=float_in(unit=" (dB)"), default=20.0,
+                          help="PSNR (dB) that counts as success")
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -57,6 +59,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_attack(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")
     from adversary.runner.run import run_attack as attack
 
     options = dict(args.option)
@@ -71,6 +74,7 @@ def run_attack(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")
     from adversary.evaluate import evaluate_folders
 
     metrics = evaluate_folders(args.recon, args.truth, args.out, size=args.size, threshold=args.threshold)

@@ -6,7 +6,21 @@ import json
 import signal
 
 from adversary.cli.attack import add_config_options
-from splitleak.cli.common import add_device, add_threads, add_tls, apply_threads, positive_int, resolve_device, tls_files
+from splitleak.checks import check_output_dir, check_output_file
+from splitleak.cli.common import (
+    add_device,
+    add_threads,
+    add_tls,
+    apply_threads,
+    batch_size,
+    learning_rate,
+    positive_int,
+    resolve_device,
+    seconds,
+    seed,
+    size_px,
+    tls_files,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -18,15 +32,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--attack", required=True, metavar="NAME", help="attack name, e.g. do, bb-do, dmb")
     live.add_argument("--out", required=True, metavar="DIR", help="output folder")
     live.add_argument("--truth", metavar="DIR", help="ground-truth frames (edge --truth) to score against at the end")
-    live.add_argument("--batch", type=positive_int, default=8, help="frames reconstructed together (default 8)")
-    live.add_argument("--batch-timeout", type=float, default=0.5,
+    live.add_argument("--batch", type=batch_size, default=8, help="frames reconstructed together (default 8)")
+    live.add_argument("--batch-timeout", type=seconds, default=0.5,
                       help="seconds to wait for a batch to fill once its first frame arrived (default 0.5)")
     live.add_argument("--max-frames", type=positive_int, help="stop after N tapped frames")
     live.add_argument("--token", help="the cloud's tap token")
     live.add_argument("--stream", action="append", default=[], help="only this stream id (repeatable)")
     live.add_argument("--queue", type=positive_int, default=1024, help="server-side queue for this subscriber")
     live.add_argument("--iterations", type=positive_int, help="optimisation / training steps (default: the attack's)")
-    live.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    live.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     live.add_argument("--weights", metavar="PATH", help="the head's state dict, if the stream names a file tag")
     live.add_argument("--prior", metavar="DIR", help="a diffusion prior for attacks that use one")
     live.add_argument("--query-source", metavar="SRC",
@@ -43,14 +57,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "of each clip trains, the rest is held out); save a full-model state dict for --weights.")
     victim.add_argument("--out", required=True, metavar="FILE", help="state-dict file to write (report: FILE.json)")
     victim.add_argument("--model", default="resnet18", help="model name (default resnet18)")
-    victim.add_argument("--size", type=positive_int, default=64, help="square input size (default 64)")
+    victim.add_argument("--size", type=size_px, default=64, help="square input size (default 64)")
     victim.add_argument("--epochs", type=positive_int, default=3, help="epochs (default 3)")
     victim.add_argument("--source", action="append", default=[], metavar="SRC",
                         help="one class per source (repeatable; default the three bundled clips)")
     victim.add_argument("--frames", type=positive_int, help="at most N frames of each source")
-    victim.add_argument("--batch", type=positive_int, default=32, help="batch size (default 32)")
-    victim.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
-    victim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    victim.add_argument("--batch", type=batch_size, default=32, help="batch size (default 32)")
+    victim.add_argument("--lr", type=learning_rate, default=2e-3, help="peak learning rate (default 0.002)")
+    victim.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     victim.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(victim)
     add_threads(victim)
@@ -58,6 +72,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_attack_live(args: argparse.Namespace) -> int:
+    from splitleak.wire.channel import check_target
+
+    tls = tls_files(args)  # before torch loads: a bad file is one line, never gRPC's abort
+    check_target(args.cloud)
+    check_output_dir(args.out, "--out")
     from adversary.runner.live import LiveAttack, LiveConfig
 
     apply_threads(args)
@@ -66,7 +85,7 @@ def run_attack_live(args: argparse.Namespace) -> int:
         options["query_source"] = args.query_source
     config = LiveConfig(cloud=args.cloud, attack=args.attack, out=args.out, truth=args.truth, batch=args.batch,
                         batch_timeout=args.batch_timeout, device=resolve_device(args.device), token=args.token,
-                        tls=tls_files(args), stream_ids=tuple(args.stream), max_frames=args.max_frames,
+                        tls=tls, stream_ids=tuple(args.stream), max_frames=args.max_frames,
                         queue_size=args.queue, iterations=args.iterations, seed=args.seed, weights_path=args.weights,
                         options=options, prior=args.prior, progress=not args.quiet, preset=args.preset,
                         config_file=args.config)
@@ -78,6 +97,7 @@ def run_attack_live(args: argparse.Namespace) -> int:
 
 
 def run_train_victim(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
     from adversary.victim import DEFAULT_SOURCES, VictimConfig, train_victim
 
     apply_threads(args)

@@ -5,6 +5,7 @@ import argparse
 import signal
 import sys
 
+from splitleak.checks import check_output_dir
 from splitleak.cli.common import add_tls, positive_int, tls_files
 
 
@@ -22,20 +23,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_tap(args: argparse.Namespace) -> int:
+    from splitleak.wire.channel import check_target
+
+    tls = tls_files(args)  # a bad file is one line, never gRPC's abort
+    check_target(args.cloud)
+    check_output_dir(args.record, "--record")
     from tqdm import tqdm
 
     from adversary.tap_client import TapRecorder
 
-    bar = tqdm(unit="item", desc="tap")
-    recorder = TapRecorder(args.cloud, args.record, tls=tls_files(args), token=args.token,
-                           stream_ids=tuple(args.stream), queue_size=args.queue, limit=args.limit,
-                           on_item=lambda: bar.update(1))
+    bars: list[tqdm] = []  # made at the first item: a tap that never connects prints only its one-line error
+
+    def on_item() -> None:
+        if not bars:
+            bars.append(tqdm(unit="item", desc="tap"))
+        bars[0].update(1)
+
+    recorder = TapRecorder(args.cloud, args.record, tls=tls, token=args.token,
+                           stream_ids=tuple(args.stream), queue_size=args.queue, limit=args.limit, on_item=on_item)
     signal.signal(signal.SIGTERM, lambda *_: recorder.stop())
     try:
         count = recorder.run()
     except KeyboardInterrupt:
         recorder.stop()
         count = recorder.writer.count
-    bar.close()
+    for bar in bars:
+        bar.close()
     print(f"recorded {count} items to {args.record} ({recorder.dropped} dropped by the tap)", file=sys.stderr)
     return 0

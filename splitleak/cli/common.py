@@ -1,9 +1,16 @@
-"""Arguments shared by several sub-commands, and the one place that resolves --device."""
+"""Arguments shared by several sub-commands, their checked types, and the one place that resolves --device.
+
+Every value a command line gives is checked before any work starts (argparse types here, output
+paths by splitleak.checks): a bad one is one line and exit code 2, never a traceback, a hang or a
+multi-gigabyte allocation later on.
+"""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Callable
 
+from splitleak.checks import MAX_BATCH, MAX_SEED, MAX_SIZE_PX, MAX_THREADS
 from splitleak.errors import SplitleakError
 
 if TYPE_CHECKING:  # grpc loads when a command runs, not for --help
@@ -15,7 +22,7 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=positive_int,
+    parser.add_argument("--threads", type=int_in(1, MAX_THREADS),
                         help="torch CPU threads for this service (default: torch's; give co-located services one each)")
 
 
@@ -41,24 +48,68 @@ def resolve_device(name: str) -> str:
 def add_tls(parser: argparse.ArgumentParser, server: bool) -> None:
     group = parser.add_argument_group("TLS and tokens")
     who = "server" if server else "client (for mutual TLS)"
-    group.add_argument("--tls-cert", help=f"PEM certificate of this {who}")
-    group.add_argument("--tls-key", help=f"PEM private key of this {who}")
+    group.add_argument("--tls-cert", help=f"PEM certificate of this {who} (with --tls-key)")
+    group.add_argument("--tls-key", help=f"PEM private key of this {who} (with --tls-cert)")
     group.add_argument("--tls-ca", help="PEM CA: on the server, require client certificates signed by it; "
                        "on a client, the CA that signed the server's certificate" if server else
                        "PEM CA that signed the server's certificate (turns TLS on)")
 
 
-def tls_files(args: argparse.Namespace) -> TlsFiles:
-    from splitleak.wire.channel import TlsFiles
+def tls_files(args: argparse.Namespace, server: bool = False) -> TlsFiles:
+    """The TLS files given, checked now (readable PEM, cert and key together and matching)."""
+    from splitleak.wire.channel import TlsFiles, check_tls
 
-    return TlsFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
+    tls = TlsFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
+    check_tls(tls, server=server)
+    return tls
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+# --- argparse types: each returns a checked value or raises ArgumentTypeError (one line, exit 2) ---
+
+def int_in(low: int, high: int | None = None, why: str = "") -> Callable[[str], int]:
+    """An integer type in low..high (high None: no upper bound); `why` explains the bound."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {span}{why}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(low: float | None = None, high: float | None = None, *, above: bool = False,
+             unit: str = "") -> Callable[[str], float]:
+    """A finite float >= low (> low when `above`) and <= high; nan and inf never pass."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = low is not None and (value <= low if above else value < low)
+        if not math.isfinite(value) or too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a finite number{_span(low, high, above)}{unit}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _span(low: float | None, high: float | None, above: bool) -> str:
+    parts = ([f"{'>' if above else '>='} {low:g}"] if low is not None else []) + \
+        ([f"<= {high:g}"] if high is not None else [])
+    return " " + " and ".join(parts) if parts else ""
+
+
+positive_int = int_in(1)
+non_negative_int = int_in(0)
+size_px = int_in(1, MAX_SIZE_PX, " (pixels per side)")
+batch_size = int_in(1, MAX_BATCH, " (frames per batch)")
+seed = int_in(0, MAX_SEED)
+seconds = float_in(0.0, unit=" (seconds)")
+positive_seconds = float_in(0.0, above=True, unit=" (seconds)")
+learning_rate = float_in(0.0, 100.0, above=True)  # the cloud refuses updates with lr > 100

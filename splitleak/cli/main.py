@@ -5,6 +5,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from splitleak.errors import SplitleakError
 
@@ -14,8 +15,15 @@ from splitleak.errors import SplitleakError
 COMMANDS = ("splitleak.cli.models", "cloud.cli", "edge.cli", "adversary.cli", "demo.cli")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad argument is one line on stderr and exit code 2, as every other bad input is (sub-parsers inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="splitleak",
         description="Measure how much of a private video stream leaks out of split inference: "
         "run an edge and a cloud, tap the stream, attack what crossed the wire.",

@@ -5,12 +5,15 @@ import argparse
 import json
 import math
 
+from splitleak.cli.common import size_px
+from splitleak.errors import SplitleakError
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list models, split points and feature shapes",
                        description="List every model with its split points and the per-frame feature shape "
                        "(what crosses the wire) at the given input size.")
-    p.add_argument("--size", type=int, help="input size in pixels (default: each model's own)")
+    p.add_argument("--size", type=size_px, help="input size in pixels (default: each model's own)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run)
 
@@ -19,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from splitleak.models import describe
 
     rows = describe(args.size)
+    if all("error" in row for row in rows):
+        raise SplitleakError(f"no model takes {args.size}px inputs (e.g. {rows[0]['error']})")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -1,6 +1,8 @@
 """gRPC channel and server options in one place, with optional TLS and bearer tokens."""
 from __future__ import annotations
 
+import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -34,6 +36,11 @@ class TlsFiles:
         return bool(self.cert or self.key or self.ca)
 
 
+MAX_PEM_BYTES = 1 << 20  # a certificate chain is kilobytes; more is not a PEM file
+_PEM = {"certificate": re.compile(rb"-----BEGIN (TRUSTED )?CERTIFICATE-----"),
+        "private key": re.compile(rb"-----BEGIN ([A-Z]+ )?PRIVATE KEY-----")}
+
+
 def _read(path: str | None) -> bytes | None:
     if path is None:
         return None
@@ -43,10 +50,59 @@ def _read(path: str | None) -> bytes | None:
         raise SplitleakError(f"cannot read TLS file {path}: {err.strerror}") from None
 
 
+def check_tls(tls: TlsFiles, *, server: bool) -> None:
+    """Refuse, in one line and before anything connects, TLS files gRPC would abort on or fail on later.
+
+    gRPC's core aborts the process on a certificate without its key, and a client reads its files
+    on the connecting thread; so every file is checked here: a readable regular file, PEM of the
+    right kind, and the certificate and key a matching pair (OpenSSL via the ssl module says so).
+    """
+    if bool(tls.cert) != bool(tls.key):
+        given, missing = ("--tls-cert", "--tls-key") if tls.cert else ("--tls-key", "--tls-cert")
+        raise SplitleakError(f"{given} needs {missing} too: a certificate and its private key go together")
+    if server and tls.enabled and not tls.cert:
+        raise SplitleakError("TLS on the server needs both --tls-cert and --tls-key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca:
+        _check_pem(tls.ca, "--tls-ca", "certificate")
+        try:
+            context.load_verify_locations(cafile=tls.ca)
+        except (ssl.SSLError, ValueError) as err:
+            raise SplitleakError(f"--tls-ca {tls.ca}: not a usable PEM CA certificate ({_ssl_reason(err)})") from None
+    if tls.cert and tls.key:
+        _check_pem(tls.cert, "--tls-cert", "certificate")
+        _check_pem(tls.key, "--tls-key", "private key")
+        try:
+            context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")  # never prompt on the terminal
+        except (ssl.SSLError, ValueError) as err:
+            raise SplitleakError(f"--tls-cert {tls.cert} and --tls-key {tls.key}: not a matching certificate and "
+                                 f"unencrypted private key ({_ssl_reason(err)})") from None
+
+
+def _check_pem(path: str, flag: str, kind: str) -> None:
+    """A regular, readable file of at most MAX_PEM_BYTES holding a PEM block of this kind."""
+    file = Path(path)
+    try:
+        if not file.is_file():
+            reason = "no such file" if not file.exists() else "not a regular file"
+            raise SplitleakError(f"cannot read TLS file {flag} {path}: {reason}")
+        with file.open("rb") as handle:
+            data = handle.read(MAX_PEM_BYTES + 1)
+    except OSError as err:
+        raise SplitleakError(f"cannot read TLS file {flag} {path}: {err.strerror}") from None
+    if len(data) > MAX_PEM_BYTES:
+        raise SplitleakError(f"{flag} {path}: larger than {MAX_PEM_BYTES >> 20} MiB, not a PEM {kind}")
+    if not _PEM[kind].search(data):
+        raise SplitleakError(f"{flag} {path}: not a PEM {kind} (no '-----BEGIN ...' line of that kind)")
+
+
+def _ssl_reason(err: Exception) -> str:
+    return getattr(err, "reason", None) or str(err).splitlines()[0] or type(err).__name__
+
+
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     """Server certificate; with a CA, clients must present a certificate signed by it."""
-    if not (tls.cert and tls.key):
-        raise SplitleakError("TLS on the server needs both --tls-cert and --tls-key")
+    check_tls(tls, server=True)
     pair = [(_read(tls.key), _read(tls.cert))]
     ca = _read(tls.ca)
     return grpc.ssl_server_credentials(pair, root_certificates=ca, require_client_auth=ca is not None)
@@ -57,6 +113,7 @@ def open_channel(target: str, tls: TlsFiles = TlsFiles()) -> grpc.Channel:
     check_target(target)
     if not tls.enabled:
         return grpc.insecure_channel(target, options=CLIENT_OPTIONS)
+    check_tls(tls, server=False)
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca), private_key=_read(tls.key), certificate_chain=_read(tls.cert)
     )
