@@ -55,6 +55,7 @@ class Uplink:
         self.tls, self.token, self.retry_for = tls, token, retry_for
         self.on_answer = on_answer
         self.error: str | None = None  # why the uplink gave up, if it did
+        self._answers = 0  # answers received over every call
         self._lock = threading.Lock()
         self._call: _CallState | None = None
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
@@ -67,15 +68,15 @@ class Uplink:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        down_since: float | None = None
-        attempts, backoff = 0, BACKOFF_START_S
+        down_since: float | None = None  # reset only by a call the cloud answered: connecting is not enough
+        attempts, backoff, answered = 0, BACKOFF_START_S, 0
         while True:
             channel = open_channel(self.target, self.tls)
             try:
                 grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
                 if attempts:
                     self.stats.reconnects += 1
-                down_since, backoff = None, BACKOFF_START_S
+                answered = self._answers
                 self._stream(channel)
                 return
             except grpc.FutureTimeoutError:
@@ -87,6 +88,8 @@ class Uplink:
                     self._drop_handed()
                 if err.code() in FATAL:
                     return self._give_up(f"cloud {self.target} refused the stream: {err.details()}")
+                if self._answers > answered:  # the cloud served this call: a fresh retry window
+                    down_since, backoff = None, BACKOFF_START_S
             finally:
                 channel.close()
             attempts += 1
@@ -107,6 +110,7 @@ class Uplink:
                                     response_deserializer=self.method.response.FromString)
         for answer in rpc(itertools.chain([first], requests), metadata=auth_metadata(self.token)):
             error = answer.error.message if answer.HasField("error") else None
+            self._answers += 1
             if self.stats.on_answer(answer.seq, error):
                 self.on_answer(answer)
 

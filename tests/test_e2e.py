@@ -143,3 +143,39 @@ def test_clip_model_streams_one_message_per_clip(start_cloud, tmp_path):
     assert [int(it.meta["seq"]) for it in items] == [0, 8]
     assert items[0].tensors["features"].shape[:2] == (1, 256)
     assert len(list((tmp_path / "truth").glob("*.png"))) == 16
+
+
+def test_edge_gives_up_on_a_cloud_that_connects_but_refuses_every_call():
+    """Connecting is not being served: a cloud that accepts the connection and answers every call with
+    RESOURCE_EXHAUSTED must not keep the edge retrying forever (its retry window runs from the first
+    refusal and is reset only by a call that was answered)."""
+    from concurrent import futures
+
+    import grpc
+
+    from splitleak.v1 import splitleak_pb2_grpc as rpc
+
+    class Full(rpc.SplitInferenceServicer):
+        def Infer(self, request_iterator, context):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "all call slots are taken")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    rpc.add_SplitInferenceServicer_to_server(Full(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    outcome: list[BaseException] = []
+
+    def edge() -> None:
+        try:
+            stream(port, frames=2, retry_for=1.0)
+        except BaseException as err:  # noqa: BLE001 - the edge's outcome, checked below
+            outcome.append(err)
+
+    runner = threading.Thread(target=edge, daemon=True)
+    try:
+        runner.start()
+        runner.join(30)  # a daemon thread: a regression hangs it, not the suite
+    finally:
+        server.stop(0)
+    assert not runner.is_alive(), "the edge kept retrying a cloud that refuses every call"
+    assert len(outcome) == 1 and isinstance(outcome[0], SplitleakError), outcome
