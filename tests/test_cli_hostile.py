@@ -186,6 +186,7 @@ def test_in_process(argv, reason, files, capsys):
     assert not Path(files["OUT"]).exists(), "a refused command created its output folder"
 
 
+@pytest.mark.slow  # a Python process per case
 @pytest.mark.parametrize("argv, reason", [case[1:] for case in SUBPROCESS], ids=[case[0] for case in SUBPROCESS])
 def test_subprocess(argv, reason, files):
     done = subprocess.run([sys.executable, "-m", "splitleak", *_fill(argv, files)], capture_output=True, text=True,

@@ -13,14 +13,15 @@ from collections import Counter
 import grpc
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # a dev dependency: never skipped
 
 from cloud.server import CloudConfig, CloudServer  # noqa: E402
 from splitleak.v1 import splitleak_pb2 as pb  # noqa: E402
 from splitleak.wire.channel import auth_metadata, open_channel  # noqa: E402
 from splitleak.wire.ids import STREAM_ID  # noqa: E402
 from wire_helpers import INFER, SUBSCRIBE, TRAIN, frame, update  # noqa: E402
+
+pytestmark = pytest.mark.slow  # hypothesis against a live server: seconds; the whole suite runs it
 
 TOKEN, TAP_TOKEN = "edge-secret", "tap-secret"
 LIMITS = dict(allow_models=("lenet", "cnn6"), max_classes=100, max_input_size=64)

@@ -223,7 +223,7 @@ def test_paper_fvi_kicks_at_every_stagnated_check():
     assert result.extra["steps"] == 200 and result.extra["stagnation_kicks"] == 20  # one kick per check after the first
 
 
-@pytest.mark.parametrize("name,options", [("dlg", {"iterations": 2, "restarts": 2}), ("idlg", {"iterations": 2}),
+@pytest.mark.parametrize("name,options", [("dlg", {"iterations": 2, "restarts": 2}), ("idlg", {"iterations": 2, "restarts": 1}),
                                           ("ig", {"iterations": 3, "restarts": 2}), ("fvi", {"iterations": 5})])
 def test_reconstruct_leaves_the_attack_unchanged(lenet, frames, name, options):
     attack = get_attack(name)(**options)

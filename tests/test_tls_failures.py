@@ -14,6 +14,8 @@ from splitleak.wire.channel import TlsFiles
 pytest.importorskip("cryptography")
 from pki import make_pki  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers and handshakes: seconds each; the whole suite runs them
+
 EDGE = ["edge", "--model", "lenet", "--split", "conv1", "--source", "synthetic", "--frames", "2", "--size", "32",
         "--quiet", "--retry-for", "0.2"]
 
