@@ -1,7 +1,8 @@
 """What every attack shares: a name, the access it needs, and a typed config it never changes.
 
 `reconstruct` is the one verb; it returns a result and leaves the attack object as it was, so one
-attack object may serve many batches, threads or streams.
+attack object serves batch after batch the same way (black-box attacks keep their trained inverters
+in a cache keyed by everything that made them).
 """
 
 from __future__ import annotations

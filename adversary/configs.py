@@ -44,7 +44,7 @@ def leaves(cls: type, prefix: str = "") -> list[Leaf]:
     """Every settable field of config class `cls`, nested configs expanded."""
     hints, out = _hints(cls), []
     for f in dataclasses.fields(cls):
-        if not f.init or f.name.isupper():
+        if not f.init:
             continue
         tp = hints[f.name]
         if _is_config(tp):
