@@ -81,3 +81,16 @@ def test_cli_runs_a_preset_config_file_and_options(tmp_path: Path, capsys) -> No
                 "--option", "restarts=two"])
     err = capsys.readouterr().err.strip().splitlines()
     assert bad == 2 and len(err) == 1 and "restarts='two'" in err[0]
+
+
+@pytest.mark.parametrize("name", attack_names())
+def test_every_attack_is_configured_by_one_small_typed_config(name: str) -> None:
+    import dataclasses
+    import inspect
+
+    from adversary.attacks import get_attack
+
+    cls = get_attack(name)
+    assert list(inspect.signature(cls.__init__).parameters) == ["self", "config", "options"]
+    assert len(dataclasses.fields(cls.Config)) <= 8, [f.name for f in dataclasses.fields(cls.Config)]
+    assert dataclasses.fields(cls.Config) and cls.Config.__dataclass_params__.frozen
