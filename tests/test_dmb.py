@@ -359,3 +359,55 @@ def test_fusion_averages_only_where_the_features_agree() -> None:
     assert 0.3 < float(share.min()) and float(share.max()) < 0.8
     maps = residual_maps(torch.zeros(2, 5), torch.ones(2, 5), torch.ones(2, 5, dtype=torch.bool))
     assert maps.shape == (2, 2, 1, 1, 1) and torch.allclose(maps, torch.ones_like(maps))
+
+
+def make_recording(tmp: Path, frames: int = 2) -> tuple[Path, Path]:
+    """A recording of a lenet head's features for random frames, and their truth folder."""
+    from splitleak.recording import RecordingWriter
+    from splitleak.video import frame_name, load_png, save_png
+
+    model = build_split_model("lenet", "conv1", size=SIZE)
+    rec, truth = tmp / "rec", tmp / "truth"
+    rng = np.random.default_rng(0)
+    with RecordingWriter(rec, {}) as writer:
+        for seq in range(frames):
+            save_png(truth / frame_name("cam0", seq), rng.uniform(0, 1, (3, SIZE, SIZE)).astype(np.float32))
+            x = torch.from_numpy(load_png(truth / frame_name("cam0", seq)))[None]
+            meta = {"stream_id": "cam0", "seq": str(seq), "capture_ts": 0.0, "model_id": model.name,
+                    "split_point": model.split, "weights": model.weights, "input_size": model.size,
+                    "num_classes": model.num_classes, "codec": {"name": "fp32"}}
+            with torch.no_grad():
+                writer.append("frame", meta, {"features": model.head(x).numpy()})
+    return rec, truth
+
+
+@pytest.mark.parametrize("attack", ["dmb", "dmb-multi"])
+def test_run_attack_with_a_prior_folder(tmp_path: Path, prior, attack: str) -> None:
+    from adversary.priors.io import save_prior
+    from adversary.runner.run import run_attack
+    from splitleak.video import frame_name
+
+    folder = save_prior(prior, tmp_path / "prior")
+    rec, truth = make_recording(tmp_path)
+    out = tmp_path / "out"
+    m = run_attack(str(rec), attack, str(out), truth=str(truth), iterations=2, options={"sampler_steps": "2"},
+                   prior=str(folder), progress=False)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    assert [(f["stream"], f["seq"]) for f in m["frames"]] == [("cam0", 0), ("cam0", 1)]
+    assert all(f["psnr"] is not None and f["feature_loss"] is not None for f in m["frames"])
+    assert m["config"]["prior"] == str(folder) and m["config"]["attack_config"]["sampler"]["steps"] == 2
+    assert m["config"]["iterations"] == 2 and m["config"]["attack_run"]["adam_steps"]
+    assert sorted(p.name for p in out.glob("cam0_*.png")) == [frame_name("cam0", s) for s in range(2)]
+
+
+def test_prior_required_and_refused(tmp_path: Path) -> None:
+    from adversary.runner.run import run_attack
+
+    rec, _ = make_recording(tmp_path, frames=1)
+    with pytest.raises(SplitleakError, match="needs a diffusion prior"):
+        run_attack(str(rec), "dmb", str(tmp_path / "out"), iterations=1, progress=False)
+    with pytest.raises(SplitleakError, match="takes no prior"):
+        run_attack(str(rec), "do", str(tmp_path / "out"), iterations=1, progress=False, prior=str(tmp_path))
+    with pytest.raises(SplitleakError, match="no such prior folder"):
+        run_attack(str(rec), "db", str(tmp_path / "out"), iterations=1, progress=False,
+                   prior=str(tmp_path / "missing"))
