@@ -411,3 +411,41 @@ def test_prior_required_and_refused(tmp_path: Path) -> None:
     with pytest.raises(SplitleakError, match="no such prior folder"):
         run_attack(str(rec), "db", str(tmp_path / "out"), iterations=1, progress=False,
                    prior=str(tmp_path / "missing"))
+
+
+def test_screen_phase_draws_candidates_grouped_per_set_and_keeps_each_frames_best(prior) -> None:
+    from adversary.feature.phases import Screen, Unroll
+
+    z, case = head_case("lenet", prior, frames=3)
+    fit = MultiFrameDiffusionBased(lambda_c=1.0, fuse=0.0, **FAST).open_fit(z, case, prior)
+    fit.groups, fit.steps = [[0, 1], [2]], 2
+    seen = []
+
+    def draw(n, groups):
+        seen.append((n, groups))
+        return torch.randn((n, *prior.latent_shape), generator=torch.Generator().manual_seed(0))
+
+    v0 = draw(3, fit.groups)
+    picked = Screen(2, Unroll(0.1, "off"))(fit, v0.clone(), (1, 2), draw)
+    # 2 candidates per frame, tied within their own candidate set
+    assert seen[-1] == (6, [[0, 1], [2], [3, 4], [5]]) and picked.shape == v0.shape
+    assert fit.plan_run == [(1, 2)] and "tie" in fit.trace
+    assert torch.allclose(picked.flatten(1).mean(1), torch.zeros(3), atol=1e-5)  # normalised latents
+
+
+def test_fusion_phase_restarts_the_frames_it_fused_from_their_fused_image(prior) -> None:
+    from adversary.feature.fusion import Fusion
+
+    z, case = head_case("resnet18", prior, frames=1)
+    z = z.repeat(3, 1, 1, 1)  # one frame seen three times: a huge threshold accepts every neighbour
+    fit = MultiFrameDiffusionBased(**FAST).open_fit(z, case, prior)
+    fit.groups = [[0, 1, 2]]
+    images = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    fit.best.update(torch.ones(3), images)
+    latent = prior.encode(images)
+    start = Fusion(1e6).before_refine(fit, latent.clone())
+    assert torch.allclose(start[0], start[1], atol=1e-5) and torch.allclose(start[1], start[2], atol=1e-5)
+    assert torch.isinf(fit.best.loss).all()  # the fused starts replace the samples as each frame's best
+    assert fit.info["fused_share"] == [1.0, 1.0, 1.0] and fit.fused_weights is not None
+    out = Fusion(1e6).finish(fit, images, lambda f, x: x)  # the final fusion, the pixel phase a no-op here
+    assert torch.allclose(out, images.mean(0, keepdim=True).expand_as(images), atol=1e-5)
