@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+from importlib.metadata import entry_points
 from typing import NoReturn
 
+from splitleak.cli import models
 from splitleak.errors import SplitleakError
 
-# Modules that add sub-commands with add_parsers(subparsers), each setting args.run, in --help order.
-# The actors' modules are named, not imported: the core never imports an actor (tests/test_import_graph.py);
-# all ship in this one distribution, so a plain list works from any checkout with no reinstall.
-COMMANDS = ("splitleak.cli.models", "cloud.cli", "edge.cli", "adversary.cli", "demo.cli")
+# The actors add their sub-commands through this entry-point group (pyproject.toml): each entry is an
+# add_parsers(subparsers) that sets args.run. The core names no actor (tests/test_import_graph.py).
+COMMAND_GROUP = "splitleak.commands"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,8 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(name).add_parsers(sub)
+    models.add_parsers(sub)
+    plugins = sorted(entry_points(group=COMMAND_GROUP), key=lambda point: point.name)
+    if not plugins:
+        parser.exit(2, "splitleak: error: no sub-commands are registered; install the project "
+                       "(pip install -e .) so its entry points exist\n")
+    for point in plugins:
+        point.load()(sub)
     return parser
 
 
