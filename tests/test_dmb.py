@@ -87,6 +87,7 @@ def test_attack_returns_images_lowers_the_feature_loss_and_stays_unchanged(prior
     assert repr(attack.__dict__) == repr(before)  # no run state left on the attack
 
 
+@pytest.mark.slow
 def test_dmb_resizes_to_the_head_and_is_repeatable() -> None:
     prior = make_tiny_prior(16)
     z, case = head_case("lenet", prior)
@@ -123,6 +124,7 @@ def test_paper_preset_runs_algorithm_1_as_written(prior) -> None:
     assert result.info["adam_steps"] == [(steps, iterations)]
 
 
+@pytest.mark.slow
 def test_text_prior_conditions_the_sampler_and_adds_negentropy() -> None:
     prior = make_tiny_prior(SIZE, conditional=True)
     z, case = head_case("lenet", prior)
@@ -254,6 +256,7 @@ def test_prior_attacks_need_a_prior() -> None:
             attack.reconstruct(z, case)
 
 
+@pytest.mark.slow
 def test_unroll_checkpointing_is_really_on_in_eval_mode(prior) -> None:
     assert not prior.unet.training and not prior.vae.training
     v = torch.randn(1, *prior.latent_shape, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
@@ -381,6 +384,7 @@ def make_recording(tmp: Path, frames: int = 2) -> tuple[Path, Path]:
     return rec, truth
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["dmb", "dmb-multi"])
 def test_run_attack_with_a_prior_folder(tmp_path: Path, prior, attack: str) -> None:
     from adversary.priors.io import save_prior

@@ -99,6 +99,7 @@ def test_lossy_link_with_drop_counts_every_frame(start_cloud):
     assert 0 < summary["lost"] < 30 and summary["acked"] + summary["lost"] == 30
 
 
+@pytest.mark.slow
 def test_unreachable_cloud_fails_with_a_reason():
     with pytest.raises(SplitleakError, match="unreachable"):
         stream(1, frames=2, retry_for=0.5)
@@ -113,6 +114,7 @@ def _wait_for(condition, timeout=10.0):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_edge_reconnects_when_the_cloud_restarts(start_cloud):
     cloud = start_cloud()
     port = cloud.port
@@ -145,6 +147,7 @@ def test_clip_model_streams_one_message_per_clip(start_cloud, tmp_path):
     assert len(list((tmp_path / "truth").glob("*.png"))) == 16
 
 
+@pytest.mark.slow
 def test_edge_gives_up_on_a_cloud_that_connects_but_refuses_every_call():
     """Connecting is not being served: a cloud that accepts the connection and answers every call with
     RESOURCE_EXHAUSTED must not keep the edge retrying forever (its retry window runs from the first

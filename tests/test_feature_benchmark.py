@@ -152,6 +152,7 @@ def test_benchmark_prior_must_come_from_the_attackers_footage(tmp_path) -> None:
             footage.benchmark_prior(tmp_path, settings(True), given=prior_folder(name, source, frames))
 
 
+@pytest.mark.slow
 def test_benchmark_prior_with_a_tuned_decoder_derives_from_the_plain_one(tmp_path, same_weights) -> None:
     from adversary.priors import load_prior
     from benchmarks import footage

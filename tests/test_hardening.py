@@ -47,6 +47,7 @@ def test_idle_calls_without_a_token_do_not_lock_out_an_edge(start_cloud):
     assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 70
 
 
+@pytest.mark.slow
 def test_idle_calls_with_a_token_are_cancelled_after_the_first_message_deadline(start_cloud):
     cloud = start_cloud(token="secret", first_message_timeout=1.0)
     idle = IdleCalls(cloud.port, 70, token="secret")

@@ -58,6 +58,7 @@ def test_tls_stream(start_cloud, pki):
     assert _stream(cloud.port, TlsFiles(ca=pki["ca"]))["acked"] == 3
 
 
+@pytest.mark.slow
 def test_mutual_tls_requires_a_client_certificate(start_cloud, pki):
     cert, key = pki["server"]
     cloud = start_cloud(listen="localhost:0", tls=TlsFiles(cert=cert, key=key, ca=pki["ca"]))
