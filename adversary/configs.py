@@ -145,6 +145,13 @@ def with_options(config: C, options: Mapping[str, Any]) -> C:
     return config
 
 
+def value_of(config: Any, key: str) -> Any:
+    """The value of the field `key` names (as `resolve` reads keys); SplitleakError if it names none."""
+    for part in resolve(type(config), key).path.split("."):
+        config = getattr(config, part)
+    return config
+
+
 def _replace_path(config: Any, path: list[str], value: Any) -> Any:
     head, *rest = path
     if rest:

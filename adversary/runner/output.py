@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import torch
 
-from adversary.configs import resolve
+from adversary.configs import value_of
 from adversary.evaluate import score_pairs, truth_index, write_grid, write_metrics
 from adversary.runner.meta import HeadKey
 from splitleak.errors import SplitleakError
@@ -67,12 +67,9 @@ def attack_fields(name: str, method: Any, seed: int, device: str) -> dict[str, A
 def iterations_of(config: Any) -> int | None:
     """The config's `iterations` field, wherever it is nested (a black-box inverter's training steps)."""
     try:
-        path = resolve(type(config), "iterations").path
+        return value_of(config, "iterations")
     except SplitleakError:
         return None
-    for part in path.split("."):
-        config = getattr(config, part)
-    return config
 
 
 def head_groups(keys: Iterable[HeadKey], counts: dict[HeadKey, int], what: str) -> list[dict[str, Any]]:
