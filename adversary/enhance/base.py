@@ -33,7 +33,7 @@ class Enhancer:
         with torch.inference_mode():
             out = self.forward(low.to(self.device, torch.float32),
                                None if refs is None else refs.to(self.device, torch.float32))
-        return out.clamp_(0, 1)
+            return out.clamp(0, 1)
 
     def forward(self, low: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
