@@ -21,6 +21,7 @@ class Enhancer:
     refs: ClassVar[str] = "none"  # "none", "one" or "many": how many reference frames it uses
     temporal: ClassVar[bool] = False  # True when the output of a frame depends on its neighbours
     weights: ClassVar[str] = "none"  # "none", "optional" or "required": whether it loads a weight file / folder
+    context: ClassVar[int] = 0  # temporal methods: neighbours on each side the pipeline adds around a batch
 
     def __init__(self, scale: int = 4, device: str = "cpu", weights: str | None = None) -> None:
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:

@@ -17,7 +17,7 @@ from adversary.enhance.base import Enhancer
 from adversary.enhance.degrade import DegradeConfig
 from adversary.enhance.pairs import PairSampler, load_footage
 from adversary.enhance.registry import register, register_trainer
-from adversary.enhance.rrdb import RRDBConfig, RRDBNet
+from adversary.enhance.rrdb import RRDBConfig, RRDBNet, init_as_upsampler
 from adversary.enhance.training import TrainSpec, read_config, save_model, train_model
 from adversary.enhance.weights import load_descriptor
 from splitleak.errors import SplitleakError
@@ -50,7 +50,7 @@ def train_noref(spec: TrainSpec, net: RRDBConfig = DEFAULT_NET,
     torch.manual_seed(spec.seed)
     frames = load_footage(spec.source, spec.size, spec.frames, spec.stride)
     sampler = PairSampler(frames, spec.scale, spec.patch, degradation, spec.seed)
-    model = RRDBNet(net)
+    model = init_as_upsampler(RRDBNet(net))
 
     def next_batch(step: int) -> tuple[tuple[torch.Tensor], torch.Tensor]:
         pairs = sampler.pairs(spec.batch)
@@ -61,7 +61,8 @@ def train_noref(spec: TrainSpec, net: RRDBConfig = DEFAULT_NET,
     config = {"method": "noref", "arch": "RRDBNet (Real-ESRGAN key names; spandrel loads it as ESRGAN)",
               "net": asdict(net), "scale": spec.scale, "frames_loaded": len(sampler),
               "parameters": sum(p.numel() for p in model.parameters()), "degradation": asdict(degradation),
-              "training": {**spec.describe(), **log.summary(), "loss": "L1", "optimizer": "Adam, cosine decay"}}
+              "training": {**spec.describe(), **log.summary(), "loss": "L1", "optimizer": "Adam, cosine decay",
+                           "init": "smooth upsampler (rrdb.init_as_upsampler)"}}
     save_model(spec.out, model, config)
     return config
 

@@ -43,7 +43,7 @@ class TrainSpec:
     patch: int | None = 64
     steps: int = 300
     batch: int = 8
-    lr: float = 2e-4
+    lr: float = 5e-4
     frames: int | None = 300
     stride: int = 1
     seed: int = 0
