@@ -229,19 +229,28 @@ def test_evaluate_low_gives_table1_and_plain_folders_pair_by_name(tmp_path: Path
 # --- attack --enhance ---
 
 @pytest.mark.slow
-def test_attack_enhance_ends_in_a_scored_video(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("enhance", [["--enhance", "bicubic"], []], ids=["enhanced", "video-only"])
+def test_attack_enhance_ends_in_a_scored_video(enhance: list[str], tmp_path: Path, capsys) -> None:
+    import av
     from test_adversary import make_recording
 
     rec, truth = make_recording(tmp_path, frames=2)
     video = tmp_path / "attack.mp4"
     code, err = run(["attack", "--recording", str(rec), "--attack", "do", "--out", str(tmp_path / "out"),
-                     "--truth", str(truth), "--iterations", "3", "--enhance", "bicubic", "--video", str(video),
+                     "--truth", str(truth), "--iterations", "3", *enhance, "--video", str(video),
                      "--device", "cpu"], capsys)
     assert code == 0, err
-    assert load_png(tmp_path / "out" / "enhanced" / frame_name("cam0", 1)).shape == (3, 128, 128)
-    metrics = json.loads((tmp_path / "out" / "enhanced" / "metrics.json").read_text())
-    assert metrics["summary"]["table1"]["enhanced_vs_high"]["ssim"] is not None
-    assert video.is_file() and f"video: {video}" in capsys.run_out
+    assert f"video: {video}" in capsys.run_out
+    with av.open(str(video)) as container:
+        frame = next(container.decode(video=0))
+    columns = 3 if enhance else 2  # original | recovered (| enhanced)
+    assert frame.width == columns * 128 + (columns - 1) * 4
+    enhanced = tmp_path / "out" / "enhanced"
+    assert enhanced.is_dir() == bool(enhance)
+    if enhance:
+        assert load_png(enhanced / frame_name("cam0", 1)).shape == (3, 128, 128)
+        metrics = json.loads((enhanced / "metrics.json").read_text())
+        assert metrics["summary"]["table1"]["enhanced_vs_high"]["ssim"] is not None
 
 
 # --- bad input: one line, exit 2 ---
