@@ -137,7 +137,8 @@ def find_texture(low: torch.Tensor, refs: torch.Tensor, scale: int, patch: int) 
 
 
 class RefSR(nn.Module):
-    """Texture search (fixed) + fusion (learned): out = up + gate * detail + residual."""
+    """Texture search (fixed) + fusion (learned): out = up + gate * detail + residual; the untrained
+    net is the analytic fusion, so training starts from it."""
 
     def __init__(self, config: RefConfig = RefConfig()):
         super().__init__()
@@ -149,15 +150,20 @@ class RefSR(nn.Module):
         return self.fuse(t)
 
     def fuse(self, t: Texture) -> torch.Tensor:
+        """The analytic fusion, corrected: the net adds to its gate and a residual (both start at 0)."""
         out = self.fusion(torch.cat([t.up, t.texture, t.detail, t.confidence], dim=1))
-        gate = torch.sigmoid(out[:, :1])
+        gate = (analytic_gate(t.confidence) + out[:, :1]).clamp(0, 1)
         return t.up + gate * t.detail + out[:, 1:]
 
 
-def analytic_fuse(t: Texture, threshold: float = 0.6, full: float = 0.95) -> torch.Tensor:
+def analytic_gate(confidence: torch.Tensor, threshold: float = 0.6, full: float = 0.95) -> torch.Tensor:
+    """How much reference detail to trust: none below `threshold` relevance, all above `full`."""
+    return ((confidence - threshold) / (full - threshold)).clamp(0, 1)
+
+
+def analytic_fuse(t: Texture) -> torch.Tensor:
     """Fusion without weights: add the detail where the soft attention is confident."""
-    gate = ((t.confidence - threshold) / (full - threshold)).clamp(0, 1)
-    return t.up + gate * t.detail
+    return t.up + analytic_gate(t.confidence) * t.detail
 
 
 def load_state(path: str, arch: str) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -83,7 +83,7 @@ class RefTrainConfig:
     out: str
     steps: int = 400
     batch: int = 4
-    lr: float = 2e-3
+    lr: float = 5e-4
     max_refs: int = 4
     min_gap: int = 3  # frames between a target and its references, at least
     max_gap: int = 40  # and at most
@@ -152,7 +152,7 @@ def train_reference_sr(clips: list[torch.Tensor], cfg: RefTrainConfig, progress:
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     log = {"steps": cfg.steps, "seconds": time.perf_counter() - start, "loss_first": sum(losses[:20]) / len(losses[:20]),
            "loss_last": sum(losses[-20:]) / len(losses[-20:]), "frames": [int(c.shape[0]) for c in clips]}
     save_state(cfg.out, ARCH, net.config.to_dict(), net, {k: v for k, v in log.items() if k != "frames"})

@@ -138,7 +138,7 @@ class VideoTrainConfig:
     out: str
     steps: int = 400
     batch: int = 4
-    lr: float = 2e-3
+    lr: float = 5e-4
     noise: float = 0.02
     seed: int = 0
     scale: int = 4
@@ -188,7 +188,7 @@ def train_video_sr(clips: list[torch.Tensor], cfg: VideoTrainConfig, progress: b
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     log = {"steps": cfg.steps, "seconds": time.perf_counter() - start, "loss_first": float(np.mean(losses[:20])),
            "loss_last": float(np.mean(losses[-20:]))}
     save_state(cfg.out, ARCH, net.config.to_dict(), net, log)
