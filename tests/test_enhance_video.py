@@ -1,0 +1,66 @@
+"""The multi-frame `video` method: alignment, the neighbours it uses, training and weights."""
+import pytest
+import torch
+
+from adversary.enhance.methods import get_method
+from adversary.enhance.ref_model import degrade
+from adversary.enhance.video import ARCH, VideoTrainConfig, aligned_window, flow, grey, train_video_sr, warp
+from splitleak.errors import SplitleakError
+from tests.test_enhance_ref import SCALE, clip, psnr, scene
+
+
+def test_zero_flow_warp_is_the_identity_and_flow_finds_a_shift():
+    x = scene(1)
+    assert torch.allclose(warp(x, torch.zeros(1, 64, 64, 2)), x, atol=1e-5)
+    smooth = torch.nn.functional.avg_pool2d(scene(2, 72), 5, 1, 2)
+    a, b = smooth[..., 4:68, 4:68], smooth[..., 4:68, 6:70]  # b = a moved 2 px left
+    f = flow(grey(a)[0], grey(b)[0])
+    assert abs(float(f[16:48, 16:48, 0].mean()) + 2) < 0.5 and abs(float(f[16:48, 16:48, 1].mean())) < 0.5
+
+
+def test_aligned_window_puts_the_centre_in_the_middle_and_clamps_the_ends():
+    up = torch.rand(3, 3, 32, 32)
+    w = aligned_window(up, 1)
+    assert w.shape == (3, 3, 3, 32, 32)
+    assert torch.equal(w[0, 1], up[0]) and torch.equal(w[0, 0], up[0])  # before the first frame: itself
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "video.safetensors"
+    log = train_video_sr([clip(3, 6), clip(4, 6)], VideoTrainConfig(out=str(path), steps=4, batch=2, radius=1,
+                                                                      channels=8, blocks=1))
+    assert log["steps"] == 4
+    return str(path)
+
+
+def test_video_output_depends_on_neighbours_within_its_radius(weights):
+    method = get_method("video")(scale=SCALE, weights=weights)
+    assert method.temporal and method.radius == 1
+    low = degrade(clip(5, 5), SCALE)
+    base = method.enhance(low)
+    near = low.clone()
+    near[3] = (near[3] + 0.05 * torch.randn_like(near[3])).clamp(0, 1)  # neighbour of frame 2
+    far = low.clone()
+    far[4] = (far[4] + 0.05 * torch.randn_like(far[4])).clamp(0, 1)  # two frames from frame 2
+    assert not torch.allclose(method.enhance(near)[2], base[2], atol=1e-4)
+    assert torch.equal(method.enhance(far)[2], base[2])
+
+
+def test_untrained_video_averages_agreeing_neighbours():
+    truth = clip(6, 1).repeat(5, 1, 1, 1)  # a static shot
+    g = torch.Generator().manual_seed(0)
+    low = (degrade(truth, SCALE) + 0.03 * torch.randn(5, 3, 16, 16, generator=g)).clamp(0, 1)
+    out = get_method("video")(scale=SCALE).enhance(low)
+    single = get_method("bicubic")(scale=SCALE).enhance(low)
+    clean = degrade(truth[2:3], SCALE)  # the inversion noise is what averaging removes: compare at low res
+    assert psnr(degrade(out[2:3], SCALE), clean) > psnr(degrade(single[2:3], SCALE), clean) + 2
+
+
+def test_a_reference_model_file_is_not_a_video_model(tmp_path):
+    from adversary.enhance.ref_model import RefSR, save_state
+
+    path = tmp_path / "ref.safetensors"
+    save_state(str(path), "splitleak-refsr", {"scale": 4}, RefSR())
+    with pytest.raises(SplitleakError, match=f"not {ARCH}"):
+        get_method("video")(weights=str(path))
