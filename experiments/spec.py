@@ -7,7 +7,8 @@ size: 64                         # input size (px)
 frames: 16                       # frames each edge captures
 threshold: 20                    # PSNR (dB) a recovered frame must reach
 prior: {source: sample:bikes, steps: 300}   # or a path; trained once per results folder where asked for
-quick: {frames: 4, iterations: 20, prior_steps: 20}   # what --quick shrinks to
+quick: {frames: 4, iterations: 20, prior_steps: 20, codecs: [fp32, int8]}   # what --quick shrinks to
+                                 # (an axis given here replaces the file's under --quick)
 # axes: a scalar or a list each
 sources: sample:bikes
 models: resnet18
@@ -41,7 +42,7 @@ SCALARS = {"name": str, "device": str, "size": int, "frames": int, "threshold": 
 KEYS = ("name", "device", "size", "frames", "threshold", "batch", "max_pending", "timeout", "prior", "quick") + AXES
 ATTACK_KEYS = ("name", "iterations", "max_frames", "preset", "options")
 PRIOR_KEYS = ("source", "steps", "size", "latent", "vae_steps")
-QUICK_KEYS = ("frames", "iterations", "max_frames", "prior_steps")
+QUICK_KEYS = ("frames", "iterations", "max_frames", "prior_steps") + AXES  # an axis there replaces the file's
 MODES = ("infer", "fedsgd", "fedavg", "split")
 
 
@@ -140,6 +141,7 @@ def expand(tree: dict[str, Any], *, default_name: str = "experiment", quick: boo
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     shrink = quick_settings(tree.get("quick")) if quick else {}
+    tree = {**tree, **{axis: shrink.pop(axis) for axis in AXES if axis in shrink}}
     frames = shrink.get("frames", s.get("frames", 16))
     for key, value in (("size", s.get("size", 64)), ("frames", frames), ("batch", s.get("batch", 1)),
                        ("max_pending", s.get("max_pending", 4))):
@@ -294,7 +296,7 @@ def prior_spec(value: Any, quick_steps: int | None) -> PriorSpec | None:
     return dataclasses.replace(spec, steps=min(spec.steps, quick_steps)) if quick_steps else spec
 
 
-def quick_settings(value: Any) -> dict[str, int]:
+def quick_settings(value: Any) -> dict[str, Any]:
     settings = {"frames": 4, "iterations": 20, "max_frames": 4, "prior_steps": 20}
     if value is None:
         return settings
@@ -303,7 +305,7 @@ def quick_settings(value: Any) -> dict[str, int]:
     for key, v in value.items():
         if key not in QUICK_KEYS:
             raise SplitleakError(f"quick: unknown key {key!r} (known: {', '.join(QUICK_KEYS)})")
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if key not in AXES and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise SplitleakError(f"quick.{key}: expected a positive integer, got {v!r}")
         settings[key] = v
     return settings
