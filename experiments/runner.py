@@ -23,6 +23,7 @@ Row = dict[str, Any]
 def run_experiment(experiment: Experiment, out: Path, *, resume: bool = False, ray: str | None = None,
                    workers: int | None = None, progress: bool = True, source_file: str | None = None) -> list[Row]:
     """Run the experiment's unfinished cells into `out`; return its rows in cell order."""
+    out = out.resolve()  # the services run inside their folders: every path they get is absolute
     out.mkdir(parents=True, exist_ok=True)
     if source_file:
         shutil.copyfile(source_file, out / "experiment.yaml")
