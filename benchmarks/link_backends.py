@@ -23,7 +23,8 @@ from splitleak.errors import SplitleakError
 from splitleak.netns import check_tc_available, tc_path
 
 RATE_MBIT = 10
-MODEL, SPLIT, SIZE, CODEC, SOURCE = "resnet18", "layer2", 224, "fp32", "sample:bikes"  # 401 kB a frame: 3.1 fps at 10 mbit
+# 401 kB a frame: 3.1 fps at 10 mbit, below what one core computes, so the link is the bottleneck
+MODEL, SPLIT, SIZE, CODEC, SOURCE = "resnet18", "layer2", 224, "fp32", "sample:bikes"
 
 
 def edge(target: str, frames: int, link: str, stats: Path, prefix: tuple[str, ...] = ()) -> dict[str, Any]:

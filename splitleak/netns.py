@@ -108,7 +108,8 @@ def tc_path(rate: float | None = None, delay: float = 0.0, jitter: float = 0.0,
         raise SplitleakError("tc delay and jitter must be >= 0 s and loss within 0..100% (exclusive)")
     tag = f"{os.getpid() % 100000}{next(_counter)}"
     names = {side: f"slk{tag}{side[0]}" for side in SIDES}  # interface names stay under 15 characters
-    path = TcPath(namespaces={side: f"splitleak-{tag}-{side}" for side in SIDES}, ips={"cloud": CLOUD_IP, "edge": EDGE_IP})
+    path = TcPath(namespaces={side: f"splitleak-{tag}-{side}" for side in SIDES},
+                  ips={"cloud": CLOUD_IP, "edge": EDGE_IP})
     made: list[str] = []
     try:
         for side in SIDES:

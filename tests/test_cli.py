@@ -58,8 +58,8 @@ def test_models_lists_split_points(capsys):
     assert "resnet18" in out and "layer2" in out and "128x8x8" in out
 
 
-COMMANDS = ["models", "cloud", "edge", "tap", "attack", "evaluate", "attack-live", "train-victim", "train-prior", "report",
-            "demo"]
+COMMANDS = ["models", "cloud", "edge", "tap", "attack", "evaluate", "attack-live", "train-victim", "train-prior",
+            "report", "demo"]
 HELP_WITHOUT_TORCH = """
 import argparse, contextlib, io, sys
 from splitleak.cli.main import build_parser, main

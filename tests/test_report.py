@@ -80,18 +80,30 @@ def test_every_string_from_the_files_is_escaped(tmp_path):
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#x27;&amp;") >= 4  # title, key, value, error
 
 
+def rewrite(text):
+    return lambda root: (root / "results.jsonl").write_text(text)
+
+
+def replace_with_link(path, target):
+    path.unlink()
+    path.symlink_to(target)
+
+
+CELL0 = Path("cells") / "c00000000000"
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda root: (root / "results.jsonl").unlink(), "no results.jsonl"),
-    (lambda root: (root / "results.jsonl").write_text("{\"cell\": \"a\"\n"), "line 1: not valid JSON"),
-    (lambda root: (root / "results.jsonl").write_text("[1, 2]\n"), "expected a JSON object"),
-    (lambda root: (root / "results.jsonl").write_text(""), "no result rows"),
-    (lambda root: (root / "results.jsonl").write_text(json.dumps({"cell": "../../etc"}) + "\n"), "bad or missing cell id"),
-    (lambda root: (root / "results.jsonl").write_text(json.dumps({"cell": "a", "cell_dir": "/etc"}) + "\n"), "cell_dir must be"),
+    (rewrite("{\"cell\": \"a\"\n"), "line 1: not valid JSON"),
+    (rewrite("[1, 2]\n"), "expected a JSON object"),
+    (rewrite(""), "no result rows"),
+    (rewrite(json.dumps({"cell": "../../etc"}) + "\n"), "bad or missing cell id"),
+    (rewrite(json.dumps({"cell": "a", "cell_dir": "/etc"}) + "\n"), "cell_dir must be"),
     (lambda root: (root / "plots" / "psnr_vs_link.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated"), "not a readable PNG"),
-    (lambda root: (root / "cells" / "c00000000000" / "attack" / "edge0_000001.png").write_text("text"), "not a PNG file"),
+    (lambda root: (root / CELL0 / "attack" / "edge0_000001.png").write_text("text"), "not a PNG file"),
     (lambda root: shutil.rmtree(root / "cells" / "c00000000001"), "folder of a finished cell is missing"),
-    (lambda root: (root / "cells" / "c00000000000" / "truth" / "edge0_000000.png").unlink()
-     or (root / "cells" / "c00000000000" / "truth" / "edge0_000000.png").symlink_to("/etc/hostname"), "outside the results folder"),
+    (lambda root: replace_with_link(root / CELL0 / "truth" / "edge0_000000.png", "/etc/hostname"),
+     "outside the results folder"),
 ])
 def test_missing_or_corrupt_results_are_one_line_errors(tmp_path, capsys, damage, message):
     root = make_results(tmp_path / "out")
