@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from experiments.orphans import child_options
 from experiments.spec import Cell, digest
 from experiments.utility import utility_of
 from splitleak.errors import SplitleakError
@@ -104,11 +105,13 @@ def stream(cell: Cell, folder: Path, timeout: float) -> dict[str, Any]:
     cloud_log, edge_log = open(folder / "cloud.log", "wb"), open(folder / "edge.log", "wb")
     cloud = subprocess.Popen(service(["cloud", "--listen", "127.0.0.1:0", "--record", str(folder / "recording"),
                                       "--device", cell.device, "--threads", "1"]),
-                             stdout=subprocess.DEVNULL, stderr=cloud_log, env=environment(), cwd=folder)
+                             stdout=subprocess.DEVNULL, stderr=cloud_log, env=environment(), cwd=folder,
+                             **child_options())
     try:
         address = wait_listening(cloud, folder / "cloud.log", timeout=120)
         edge = subprocess.run(service(edge_args(cell, folder, address)), stdout=subprocess.DEVNULL,
-                              stderr=edge_log, env=environment(), cwd=folder, timeout=timeout)
+                              stderr=edge_log, env=environment(), cwd=folder, timeout=timeout,
+                              **child_options())
         if edge.returncode != 0:
             raise SplitleakError(f"edge exited {edge.returncode}: {last_line(folder / 'edge.log')}")
     except subprocess.TimeoutExpired:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 from tqdm import tqdm
 
 from experiments.cell import environment, last_line, run_group, service, stream_key
+from experiments.orphans import child_options
 from experiments.plots import write_plots
 from experiments.results import Results, write_atomic
 from experiments.spec import Cell, Experiment, PriorSpec, digest
@@ -110,7 +111,8 @@ def ensure_prior(spec: PriorSpec | None, out: Path) -> str | None:
         args += ["--vae-steps", str(spec.vae_steps)]
     log = out / "priors" / f"{folder.name}.log"
     with open(log, "wb") as f:
-        result = subprocess.run(service(args), stdout=subprocess.DEVNULL, stderr=f, env=environment())
+        result = subprocess.run(service(args), stdout=subprocess.DEVNULL, stderr=f, env=environment(),
+                                **child_options())
     if result.returncode != 0:
         raise SplitleakError(f"training the prior failed ({log}): {last_line(log)}")
     write_atomic(done, json.dumps(dataclasses.asdict(spec)))
