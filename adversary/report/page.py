@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from adversary.report import images
+import adversary.report.images as images
 from adversary.report.results import columns, load_rows, read_json
 from splitleak.errors import SplitleakError
 
