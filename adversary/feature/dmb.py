@@ -19,7 +19,7 @@ import torch
 from adversary.configs import require
 from adversary.feature.base import FeatureInversionAttack, FeatureResult, WhiteBoxCase
 from adversary.feature.blackbox import BlackBoxDB, QueryConfig, as_blackbox
-from adversary.feature.fit import PRIOR_ACCESS, require_prior
+from adversary.feature.fit import CHECK_EVERY, PRIOR_ACCESS, require_prior
 from adversary.feature.phases import Guided, Pixel, Refine, SamplerFit, Screen, Unroll, step_plan
 from adversary.losses import LAMBDA_S, LAMBDA_TXT, feature_loss
 from adversary.registry import register
@@ -101,6 +101,7 @@ class DMBConfig:
     iterations: int = 1500
     lambda_s: float = LAMBDA_S
     variant: Literal["unroll", "guidance"] = "unroll"
+    check_every: int = CHECK_EVERY  # Adam steps between read-backs of the loss trace (host syncs)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     start: StartConfig = field(default_factory=StartConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
@@ -109,7 +110,8 @@ class DMBConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": ALGORITHM_1}
 
     def check(self) -> None:
-        require(self.iterations >= 1 and self.lambda_s >= 0, "iterations must be >= 1 and lambda_s >= 0")
+        require(self.iterations >= 1 and self.lambda_s >= 0 and self.check_every >= 1,
+                "iterations and check_every must be >= 1 and lambda_s >= 0")
 
 
 @register
@@ -150,11 +152,11 @@ class DiffusionBased(FeatureInversionAttack):
         x = self.fusion.finish(fit, x, self.pixel) if self.fusion else self.pixel(fit, x)
         with torch.no_grad():
             loss = feature_loss(case.head(x).float(), fit.z, fit.mask).cpu()  # what the returned images score
-        return FeatureResult(x, loss, fit.trace, {**fit.info, "adam_steps": fit.plan_run})
+        return FeatureResult(x, loss, fit.trace.flush(), {**fit.info, "adam_steps": fit.plan_run})
 
     def open_fit(self, features: torch.Tensor, case: WhiteBoxCase, prior: Any) -> SamplerFit:
         c = self.config
-        fit = SamplerFit.open(features, case, prior, c.lambda_s, c.sampler.amp)
+        fit = SamplerFit.open(features, case, prior, c.lambda_s, c.sampler.amp, c.check_every)
         fit.cond, fit.steps, fit.cfg_scale = self.condition(prior), c.sampler.steps, c.sampler.cfg_scale
         if c.text_prior.text is not None:
             fit.text = (c.text_prior.lambda_txt, c.text_prior.alpha)

@@ -28,7 +28,7 @@ def _ddim_timesteps_cached(config_items: tuple, steps: int) -> tuple[tuple[int, 
     scheduler = diffusers.DDIMScheduler.from_config(dict(config_items))
     scheduler.set_timesteps(steps)
     jump = scheduler.config.num_train_timesteps // steps
-    return tuple((int(t), int(t) - jump) for t in scheduler.timesteps)
+    return tuple((t, t - jump) for t in scheduler.timesteps.tolist())
 
 
 def _ddim_timesteps(config: object, steps: int) -> tuple[tuple[int, int], ...]:
