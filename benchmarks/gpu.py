@@ -33,9 +33,10 @@ from benchmarks.common import CloudProcess, parser, print_table, write
 
 WORKLOADS = ("fedsgd-stream", "dlg-batched", "idlg-batched", "dlg", "dmb-iteration", "dmb", "do", "db",
              "train-prior-step")
-COLUMNS = ["workload", "device", "frames", "seconds", "frames_per_second", "psnr", "host_syncs_per_iteration",
+COLUMNS = ["workload", "variant", "device", "frames", "seconds", "frames_per_second", "psnr", "host_syncs_per_iteration",
            "aten_ops_per_iteration", "speedup_over_cpu", "error"]
 MODEL, SPLIT, SIZE = "resnet18", "layer2", 64
+CUDA_VARIANTS = ({"amp": False}, {"compile": "reduce-overhead"})  # extra dmb-iteration rows on CUDA only
 GRAD_MODEL, GRAD_SIZE = "lenet", 32
 
 
@@ -197,21 +198,22 @@ def feature_case(data: Data, device: str, frames: int) -> tuple[torch.Tensor, An
     return z, WhiteBoxCase(model.head, (3, SIZE, SIZE), torch.device(device), prior=prior)
 
 
-def feature_attack(name: str, data: Data, s: Settings, device: str) -> dict[str, Any]:
+def feature_attack(name: str, data: Data, s: Settings, device: str, variant: dict[str, Any] | None = None) -> dict[str, Any]:
     """`splitleak attack --attack NAME` on the feature recording as one batch; read-backs and aten ops per
     iteration from direct runs of the same attack on the same frames."""
     from adversary.runner.attacks import make_attack
     from adversary.runner.run import run_attack
 
     iterations = {"do": s.do_iterations, "db": s.db_iterations, "dmb": s.dmb_iterations}[name]
-    options = dict(s.dmb_options) if name == "dmb" else {}
-    metrics = run_attack(str(data.feat_rec), name, str(data.work / f"{name}-{device}"), truth=str(data.feat_truth),
+    options = {**(s.dmb_options if name == "dmb" else {}), **(variant or {})}
+    tag = "-".join(f"{k}{v}" for k, v in (variant or {}).items())
+    metrics = run_attack(str(data.feat_rec), name, str(data.work / "-".join(filter(None, (name, device, tag)))), truth=str(data.feat_truth),
                          device=device, iterations=iterations, batch_size=s.feat_frames, max_frames=s.feat_frames,
                          progress=False,
                          options=options, prior=None if name == "do" else str(data.prior))
     summary = metrics["summary"]
     out = row(name, device, len(metrics["frames"]), float(summary["seconds"]), summary.get("mean_psnr"),
-              iterations=iterations, options=options, prior_trained=data.prior_trained)
+              iterations=iterations, options=options, variant=variant or None, prior_trained=data.prior_trained)
     z, case = feature_case(data, device, s.feat_frames)
     measured = {**options, "pixel_steps": 0} if name == "dmb" else options  # the loop, not the fixed pixel phase
 
@@ -222,14 +224,15 @@ def feature_attack(name: str, data: Data, s: Settings, device: str) -> dict[str,
     return out
 
 
-def dmb_iteration(data: Data, s: Settings, device: str, frames: int) -> dict[str, Any]:
+def dmb_iteration(data: Data, s: Settings, device: str, frames: int, variant: dict[str, Any] | None = None) -> dict[str, Any]:
     """One DMB iteration: `iteration_steps` DDIM steps unrolled (no coarse phase, refinement or pixel
     phase), checkpointing as "auto" decides, on `frames` latents at once (frames x restarts): the time of a
     (1 + k)-iteration run less a 1-iteration one, each the faster of two."""
     from adversary.feature.dmb import DiffusionBased
 
     z, case = feature_case(data, device, frames)
-    plan = dict(sampler_steps=s.iteration_steps, coarse_steps=0, refine_share=0.0, pixel_steps=0, restarts=1)
+    plan = dict(sampler_steps=s.iteration_steps, coarse_steps=0, refine_share=0.0, pixel_steps=0, restarts=1,
+                **(variant or {}))
 
     def run(n: int) -> Any:
         return DiffusionBased(iterations=n, **plan).reconstruct(z, case)
@@ -247,7 +250,7 @@ def dmb_iteration(data: Data, s: Settings, device: str, frames: int) -> dict[str
     t1, _ = best_of_two(1)
     tn, result = best_of_two(1 + s.iteration_k)
     seconds = max(tn - t1, 1e-9) / s.iteration_k
-    out = row("dmb-iteration", device, frames, seconds, ddim_steps=s.iteration_steps,
+    out = row("dmb-iteration", device, frames, seconds, ddim_steps=s.iteration_steps, variant=variant or None,
               checkpointed=result.info.get("checkpointed"), ms_per_frame=1000 * seconds / frames)
     out["host_syncs_per_iteration"], out["aten_ops_per_iteration"] = per_iteration(run, 1, profile=frames == 1)
     return out
@@ -282,8 +285,12 @@ def rows_for(device: str, wanted: list[str], data: Data, s: Settings,
             jobs.append((w, lambda w=w: gradient_attack(w, data, s, device)))
         elif w == "dmb-iteration":
             jobs.append((w, lambda: [dmb_iteration(data, s, device, f) for f in s.iteration_frames]))
+            for variant in CUDA_VARIANTS if device == "cuda" else []:  # bf16 off; CUDA graphs
+                jobs.append((w, lambda v=variant: dmb_iteration(data, s, device, max(s.iteration_frames), v)))
         elif w in ("dmb", "do", "db"):
             jobs.append((w, lambda w=w: feature_attack(w, data, s, device)))
+            if w == "dmb" and device == "cuda":  # what bf16 autocast costs in PSNR
+                jobs.append((w, lambda: feature_attack("dmb", data, s, device, {"amp": False})))
         elif w == "train-prior-step":
             jobs.append((w, lambda: train_prior_step(data, s, device)))
     out = []

@@ -82,7 +82,7 @@ class DiffusionPrior:
     scaling_factor: float | None = None  # vae latent scaling; None: the vae's config (1.0 for pixels)
     compile_mode: str | None = None  # torch.compile the UNet in this mode (e.g. "reduce-overhead"); CUDA only
     _timestep_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    _compiled: object = field(default=None, init=False, repr=False, compare=False)
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.scheduler, diffusers.DDIMScheduler):
@@ -206,9 +206,9 @@ class DiffusionPrior:
         """The UNet, compiled with `compile_mode` on CUDA (once); as it is elsewhere."""
         if self.compile_mode is None or self.device.type != "cuda":
             return self.unet
-        if self._compiled is None:
-            self._compiled = torch.compile(self.unet, mode=self.compile_mode)
-        return self._compiled
+        if self.compile_mode not in self._compiled:
+            self._compiled[self.compile_mode] = torch.compile(self.unet, mode=self.compile_mode)
+        return self._compiled[self.compile_mode]
 
     def _model_output(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         if cond is None:
