@@ -40,9 +40,11 @@ class SamplerConfig:
     # CUDA only: torch.compile the UNet in this mode ("reduce-overhead": CUDA graphs, fewer launches per
     # step); off by default: unmeasured on a GPU so far, and compiling takes a minute
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    check_every: int = CHECK_EVERY  # Adam steps between read-backs of the loss trace (host syncs)
 
     def check(self) -> None:
         require(self.steps >= 1 and self.coarse_steps >= 0, "steps must be >= 1 and coarse_steps >= 0")
+        require(self.check_every >= 1, f"check_every must be >= 1, got {self.check_every}")
         require(0.0 <= self.coarse_share <= 1.0 and self.lr > 0, "coarse_share must be in [0, 1] and lr > 0")
 
 
@@ -104,7 +106,6 @@ class DMBConfig:
     iterations: int = 1500
     lambda_s: float = LAMBDA_S
     variant: Literal["unroll", "guidance"] = "unroll"
-    check_every: int = CHECK_EVERY  # Adam steps between read-backs of the loss trace (host syncs)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     start: StartConfig = field(default_factory=StartConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
@@ -113,8 +114,7 @@ class DMBConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": ALGORITHM_1}
 
     def check(self) -> None:
-        require(self.iterations >= 1 and self.lambda_s >= 0 and self.check_every >= 1,
-                "iterations and check_every must be >= 1 and lambda_s >= 0")
+        require(self.iterations >= 1 and self.lambda_s >= 0, "iterations must be >= 1 and lambda_s >= 0")
 
 
 @register
@@ -159,7 +159,7 @@ class DiffusionBased(FeatureInversionAttack):
 
     def open_fit(self, features: torch.Tensor, case: WhiteBoxCase, prior: Any) -> SamplerFit:
         c = self.config
-        fit = SamplerFit.open(features, case, prior, c.lambda_s, c.sampler.amp, c.check_every)
+        fit = SamplerFit.open(features, case, prior, c.lambda_s, c.sampler.amp, c.sampler.check_every)
         fit.cond, fit.steps, fit.cfg_scale = self.condition(prior), c.sampler.steps, c.sampler.cfg_scale
         prior.compile_mode = None if c.sampler.compile == "off" else c.sampler.compile
         if c.text_prior.text is not None:

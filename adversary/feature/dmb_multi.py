@@ -22,7 +22,6 @@ from adversary.feature.base import WhiteBoxCase
 from adversary.feature.dmb import (
     ALGORITHM_1, DiffusionBased, PixelConfig, RefineConfig, SamplerConfig, StartConfig, TextPriorConfig,
 )
-from adversary.feature.fit import CHECK_EVERY
 from adversary.feature.fusion import Fusion
 from adversary.feature.groups import consecutive_groups
 from adversary.feature.phases import SamplerFit
@@ -52,7 +51,6 @@ class MultiConfig:
 
     iterations: int = 1500
     lambda_s: float = LAMBDA_S
-    check_every: int = CHECK_EVERY  # Adam steps between read-backs of the loss trace (host syncs)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     start: StartConfig = field(default_factory=StartConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
@@ -64,8 +62,7 @@ class MultiConfig:
     variant: ClassVar[str] = "unroll"
 
     def check(self) -> None:
-        require(self.iterations >= 1 and self.lambda_s >= 0 and self.check_every >= 1,
-                "iterations and check_every must be >= 1 and lambda_s >= 0")
+        require(self.iterations >= 1 and self.lambda_s >= 0, "iterations must be >= 1 and lambda_s >= 0")
 
 
 @register
