@@ -9,7 +9,7 @@ import importlib.metadata as md
 
 # distribution -> the oldest version the project runs with (pyproject.toml; the stubs need grpcio/protobuf)
 WANT = {"diffusers": "0.31", "scikit-video": "1.1.11", "grpcio": "1.85.1", "protobuf": "7.35",
-        "huggingface-hub": "0.20", "safetensors": "0.4"}
+        "huggingface-hub": "1.32.0", "safetensors": "0.8.0"}  # the last two: what diffusers 0.42.1 wants
 
 
 def v(text):
