@@ -61,10 +61,10 @@ class Settings:
 
 def settings(quick: bool) -> Settings:
     if quick:
-        return Settings(stream_frames=4, grad_frames=4, dlg_frames=1, grad_iterations=3,
+        return Settings(stream_frames=4, grad_frames=2, dlg_frames=1, grad_iterations=3,
                         grad_options={"restarts": 1}, feat_frames=2, do_iterations=20, db_iterations=10,
                         dmb_iterations=4, dmb_options={"sampler_steps": 4, "pixel_steps": 10, "restarts": 2},
-                        iteration_frames=(1, 4), iteration_steps=4, iteration_k=1, prior_steps=4, measure_n=2)
+                        iteration_frames=(1, 2), iteration_steps=4, iteration_k=1, prior_steps=4, measure_n=2)
     # the table: 128 / 256 lenet frames, dmb 30 iterations on 8 frames, one iteration for 1 and 16 x 4
     return Settings(stream_frames=256, grad_frames=256, dlg_frames=4, grad_iterations=None, grad_options={},
                     feat_frames=8, do_iterations=500, db_iterations=200, dmb_iterations=30, dmb_options={},
