@@ -215,7 +215,8 @@ def feature_attack(name: str, data: Data, s: Settings, device: str, variant: dic
     out = row(name, device, len(metrics["frames"]), float(summary["seconds"]), summary.get("mean_psnr"),
               iterations=iterations, options=options, variant=variant or None, prior_trained=data.prior_trained)
     z, case = feature_case(data, device, s.feat_frames)
-    measured = {**options, "pixel_steps": 0} if name == "dmb" else options  # the loop, not the fixed pixel phase
+    # dmb: the sampler loop at the row's K (the default plan's phases differ between short budgets)
+    measured = {**options, "coarse_steps": 0, "refine_share": 0.0, "pixel_steps": 0} if name == "dmb" else options
 
     def run(n: int) -> Any:
         return make_attack(name, n, measured).reconstruct(z, case)

@@ -124,13 +124,13 @@ def augment(footage: torch.Tensor, batch: int, size: int, generator: torch.Gener
     """A batch of random frames, each randomly cropped to size x size and maybe flipped."""
     index = torch.randint(len(footage), (batch,), generator=generator)
     slack = footage.shape[-1] - size
-    offsets = torch.randint(slack + 1, (batch, 2), generator=generator).tolist()
+    offsets = torch.randint(slack + 1, (batch, 2), generator=generator)
     flips = torch.rand(batch, generator=generator) < 0.5
-    crops = []
-    for i, (top, left), flip in zip(index.tolist(), offsets, flips.tolist()):
-        crop = footage[i, :, top : top + size, left : left + size]
-        crops.append(crop.flip(-1) if flip else crop)
-    return torch.stack(crops)
+    span = torch.arange(size)
+    rows = (offsets[:, 0, None] + span)[:, :, None]  # (B, size, 1)
+    cols = offsets[:, 1, None] + span  # (B, size)
+    cols = torch.where(flips[:, None], cols.flip(-1), cols)[:, None, :]  # a flip reads the columns backwards
+    return footage[index[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous()  # (B, size, size, C) -> (B, C, ...)
 
 
 # ----- the run folder ---------------------------------------------------------------------
