@@ -130,7 +130,8 @@ def augment(footage: torch.Tensor, batch: int, size: int, generator: torch.Gener
     rows = (offsets[:, 0, None] + span)[:, :, None]  # (B, size, 1)
     cols = offsets[:, 1, None] + span  # (B, size)
     cols = torch.where(flips[:, None], cols.flip(-1), cols)[:, None, :]  # a flip reads the columns backwards
-    return footage[index[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous()  # (B, size, size, C) -> (B, C, ...)
+    crops = footage[index[:, None, None], :, rows, cols]  # (B, size, size, C)
+    return crops.permute(0, 3, 1, 2).contiguous()
 
 
 # ----- the run folder ---------------------------------------------------------------------
