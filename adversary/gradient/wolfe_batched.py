@@ -61,6 +61,10 @@ class WolfeRows:
         for name in FIELDS:
             setattr(self, name, getattr(self, name).index_select(0, idx))
 
+    def extend(self, other: "WolfeRows") -> None:
+        for name in FIELDS:
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+
     def begin(self, fresh: torch.Tensor, f: torch.Tensor, g: torch.Tensor, gtd: torch.Tensor, d: torch.Tensor) -> None:
         """Rows in `fresh` start a search along d from (f, g): their first trial is in this call."""
         zero = torch.zeros_like(f)
@@ -91,26 +95,21 @@ class WolfeRows:
         wolfe_now = live & ~to_zoom & curvature
         to_zoom |= live & ~to_zoom & ~wolfe_now & (gtd_new >= 0)
         extrapolate = live & ~to_zoom & ~wolfe_now
-        # zoom phase (torch's second loop), for rows that were already zooming
-        if bool(self.zoom.any()):
-            wolfe_now |= self._shrink(self.zoom.clone(), trial, armijo_fail, curvature)
-        entering = to_zoom | maxed
-        if bool(entering.any()):
-            self._bracket(entering, maxed, trial, f, g, gtd)
+        # zoom phase (torch's second loop), for rows that were already zooming; every phase runs
+        # on every row under its mask (no `if mask.any()`: that would be a host sync)
+        wolfe_now |= self._shrink(self.zoom.clone(), trial, armijo_fail, curvature)
+        self._bracket(to_zoom | maxed, maxed, trial, f, g, gtd)
         self.zoom = (self.zoom | to_zoom) & ~maxed
 
         tiny = (self.bt[:, 1] - self.bt[:, 0]).abs() * self.d_norm < tolerance_change
         from_bracket = maxed | (self.zoom & (wolfe_now | (self.ls_iter >= max_ls) | tiny))
         finished = from_bracket | (wolfe_now & bracketing)
-        t_out, f_out, g_out, t_next = t, f_new, g_new, t  # most rows: the first trial, taken
-        if bool(from_bracket.any()):
-            t_out = torch.where(from_bracket, _pick(self.bt, self.low), t)
-            f_out = torch.where(from_bracket, _pick(self.bf, self.low), f_new)
-            g_out = torch.where(from_bracket[:, None], _pick(self.bg, self.low), g_new)
-        if bool(extrapolate.any()):
-            t_next = torch.where(extrapolate, self._extrapolated(trial, extrapolate), t_next)
-        if bool((self.zoom & ~finished).any()):
-            t_next = torch.where(self.zoom, self._zoomed(), t_next)
+        # most rows: the first trial, taken
+        t_out = torch.where(from_bracket, _pick(self.bt, self.low), t)
+        f_out = torch.where(from_bracket, _pick(self.bf, self.low), f_new)
+        g_out = torch.where(from_bracket[:, None], _pick(self.bg, self.low), g_new)
+        t_next = torch.where(extrapolate, self._extrapolated(trial, extrapolate), t)
+        t_next = torch.where(self.zoom & ~finished, self._zoomed(), t_next)
         self.ls_iter = self.ls_iter + (~finished).long()
         return finished, t_out, f_out, g_out, t_next
 
