@@ -114,9 +114,12 @@ class BatchedGradientCase(GradientCase):
                             self.input_kind, self.device, self.frame_seed(i), self.grants)
 
     @classmethod
-    def from_cases(cls, cases: list[GradientCase]) -> "BatchedGradientCase":
+    def from_cases(cls, cases: list[GradientCase], weights: list[dict[str, torch.Tensor]] | None = None
+                   ) -> "BatchedGradientCase":
         """Stack batch-1 cases of one model (same parameters on the wire, same shapes). Cases with
-        different module objects are taken as different rounds: their weights go to frame_params."""
+        different module objects are taken as different rounds: their weights go to frame_params.
+        `weights`: each case's trained parameters, where the cases share one module object whose
+        weights were reloaded between them (a recording's rounds); they go to frame_params."""
         if not cases:
             raise SplitleakError("no cases to stack")
         first = cases[0]
@@ -128,7 +131,11 @@ class BatchedGradientCase(GradientCase):
                 raise SplitleakError("cases to stack must share parameters, input shape, classes, kind and device")
         labels = None if any(c.labels is None for c in cases) else torch.cat([c.labels for c in cases])
         frame_params = None
-        if any(c.module is not first.module for c in cases):
+        if weights is not None:
+            if len(weights) != len(cases):
+                raise SplitleakError(f"{len(weights)} weight sets for {len(cases)} cases")
+            frame_params = {n: torch.stack([w[n].detach().to(first.device) for w in weights]) for n in first.names}
+        elif any(c.module is not first.module for c in cases):
             per = [dict(c.module.named_parameters()) for c in cases]
             frame_params = {n: torch.stack([p[n].detach() for p in per]) for n in first.names}
         return cls(first.module, {n: torch.stack([c.gradients[n] for c in cases]) for n in first.names}, 1,
@@ -375,9 +382,12 @@ class BatchedLbfgsAttack(GradientInversionAttack):
         return GradientResult(inputs.detach(), found.detach().to(torch.long), out.loss.detach(),
                               out.converged.detach(), extra)
 
-    def reconstruct_many(self, cases: list[GradientCase]) -> list[GradientResult]:
-        """Attack batch-1 cases together; one GradientResult per case, as `reconstruct(case)` gives."""
-        batch = self.reconstruct(BatchedGradientCase.from_cases(cases))
+    def reconstruct_many(self, cases: list[GradientCase], weights: list[dict[str, torch.Tensor]] | None = None
+                         ) -> list[GradientResult]:
+        """Attack batch-1 cases together, in one optimisation (finished frames' rows refilled from
+        the rest, `rows` at a time); one GradientResult per case, as `reconstruct(case)` gives.
+        `weights`: see BatchedGradientCase.from_cases."""
+        batch = self.reconstruct(BatchedGradientCase.from_cases(cases, weights))
         shared = {k: v for k, v in batch.extra.items() if not isinstance(v, list)}
         results = []
         for i, c in enumerate(cases):
