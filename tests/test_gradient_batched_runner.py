@@ -82,3 +82,13 @@ def test_every_update_goes_to_the_batched_engine_in_one_call(tmp_path, monkeypat
         case.seed = index
         alone = get_attack(name)(iterations=1, **options).reconstruct(case)
         assert row["gradient_loss"] == pytest.approx(float(alone.loss[0]), rel=1e-2, abs=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["dlg", "idlg", "dlg-batched", "idlg-batched", "ig"])
+def test_gradient_attacks_run_on_cuda(tmp_path, name):
+    rec, truth, _ = record(tmp_path)
+    metrics = run_attack(str(rec), name, str(tmp_path / "out"), truth=str(truth), iterations=1, progress=False,
+                         device="cuda", options={"restarts": 1})
+    assert metrics["summary"]["frames"] == 3 and all(r["psnr"] is not None for r in metrics["frames"])

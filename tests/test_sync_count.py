@@ -70,10 +70,17 @@ def syncs_inside_iterations(monkeypatch, run):
     return per_iteration, len(read_backs), count.total
 
 
+def test_on_the_cpu_the_line_search_may_ask_the_host(monkeypatch):
+    """sync_free=False (the CPU's default) skips empty line-search phases: the only reads in the loop."""
+    options = LBFGSOptions(max_iter=30, restarts=0, threshold=0.0, history=5, check_every=10)
+    per_iteration, _, _ = syncs_inside_iterations(monkeypatch, lambda: minimize(rosenbrock, seeded, 3, options))
+    assert 0 < max(per_iteration) <= 5
+
+
 @pytest.mark.parametrize("line_search", ["strong_wolfe", "armijo", "fixed"])
 def test_the_engine_loop_makes_no_host_sync_between_read_backs(monkeypatch, line_search):
     options = LBFGSOptions(max_iter=60, restarts=2, threshold=1e-8, history=5, line_search=line_search,
-                           check_every=7, max_rows=3, patience=10)
+                           check_every=7, max_rows=3, patience=10, sync_free=True)
     per_iteration, read_backs, total = syncs_inside_iterations(
         monkeypatch, lambda: minimize(rosenbrock, seeded, 5, options))
     assert len(per_iteration) >= 60 and sum(per_iteration) == 0
@@ -83,23 +90,29 @@ def test_the_engine_loop_makes_no_host_sync_between_read_backs(monkeypatch, line
 
 def test_reading_back_less_often_gives_the_same_result():
     every = dict(max_iter=80, restarts=2, threshold=1e-10, history=5, patience=15)
-    one = minimize(rosenbrock, seeded, 5, LBFGSOptions(**every, check_every=1))
-    seven = minimize(rosenbrock, seeded, 5, LBFGSOptions(**every, check_every=7, max_rows=2))
+    one = minimize(rosenbrock, seeded, 5, LBFGSOptions(**every, check_every=1, sync_free=False))
+    seven = minimize(rosenbrock, seeded, 5, LBFGSOptions(**every, check_every=7, max_rows=2, sync_free=True))
     assert torch.equal(one.iterations, seven.iterations) and torch.equal(one.starts, seven.starts)
     assert torch.equal(one.evaluations, seven.evaluations)
     assert torch.allclose(one.z, seven.z, rtol=1e-5, atol=1e-6) and torch.equal(one.converged, seven.converged)
     assert seven.calls > one.calls  # idle rows ride along until the read-back; two rows at a time
 
 
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                        reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("name,frames", [("dlg-batched", 3), ("idlg-batched", 1)])
-def test_the_batched_attack_makes_no_host_sync_between_read_backs(monkeypatch, name, frames):
+def test_the_batched_attack_makes_no_host_sync_between_read_backs(monkeypatch, name, frames, device):
     """The real objective (vmapped per-frame gradients; one frame: plain autograd) included."""
-    model = build_split_model("lenet", "none", size=8, weights="seed:0")
+    model = build_split_model("lenet", "none", size=8, weights="seed:0", device=device)
     torch.manual_seed(0)
-    x, y = torch.rand(frames, 3, 8, 8), torch.arange(frames)
+    x, y = torch.rand(frames, 3, 8, 8, device=device), torch.arange(frames, device=device)
     cases = [adversary.gradient.GradientCase(model.tail, learning.gradients(model.tail, x[i:i + 1], y[i:i + 1]), 1,
-                                             (3, 8, 8), 10, y[i:i + 1], seed=i) for i in range(frames)]
-    attack = get_attack(name)(iterations=2, restarts=2, check_every=5, rows=2)
+                                             (3, 8, 8), 10, y[i:i + 1], device=device, seed=i)
+             for i in range(frames)]
+    attack = get_attack(name)(iterations=2, restarts=2, check_every=5, rows=2, sync_free=True)
     per_iteration, read_backs, _ = syncs_inside_iterations(monkeypatch, lambda: attack.reconstruct_many(cases))
     assert len(per_iteration) >= 20 and sum(per_iteration) == 0
     assert read_backs == len(per_iteration) // 5 + 1
