@@ -271,24 +271,36 @@ class BatchedStopConfig:
 
 
 @dataclass(frozen=True)
-class BatchedConfig:
-    """dlg's / idlg's protocol per frame: an iteration budget of iterations x lbfgs.max_iter L-BFGS
-    iterations per start, `restarts` starts in all; `progress` shows a bar over frames.
+class EngineConfig:
+    """How the engine runs on its device (results do not depend on it).
 
     `check_every`: L-BFGS iterations between the engine's read-backs to the host (restarts, frames
-    done, refills, progress; None: 20 on CUDA, 1 on the CPU where a read-back is free and a frame
-    idling until it is not); between them the loop makes no host sync (`sync_free`, None: on CUDA;
-    on the CPU the line search asks whether a phase has rows, which costs nothing there and saves
-    ~10%). `rows`: at most this many frames are optimised at once, the rest queue and take the rows
-    of frames that finish (0: all)."""
+    done, refills, progress; None: 20 on CUDA, 1 on the CPU, where a read-back is free and a frame
+    idling until it is not); between them the loop makes no host sync when `sync_free` (None: on
+    CUDA; on the CPU the line search asks whether a phase has rows, which costs nothing there and
+    saves ~10%). `rows`: at most this many frames are optimised at once, the rest queue and take
+    the rows of frames that finish (0: all)."""
+
+    check_every: int | None = None
+    rows: int = 256
+    sync_free: bool | None = None
+
+    def check(self) -> None:
+        require((self.check_every is None or self.check_every >= 1) and self.rows >= 0,
+                f"check_every must be >= 1 and rows >= 0 (got {self.check_every}, {self.rows})")
+
+
+@dataclass(frozen=True)
+class BatchedConfig:
+    """dlg's / idlg's protocol per frame: an iteration budget of iterations x lbfgs.max_iter L-BFGS
+    iterations per start, `restarts` starts in all; `progress` shows a bar over frames; `engine`:
+    how it runs on the device."""
 
     iterations: int = 300
     restarts: int = 10
     init: Literal["normal", "uniform"] = "normal"
     progress: bool = False
-    check_every: int | None = None
-    rows: int = 256
-    sync_free: bool | None = None
+    engine: EngineConfig = field(default_factory=EngineConfig)
     lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
     stop: BatchedStopConfig = field(default_factory=BatchedStopConfig)
 
@@ -301,8 +313,6 @@ class BatchedConfig:
     def check(self) -> None:
         require(self.iterations >= 1 and self.restarts >= 1,
                 f"iterations and restarts must be >= 1 (got {self.iterations}, {self.restarts})")
-        require((self.check_every is None or self.check_every >= 1) and self.rows >= 0,
-                f"check_every must be >= 1 and rows >= 0 (got {self.check_every}, {self.rows})")
 
 
 class BatchedLbfgsAttack(GradientInversionAttack):
@@ -319,7 +329,7 @@ class BatchedLbfgsAttack(GradientInversionAttack):
 
     def options(self) -> LBFGSOptions:
         """The engine's settings for this config."""
-        c, lb, st = self.config, self.config.lbfgs, self.config.stop
+        c, lb, st, en = self.config, self.config.lbfgs, self.config.stop, self.config.engine
         slow = st.slow_steps * lb.max_iter if st.slow_steps else None
         return LBFGSOptions(max_iter=c.iterations * lb.max_iter, restarts=c.restarts - 1, threshold=st.threshold,
                             stop=st.threshold if st.stop_loss is None else st.stop_loss, history=lb.history_size,
@@ -327,7 +337,7 @@ class BatchedLbfgsAttack(GradientInversionAttack):
                             patience=(2 * lb.max_iter if st.patience is None else st.patience) or None,
                             min_progress=st.min_progress,
                             stop_every=lb.max_iter if st.stop_every is None else st.stop_every, slow_patience=slow,
-                            check_every=c.check_every, max_rows=c.rows or None, sync_free=c.sync_free)
+                            check_every=en.check_every, max_rows=en.rows or None, sync_free=en.sync_free)
 
     def describe(self) -> dict[str, Any]:
         o = self.options()
