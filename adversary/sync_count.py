@@ -1,38 +1,81 @@
-"""Count host synchronisations: the calls that read a tensor's value back to Python.
+"""Count host synchronisations: calls that read a tensor's value back into Python.
 
-On a GPU each such read (`.item()`, `float(t)`, `bool(t)` in an `if`, `.tolist()`, `.cpu()`,
-`.numpy()`) stalls the host until the device has finished, so an iteration loop that makes one
-per step runs at the latency of a round trip, not at the device's speed. The CPU has no such
-stall, but the calls are the same, so counting them on the CPU measures what a GPU would pay.
-
-`count_host_syncs(fn)` runs `fn` and returns how many such calls it made; `counting_host_syncs()`
-is the same as a context manager with a per-kind breakdown. The count wraps `torch.Tensor`'s
-methods for the duration (calls from other threads are not counted; calls made from C++ inside
-torch are not seen). On CUDA it also turns on `torch.cuda.set_sync_debug_mode("warn")` and counts
-the synchronising operations the driver reports (`cuda_syncs`), which catches the rest.
+On CUDA each of `.item()`, `.tolist()`, `float()`, `int()`, `bool()`, `.cpu()` and `.numpy()` on a
+device tensor blocks the host until the GPU catches up (torch.cuda.set_sync_debug_mode reports
+them there). On the CPU nothing blocks, so the same calls are counted instead: a CPU proxy for
+the syncs the code would make on a GPU. Calls made from inside torch itself (e.g. a non-capturable
+optimiser reading its CPU step counter) are not counted: they touch host bookkeeping, not device
+values, on either device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 import warnings
 from collections import Counter
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
-# The Tensor methods whose call reads a value back to the host.
-SYNC_METHODS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "cpu", "numpy")
+T = TypeVar("T")
+READ_BACKS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "__array__", "cpu", "numpy")
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+
+def _from_torch(depth: int = 2) -> bool:
+    """Whether the caller `depth` frames up lives inside the torch package."""
+    return sys._getframe(depth).f_code.co_filename.startswith(_TORCH_DIR)
+
+
+class SyncCounter:
+    """Counts read-backs while `counting()` is active; `count` is the total."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator["SyncCounter"]:
+        saved = {name: getattr(torch.Tensor, name) for name in READ_BACKS}
+        for name, original in saved.items():
+            setattr(torch.Tensor, name, self._wrap(original))
+        try:
+            yield self
+        finally:
+            for name, original in saved.items():
+                setattr(torch.Tensor, name, original)
+
+    def _wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if not _from_torch():
+                self.count += 1
+            return original(tensor, *args, **kwargs)
+
+        return counted
+
+
+def count_host_syncs(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, int]:
+    """(fn(*args, **kwargs), how many tensor read-backs it made outside torch's own code)."""
+    counter = SyncCounter()
+    with counter.counting():
+        result = fn(*args, **kwargs)
+    return result, counter.count
+
+
+# ---- per kind, per thread, with CUDA's own count: for tests and per-iteration figures ----
 
 _CUDA_SYNC_WARNING = "called a synchronizing CUDA operation"
-_lock = threading.Lock()  # one counter at a time: the wrapping is global to the process
+_exclusive = threading.Lock()  # one counting_host_syncs at a time: the wrapping is global
 
 
 @dataclass
 class HostSyncCount:
-    """What a counted block did: `total` Python-level reads, `by_kind` per method, `cuda_syncs`."""
+    """What a counted block read back: `by_kind` per method, `total`, and on CUDA `cuda_syncs` (the
+    synchronising operations torch.cuda.set_sync_debug_mode("warn") reported, which sees the rest)."""
 
     by_kind: Counter = field(default_factory=Counter)
     cuda_syncs: int = 0
@@ -42,47 +85,44 @@ class HostSyncCount:
         return sum(self.by_kind.values())
 
 
-def _wrap(name: str, original: Callable, count: HostSyncCount, owner: int, state: threading.local):
-    def wrapper(self, *args, **kwargs):
-        # Count the outermost call only (numpy() under __array__ is one read, not two).
-        if threading.get_ident() == owner and not getattr(state, "inside", False):
+@contextlib.contextmanager
+def counting_host_syncs(cuda: bool | None = None) -> Iterator[HostSyncCount]:
+    """Count, per kind, the read-backs this thread makes inside the block (outside torch's own code,
+    the outermost call only: `np.asarray(t)` is one `__array__`). Other threads (a gRPC server in
+    the same process) are not counted. `cuda`: also count CUDA's synchronising operations
+    (default: when CUDA is available)."""
+    count, owner, state = HostSyncCount(), threading.get_ident(), threading.local()
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() != owner or getattr(state, "inside", False) or _from_torch():
+                return original(tensor, *args, **kwargs)
             count.by_kind[name] += 1
             state.inside = True
             try:
-                return original(self, *args, **kwargs)
+                return original(tensor, *args, **kwargs)
             finally:
                 state.inside = False
-        return original(self, *args, **kwargs)
 
-    wrapper.__name__ = name
-    return wrapper
+        return counted
 
-
-@contextmanager
-def counting_host_syncs(cuda: bool | None = None) -> Iterator[HostSyncCount]:
-    """Count host syncs made by this thread inside the block.
-
-    `cuda`: also count the driver's synchronising operations (default: when CUDA is available).
-    """
-    count = HostSyncCount()
-    state = threading.local()
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    with _lock:
-        originals = {name: getattr(torch.Tensor, name) for name in SYNC_METHODS}
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, _wrap(name, original, count, threading.get_ident(), state))
+    with _exclusive:
+        saved = {name: torch.Tensor.__dict__.get(name) for name in READ_BACKS}
+        for name in READ_BACKS:
+            setattr(torch.Tensor, name, wrap(name, getattr(torch.Tensor, name)))
         try:
-            if cuda:
-                with _cuda_sync_warnings(count):
-                    yield count
-            else:
+            with _cuda_sync_warnings(count) if cuda else contextlib.nullcontext():
                 yield count
         finally:
-            for name in SYNC_METHODS:
-                delattr(torch.Tensor, name)  # back to the inherited C methods
+            for name, original in saved.items():
+                if original is None:
+                    delattr(torch.Tensor, name)  # back to the inherited C method
+                else:
+                    setattr(torch.Tensor, name, original)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _cuda_sync_warnings(count: HostSyncCount) -> Iterator[None]:
     previous = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
@@ -96,10 +136,3 @@ def _cuda_sync_warnings(count: HostSyncCount) -> Iterator[None]:
     for w in caught:  # hand back the warnings that were not ours
         if _CUDA_SYNC_WARNING not in str(w.message):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
-def count_host_syncs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
-    """Run `fn(*args, **kwargs)` and return how many host syncs it made (Python-level reads)."""
-    with counting_host_syncs() as count:
-        fn(*args, **kwargs)
-    return count.total

@@ -8,7 +8,7 @@ import adversary.gradient  # noqa: F401  (registers the attacks)
 from adversary.gradient import lbfgs_batched
 from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
 from adversary.registry import get_attack
-from adversary.sync_count import SYNC_METHODS, count_host_syncs, counting_host_syncs
+from adversary.sync_count import READ_BACKS, count_host_syncs, counting_host_syncs
 from splitleak import learning
 from splitleak.models import build_split_model
 
@@ -22,18 +22,21 @@ def test_every_kind_of_read_back_is_counted_once():
     t = torch.arange(3.0)
 
     def reads():
-        t.sum().item(), float(t[0]), int(t[1]), bool(t[2] > 0), t.tolist(), t.cpu(), np.asarray(t)
+        t.sum().item(), float(t[0]), int(t[1]), bool(t[2] > 0), t.tolist(), t.cpu(), np.asarray(t), t.numpy()
         if t[0] < 1:
             [0, 1][t[1].long()]
 
     with counting_host_syncs(cuda=False) as count:
         reads()
         (t * 2 + 1).sum()  # device work, no read
-    assert count.total == 9
+    assert count.total == 10
     assert count.by_kind == {"item": 1, "__float__": 1, "__int__": 1, "__bool__": 2, "tolist": 1, "cpu": 1,
-                             "numpy": 1, "__index__": 1}
-    assert count_host_syncs(lambda: (t * 2).exp()) == 0
-    assert not any(name in torch.Tensor.__dict__ for name in SYNC_METHODS)  # the wrappers are gone
+                             "__array__": 1, "numpy": 1, "__index__": 1}
+    assert count_host_syncs(lambda: (t * 2).exp())[1] == 0 and count_host_syncs(lambda: t.sum().item())[1] == 1
+    originals = {name: torch.Tensor.__dict__.get(name) for name in READ_BACKS}
+    with counting_host_syncs(cuda=False):
+        pass
+    assert {name: torch.Tensor.__dict__.get(name) for name in READ_BACKS} == originals  # the wrappers are gone
 
 
 def rosenbrock(z, rows):
