@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,3 +64,75 @@ def count_host_syncs(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T
     with counter.counting():
         result = fn(*args, **kwargs)
     return result, counter.count
+
+
+# ---- per kind, per thread, with CUDA's own count: for tests and per-iteration figures ----
+
+_CUDA_SYNC_WARNING = "called a synchronizing CUDA operation"
+_exclusive = threading.Lock()  # one counting_host_syncs at a time: the wrapping is global
+
+
+@dataclass
+class HostSyncCount:
+    """What a counted block read back: `by_kind` per method, `total`, and on CUDA `cuda_syncs` (the
+    synchronising operations torch.cuda.set_sync_debug_mode("warn") reported, which sees the rest)."""
+
+    by_kind: Counter = field(default_factory=Counter)
+    cuda_syncs: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+
+@contextlib.contextmanager
+def counting_host_syncs(cuda: bool | None = None) -> Iterator[HostSyncCount]:
+    """Count, per kind, the read-backs this thread makes inside the block (outside torch's own code,
+    the outermost call only: `np.asarray(t)` is one `__array__`). Other threads (a gRPC server in
+    the same process) are not counted. `cuda`: also count CUDA's synchronising operations
+    (default: when CUDA is available)."""
+    count, owner, state = HostSyncCount(), threading.get_ident(), threading.local()
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() != owner or getattr(state, "inside", False) or _from_torch():
+                return original(tensor, *args, **kwargs)
+            count.by_kind[name] += 1
+            state.inside = True
+            try:
+                return original(tensor, *args, **kwargs)
+            finally:
+                state.inside = False
+
+        return counted
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    with _exclusive:
+        saved = {name: torch.Tensor.__dict__.get(name) for name in READ_BACKS}
+        for name in READ_BACKS:
+            setattr(torch.Tensor, name, wrap(name, getattr(torch.Tensor, name)))
+        try:
+            with _cuda_sync_warnings(count) if cuda else contextlib.nullcontext():
+                yield count
+        finally:
+            for name, original in saved.items():
+                if original is None:
+                    delattr(torch.Tensor, name)  # back to the inherited C method
+                else:
+                    setattr(torch.Tensor, name, original)
+
+
+@contextlib.contextmanager
+def _cuda_sync_warnings(count: HostSyncCount) -> Iterator[None]:
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    count.cuda_syncs = sum(_CUDA_SYNC_WARNING in str(w.message) for w in caught)
+    for w in caught:  # hand back the warnings that were not ours
+        if _CUDA_SYNC_WARNING not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -21,6 +21,7 @@ from edge.streamer import fill_frame_meta
 from edge.uplink import TRAIN
 from splitleak import codecs, learning
 from splitleak.errors import SplitleakError
+from splitleak.tensors import to_numpy
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire import serde
 from splitleak.video import to_model_input
@@ -151,10 +152,10 @@ class EdgeTrainer(EdgeSession):
     def _add(self, update: pb.ModelUpdate, tensors: dict[str, torch.Tensor]) -> None:
         for name, t in tensors.items():
             named = update.tensors.add(name=name)
-            named.codec.CopyFrom(codecs.encode(self.config.codec, t.detach().float().cpu().numpy(), named.tensor))
+            named.codec.CopyFrom(codecs.encode(self.config.codec, to_numpy(t.float()), named.tensor))
 
     def _add_labels(self, update: pb.ModelUpdate, y: torch.Tensor) -> None:
-        serde.to_proto(y.cpu().numpy(), update.labels)
+        serde.to_proto(to_numpy(y), update.labels)
 
     def _wait(self, seq: int) -> pb.UpdateAck | None:
         """Block until the update is answered, or known lost."""
