@@ -74,3 +74,28 @@ def test_trained_video_starts_from_the_analytic_fusion(tmp_path):
     video.radius = video.context = 1
     untrained = video.enhance(low)
     assert (trained - untrained).abs().mean() < 0.02  # one step moves it a little, from the analytic start
+
+
+@pytest.mark.parametrize("method, trainer", [("refs", "ref"), ("video", "video")])
+def test_train_sr_trains_ref_and_video_into_folders_enhance_loads(method, trainer, tmp_path, capsys):
+    from splitleak.cli.main import main
+    from splitleak.video import frame_name, save_png
+
+    model = tmp_path / "model"
+    assert main(["train-sr", "--method", trainer, "--source", "synthetic:64x64", "--out", str(model), "--size", "64",
+                 "--patch", "32", "--steps", "2", "--batch", "2", "--frames", "6", "--device", "cpu"]) == 0
+    low = tmp_path / "low"
+    for seq, frame in enumerate(degrade(clip(2, 3), SCALE)):
+        save_png(low / frame_name("cam0", seq), frame.numpy())
+    refs = ["--refs", str(tmp_path / "ref.png")] if trainer == "ref" else []
+    save_png(tmp_path / "ref.png", clip(2, 1)[0].numpy())
+    capsys.readouterr()
+    assert main(["enhance", "--in", str(low), "--method", method, "--weights", str(model), *refs,
+                 "--out", str(tmp_path / "up"), "--device", "cpu"]) == 0
+    assert (tmp_path / "up" / frame_name("cam0", 2)).is_file()
+    other, other_refs = ("video", []) if trainer == "ref" else ("refs", ["--refs", str(tmp_path / "ref.png")])
+    assert main(["enhance", "--in", str(low), "--method", other, "--weights", str(model), *other_refs,
+                 "--out", str(tmp_path / "up2"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    wanted = "ref" if other == "refs" else "video"
+    assert f"holds a '{trainer}' model, not a '{wanted}' one" in err and "\n" not in err
