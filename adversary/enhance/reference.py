@@ -20,7 +20,7 @@ from adversary.enhance.degrade import DegradeConfig, preset
 from adversary.enhance.pairs import PairSampler, load_footage
 from adversary.enhance.ref_model import RefConfig, RefSR, Texture, analytic_fuse, find_texture
 from adversary.enhance.registry import register, register_trainer
-from adversary.enhance.training import TrainSpec, load_trained, save_model, train_model
+from adversary.enhance.training import TrainSpec, load_trained, model_config, save_model, train_model
 from splitleak.errors import SplitleakError
 
 METHOD = "ref"  # the name ref1 and refs share: train-sr --method ref, config.json's "method"
@@ -122,12 +122,9 @@ def fit_reference(clips: list[torch.Tensor], spec: TrainSpec, net: RefConfig = R
     log = train_model(_FuseMaps(model), lambda step: texture_batch(samplers, spec.batch, picking, net.patch, rng),
                       steps=spec.steps, lr=spec.lr, device=spec.device, progress=spec.progress,
                       desc="train-sr ref")
-    config = {"method": METHOD, "arch": "RefSR (texture search + grid fusion, adversary.enhance.ref_model)",
-              "net": asdict(net), "scale": spec.scale, "frames_loaded": [int(c.shape[0]) for c in clips],
-              "parameters": sum(p.numel() for p in model.parameters()), "references": asdict(picking),
-              "degradation": asdict(degradation),
-              "training": {**spec.describe(), **log.summary(), "loss": "L1", "optimizer": "Adam, cosine decay",
-                           "init": "the analytic gate (the fusion's last conv starts at zero)"}}
+    config = model_config(METHOD, "RefSR (texture search + grid fusion, adversary.enhance.ref_model)", net, spec,
+                          model, log, degradation, "the analytic gate (the fusion's last conv starts at zero)",
+                          frames_loaded=[int(c.shape[0]) for c in clips], references=asdict(picking))
     save_model(spec.out, model.cpu(), config)
     return config
 

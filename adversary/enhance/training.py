@@ -175,3 +175,13 @@ def load_trained(model_dir: str | Path, method: str, build: Callable[[dict[str, 
         raise SplitleakError(f"{path / CONFIG_FILE} does not describe a {method!r} model: "
                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     return load_model_dir(path, model)
+
+
+def model_config(method: str, arch: str, net: Any, spec: TrainSpec, model: nn.Module, log: TrainLog,
+                 degradation: Any, init: str, **extra: Any) -> dict[str, Any]:
+    """What config.json records for a trained model: method, net (a dataclass), parameters, the
+    degradation (a dataclass), the training spec and losses, plus `extra`."""
+    return {"method": method, "arch": arch, "net": asdict(net), "scale": spec.scale, **extra,
+            "parameters": sum(p.numel() for p in model.parameters()), "degradation": asdict(degradation),
+            "training": {**spec.describe(), **log.summary(), "loss": "L1", "optimizer": "Adam, cosine decay",
+                         "init": init}}

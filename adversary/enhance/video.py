@@ -24,7 +24,7 @@ from adversary.enhance.degrade import DegradeConfig, preset
 from adversary.enhance.pairs import PairSampler, load_footage
 from adversary.enhance.ref_model import GridFusion, upsample
 from adversary.enhance.registry import register, register_trainer
-from adversary.enhance.training import TrainSpec, load_trained, save_model, train_model
+from adversary.enhance.training import TrainSpec, load_trained, model_config, save_model, train_model
 from splitleak.errors import SplitleakError
 
 METHOD = "video"
@@ -165,11 +165,9 @@ def fit_video(clips: list[torch.Tensor], spec: TrainSpec, net: VideoConfig = Vid
     model = VideoSR(net)
     log = train_model(model, lambda step: window_batch(samplers, spec.batch, net.radius, rng), steps=spec.steps,
                       lr=spec.lr, device=spec.device, progress=spec.progress, desc="train-sr video")
-    config = {"method": METHOD, "arch": "VideoSR (Farneback alignment + grid fusion, adversary.enhance.video)",
-              "net": asdict(net), "scale": spec.scale, "frames_loaded": [int(c.shape[0]) for c in clips],
-              "parameters": sum(p.numel() for p in model.parameters()), "degradation": asdict(degradation),
-              "training": {**spec.describe(), **log.summary(), "loss": "L1", "optimizer": "Adam, cosine decay",
-                           "init": "the analytic fusion (the residual's last conv starts at zero)"}}
+    config = model_config(METHOD, "VideoSR (Farneback alignment + grid fusion, adversary.enhance.video)", net, spec,
+                          model, log, degradation, "the analytic fusion (the residual's last conv starts at zero)",
+                          frames_loaded=[int(c.shape[0]) for c in clips])
     save_model(spec.out, model.cpu(), config)
     return config
 
