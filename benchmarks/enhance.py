@@ -2,38 +2,41 @@
 
 Per clip (bikes, bigbuckbunny, carphone; camera motion measured as the mean Farneback flow between
 consecutive frames at 128 px): an edge streams a window of the clip's second half in fedsgd mode on
-lenet at 32x32 to a cloud that records the updates (both real services over loopback); DLG (the
-batched engine) recovers the frames (Low); every method enlarges them to 128x128, scored frame by
-frame in float on [0, 1] against the original frames at 128 (High) and against Low (bicubic to 128).
-A `dlg` row is the paper's High-vs-Low comparison.
+lenet at 32x32 to a cloud that records the updates (both real services over loopback); the batched
+DLG engine recovers the frames of all three recordings in one call (benchmarks/enhance_dlg.py: Low);
+every method enlarges them to 128x128, scored frame by frame in float on [0, 1] against the original
+frames at 128 (High) and against Low (bicubic to 128). A `dlg` row is the paper's High-vs-Low comparison.
 References: frames of the same clip's second half outside the evaluated window (the nearest one
 for ref1, four for refs), never an evaluated frame; the rows say how far in time they are.
 Training (cached under runs/enhance-bench/): the learned models see only the FIRST half of each of
-the three clips, so neither an evaluated frame nor a reference is ever a training frame.
+the three clips, so neither an evaluated frame nor a reference is ever a training frame; inputs are
+degraded as recovered frames look (adversary.enhance.degrade preset "recovered").
+`*-analytic` rows are ref1 / refs / video without weights (their fixed fusion), to show what training adds.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from adversary.enhance.methods import get_method, method_names
-from adversary.enhance.reference import RefTrainConfig, train_reference_sr
-from adversary.enhance.video import VideoTrainConfig, flow, grey, train_video_sr
+from adversary.enhance.degrade import preset
+from adversary.enhance.methods import get_method
+from adversary.enhance.noref import train_noref
+from adversary.enhance.reference import fit_reference
+from adversary.enhance.rrdb import RRDBConfig
+from adversary.enhance.training import TrainSpec, read_config
+from adversary.enhance.video import fit_video, flow, grey
 from adversary.metrics import score
-from benchmarks.common import CloudProcess, parser, print_table, write
-from splitleak.video import frame_name, load_png, open_source, save_png, to_model_input
+from benchmarks.common import parser, print_table, write
+from benchmarks.enhance_dlg import cache_key, dlg_frames
+from splitleak.video import open_source, to_model_input
 
 CLIPS = ("bikes", "bigbuckbunny", "carphone")
 LOW, HIGH, SCALE = 32, 128, 4
-STREAM = "enh"
 CACHE = Path("runs/enhance-bench")
 REF_SPACING = 6  # frames between the references on each side of the window
 # the paper's Table I as the issue quotes it (its PSNRs are on uint8 arrays: not comparable; SSIMs are)
@@ -65,66 +68,28 @@ def layout(total: int, frames: int) -> tuple[list[int], list[int]]:
     return window, refs
 
 
-def record_and_invert(images: list[np.ndarray], window: list[int], label: int, work: Path,
-                      iterations: int) -> torch.Tensor:
-    """Stream the window's frames (fedsgd, lenet, 32x32) to a recording cloud; DLG-batched on the
-    recording; the recovered frames (N, 3, 32, 32) in window order."""
-    from adversary.runner.run import run_attack
-    from edge.session import EdgeConfig
-    from edge.trainer import EdgeTrainer
-
-    folder = work / "source"
-    folder.mkdir(parents=True)
-    for i, idx in enumerate(window):  # lossless originals: the edge resizes them itself
-        cv2.imwrite(str(folder / f"{i:05d}.png"), cv2.cvtColor(images[idx], cv2.COLOR_RGB2BGR))
-    with CloudProcess("--threads", "1", "--record", str(work / "rec")) as cloud:
-        EdgeTrainer(EdgeConfig(cloud=cloud.target, source=str(folder), model="lenet", split="none", size=LOW,
-                               mode="fedsgd", frames=len(window), label=label, stream_id=STREAM,
-                               truth=str(work / "truth"), progress=False)).run()
-    run_attack(str(work / "rec"), "dlg-batched", str(work / "dlg"), truth=str(work / "truth"),
-               iterations=iterations, options={"stop_loss": 1e-5}, progress=False)
-    files = sorted((work / "dlg").rglob(f"{STREAM}_*.png"))
-    if len(files) != len(window):
-        raise SystemExit(f"DLG wrote {len(files)} frames for {len(window)} streamed")
-    return torch.from_numpy(np.stack([load_png(f) for f in files]))
-
-
-def cache_key(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def trained(kind: str, clips: list[torch.Tensor], steps: int, seed: int) -> tuple[str, dict[str, Any]]:
-    """A `ref` or `video` weight file trained on `clips` (first halves), cached by its settings."""
-    settings = {"kind": kind, "steps": steps, "seed": seed, "frames": [int(c.shape[0]) for c in clips],
-                "train": "first half of each of " + ",".join(CLIPS)}
-    path = CACHE / f"{kind}-{cache_key(settings)}.safetensors"
-    log_path = path.with_suffix(".json")
-    if not (path.is_file() and log_path.is_file()):
-        if kind == "ref":
-            log = train_reference_sr(clips, RefTrainConfig(out=str(path), steps=steps, seed=seed), progress=True)
+    """A train-sr folder for `kind` (noref, ref, video) trained on `clips` (first halves), cached by settings."""
+    spec = TrainSpec(source="first half of each of " + ",".join(CLIPS), out="", steps=steps, seed=seed,
+                     degradation="recovered", **TRAIN[kind])
+    settings = {"kind": kind, **spec.describe(), "frames": [int(c.shape[0]) for c in clips], "version": 3,
+                "degradation": asdict(preset("recovered")), "noref_net": asdict(NOREF_NET)}
+    out = CACHE / f"{kind}-{cache_key(settings)}"
+    spec = TrainSpec(**{**asdict(spec), "out": str(out)})
+    if not (out / "config.json").is_file():
+        if kind == "noref":
+            train_noref(spec, NOREF_NET, frames=torch.cat(clips))
+        elif kind == "ref":
+            fit_reference(clips, spec)
         else:
-            log = train_video_sr(clips, VideoTrainConfig(out=str(path), steps=steps, seed=seed), progress=True)
-        log_path.write_text(json.dumps({**settings, **log}))
-    return str(path), json.loads(log_path.read_text())
+            fit_video(clips, spec)
+    return str(out), read_config(out, kind)
 
 
-def trained_noref(clips: list[torch.Tensor], steps: int, seed: int) -> tuple[str | None, str]:
-    """The other branch's noref (adversary.enhance.noref) trained on the same first halves, if it is here."""
-    try:
-        from adversary.enhance.noref import train_noref
-        from adversary.enhance.training import TrainSpec
-    except ImportError:
-        return None, "unavailable: adversary.enhance.noref is not on this branch"
-    settings = {"kind": "noref", "steps": steps, "seed": seed, "frames": [int(c.shape[0]) for c in clips]}
-    out = CACHE / f"noref-{cache_key(settings)}"
-    if not (out / "model.safetensors").is_file():
-        folder = CACHE / "train-frames"
-        folder.mkdir(parents=True, exist_ok=True)
-        for c, clip in enumerate(clips):
-            for i, x in enumerate(clip.numpy()):
-                save_png(folder / f"{CLIPS[c]}_{i:05d}.png", x)
-        train_noref(TrainSpec(source=str(folder), out=str(out), steps=steps, seed=seed, frames=None))
-    return str(out), "ok"
+NOREF_NET = RRDBConfig(num_feat=32, num_block=1)  # half the CLI's default: trains in the benchmark's time
+# per model: training batch and crop (None: whole 128x128 frames, as references are used at attack time)
+TRAIN = {"noref": {"batch": 8, "patch": 64, "lr": 5e-4}, "ref": {"batch": 4, "patch": None, "lr": 5e-4},
+         "video": {"batch": 4, "patch": 64, "lr": 5e-4}}
 
 
 def scores(out: torch.Tensor, high: torch.Tensor, low: torch.Tensor) -> dict[str, float]:
@@ -146,17 +111,15 @@ def method_rows(clip: str, motion: float, low: torch.Tensor, high: torch.Tensor,
     base = {"clip": clip, "motion_px": motion, "frames": len(window), "window": f"{window[0]}-{window[-1]}"}
     rows = [{**base, "method": "dlg", "refs": 0, **scores(low, high, low), "seconds_per_frame": 0.0,
              "note": "High vs Low (bicubic to 128)"}]
-    plan = [("bicubic", "bicubic", None, 0), ("noref", "noref", weights.get("noref"), 0),
+    plan = [("bicubic", "bicubic", None, 0), ("noref", "noref", weights["noref"], 0),
             ("noref-pretrained", "noref", weights.get("noref-pretrained"), 0),
             ("ref1", "ref1", weights["ref"], 1), ("refs", "refs", weights["ref"], len(ref_idx)),
-            ("video", "video", weights["video"], 0)]
+            ("video", "video", weights["video"], 0), ("ref1-analytic", "ref1", None, 1),
+            ("refs-analytic", "refs", None, len(ref_idx)), ("video-analytic", "video", None, 0)]
     for label, name, w, count in plan:
-        if label.startswith("noref") and (name not in method_names() or w is None):
-            if label == "noref":
-                rows.append({**base, "method": label, "status": weights.get("noref_status", "unavailable")})
+        if label == "noref-pretrained" and w is None:
             continue
-        kwargs = {} if w is None else {"weights": w}
-        method = get_method(name)(scale=SCALE, **kwargs)
+        method = get_method(name)(scale=SCALE, weights=w)
         given = refs[:count] if count else None
         start = time.perf_counter()
         out = method.enhance(low, given)
@@ -170,48 +133,54 @@ def method_rows(clip: str, motion: float, low: torch.Tensor, high: torch.Tensor,
 
 
 COLUMNS = ["clip", "motion_px", "method", "refs", "psnr_vs_high", "ssim_vs_high", "psnr_vs_low", "ssim_vs_low",
-           "seconds_per_frame", "ref_distance_mean", "status"]
+           "seconds_per_frame", "ref_distance_mean"]
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--frames", type=int, help="evaluated frames per clip (default 48, --quick 12)")
-    p.add_argument("--steps", type=int, help="training steps per model (default 600, --quick 150)")
-    p.add_argument("--iterations", type=int, default=300, help="DLG L-BFGS iterations (the paper's 300)")
+    p.add_argument("--frames", type=int, help="evaluated frames per clip (default 16, --quick 8)")
+    p.add_argument("--steps", type=int, help="training steps per model (default 1500, --quick 150)")
+    p.add_argument("--iterations", type=int, help="DLG iterations (default 300, the paper's; --quick 100)")
+    p.add_argument("--restarts", type=int, default=2, help="DLG starts per frame (default 2)")
     p.add_argument("--weights", help="pretrained noref weights (e.g. RealESRGAN_x4plus.pth): adds noref-pretrained")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    frames = args.frames or (12 if args.quick else 48)
-    steps = args.steps or (150 if args.quick else 600)
+    frames = args.frames or (8 if args.quick else 16)
+    steps = args.steps or (150 if args.quick else 1500)
+    iterations = args.iterations or (100 if args.quick else 300)
     torch.set_num_threads(args.threads)
+    started = time.perf_counter()
     loaded = {c: load_clip(c) for c in CLIPS}
     motion = {c: motion_px(high) for c, (_, high) in loaded.items()}
+    layouts = {c: layout(high.shape[0], frames) for c, (_, high) in loaded.items()}
+    lows, dlg = dlg_frames({c: (loaded[c][0], layouts[c][0]) for c in CLIPS}, iterations, args.restarts, CACHE)
+    print(f"DLG: {dlg['frames']} frames, {dlg['seconds']:.0f} s ({time.perf_counter() - started:.0f} s so far)")
     train = [high[: high.shape[0] // 2] for _, high in loaded.values()]
-    weights: dict[str, Any] = {}
-    weights["ref"], ref_log = trained("ref", train, steps, args.seed)
-    weights["video"], video_log = trained("video", train, steps, args.seed)
-    weights["noref"], weights["noref_status"] = trained_noref(train, steps, args.seed)
-    weights["noref-pretrained"] = args.weights
+    weights: dict[str, Any] = {"noref-pretrained": args.weights}
+    logs = {}
+    for kind in ("noref", "ref", "video"):
+        weights[kind], config = trained(kind, train, steps, args.seed)
+        logs[kind] = config["training"]
+        print(f"trained {kind}: {logs[kind]['seconds']:.0f} s ({time.perf_counter() - started:.0f} s so far)")
     rows: list[dict[str, Any]] = []
-    for label, clip in enumerate(CLIPS):
-        images, high = loaded[clip]
-        window, ref_idx = layout(high.shape[0], frames)
-        with tempfile.TemporaryDirectory() as tmp:
-            low = record_and_invert(images, window, label, Path(tmp), args.iterations)
-        rows += method_rows(clip, motion[clip], low, high[window], high[ref_idx], window, ref_idx, weights)
+    for clip in CLIPS:
+        high = loaded[clip][1]
+        window, ref_idx = layouts[clip]
+        rows += method_rows(clip, motion[clip], lows[clip], high[window], high[ref_idx], window, ref_idx, weights)
     ranked = sorted(CLIPS, key=motion.get)
     for r in rows:
         r["motion"] = dict(zip(ranked, ("static", "minimal", "frequent")))[r["clip"]]
     print_table(rows, COLUMNS)
     print_table(PAPER, list(PAPER[0]))
-    write(args.json, rows, {"frames": frames, "steps": steps, "dlg": {"attack": "dlg-batched", "model": "lenet",
-                            "size": LOW, "mode": "fedsgd", "iterations": args.iterations, "stop_loss": 1e-5},
-                            "eval_size": HIGH, "motion": {c: motion[c] for c in CLIPS}, "motion_rank": ranked,
-                            "training": {"ref": ref_log, "video": video_log,
-                                         "frames": "first half of each clip; evaluation and references from the second"},
+    print(f"total {time.perf_counter() - started:.0f} s")
+    write(args.json, rows, {"frames": frames, "steps": steps, "dlg": dlg, "eval_size": HIGH,
+                            "motion": {c: motion[c] for c in CLIPS}, "motion_rank": ranked,
+                            "training": {**logs, "frames": "first half of each clip; evaluation and references "
+                                                           "from the second", "models": TRAIN},
                             "references": f"second half, outside the window, {REF_SPACING} frames apart",
-                            "paper_table_i": PAPER, "quick": args.quick})
+                            "paper_table_i": PAPER, "quick": args.quick,
+                            "seconds_total": time.perf_counter() - started})
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from adversary.enhance.degrade import DegradeConfig
 from adversary.enhance.methods import get_method
-from adversary.enhance.ref_model import degrade, find_texture, hard_soft_attention, match_embedding, transfer, upsample
-from adversary.enhance.reference import RefTrainConfig, degrade_like_recovered, train_reference_sr
+from adversary.enhance.ref_model import (RefConfig, degrade, find_texture, hard_soft_attention, match_embedding,
+                                         transfer, upsample)
+from adversary.enhance.reference import RefPicking, fit_reference
+from adversary.enhance.training import TrainSpec
 from splitleak.errors import SplitleakError
+
+PLAIN = DegradeConfig(plain_prob=1.0, inversion_prob=0.0)  # area downscale only: the tests' recovered frames
 
 SCALE, HIGH = 4, 64  # tiny frames: 16 -> 64
 
@@ -73,13 +78,19 @@ def clip(seed: int, frames: int = 4) -> torch.Tensor:
     return torch.cat([wide[..., :HIGH, 4 * i:4 * i + HIGH] for i in range(frames)])
 
 
+def tiny_spec(out, steps: int = 6) -> TrainSpec:
+    return TrainSpec(source="clips", out=str(out), scale=SCALE, patch=None, steps=steps, batch=2, lr=5e-4,
+                     progress=False)
+
+
 def test_after_a_few_training_steps_the_trained_fusion_beats_bicubic(tmp_path):
-    weights = tmp_path / "ref.safetensors"
-    log = train_reference_sr([clip(7), clip(8)], RefTrainConfig(out=str(weights), steps=6, batch=2, channels=8,
-                                                                blocks=1, max_refs=2, min_gap=1))
-    assert weights.is_file() and log["steps"] == 6
+    weights = tmp_path / "ref"
+    config = fit_reference([clip(7), clip(8)], tiny_spec(weights), RefConfig(channels=8, blocks=1),
+                           RefPicking(max_refs=2, min_gap=1), PLAIN)
+    assert (weights / "model.safetensors").is_file() and config["training"]["steps"] == 6
+    assert config["method"] == "ref" and config["net"]["channels"] == 8
     truth = clip(9)
-    low = degrade_like_recovered(truth, SCALE, 0.0, torch.Generator().manual_seed(0))
+    low = degrade(truth, SCALE)
     method = get_method("refs")(scale=SCALE, weights=str(weights))
     out = method.enhance(low[1:2], truth[[0, 2]])  # neighbours of the frame, never the frame itself
     bicubic = get_method("bicubic")(scale=SCALE).enhance(low[1:2])
@@ -100,9 +111,19 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         get_method("refs")(scale=SCALE).enhance(low)
     with pytest.raises(SplitleakError, match="needs 64x64"):
         get_method("ref1")(scale=SCALE).enhance(low, torch.rand(1, 3, 32, 32))
-    corrupt = tmp_path / "bad.safetensors"
-    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all")
-    with pytest.raises(SplitleakError, match="cannot read weight file"):
-        get_method("refs")(weights=str(corrupt))
-    with pytest.raises(SplitleakError, match="no such weight file"):
-        get_method("refs")(weights=str(tmp_path / "missing.safetensors"))
+    good = tmp_path / "good"
+    fit_reference([clip(7)], tiny_spec(good, steps=1), RefConfig(channels=8, blocks=1), RefPicking(1, 1), PLAIN)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text((good / "config.json").read_text())
+    (corrupt / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all")
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "config.json").write_text((good / "config.json").read_text().replace('"channels": 8', '"channels": 9'))
+    (wrong / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes())
+    cases = [(corrupt, "cannot read weights"), (tmp_path / "missing", "is not found"),
+             (good / "model.safetensors", "must be a train-sr folder"), (wrong, "do not fit the model")]
+    for path, message in cases:
+        with pytest.raises(SplitleakError, match=message) as err:
+            get_method("refs")(weights=str(path))
+        assert "\n" not in str(err.value)

@@ -4,9 +4,9 @@ import torch
 
 from adversary.enhance.methods import get_method
 from adversary.enhance.ref_model import degrade
-from adversary.enhance.video import ARCH, VideoTrainConfig, aligned_window, flow, grey, train_video_sr, warp
+from adversary.enhance.video import VideoConfig, aligned_window, fit_video, flow, grey, warp
 from splitleak.errors import SplitleakError
-from tests.test_enhance_ref import SCALE, clip, psnr, scene
+from tests.test_enhance_ref import PLAIN, SCALE, clip, psnr, scene, tiny_spec
 
 
 def test_zero_flow_warp_is_the_identity_and_flow_finds_a_shift():
@@ -27,10 +27,10 @@ def test_aligned_window_puts_the_centre_in_the_middle_and_clamps_the_ends():
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("video") / "video.safetensors"
-    log = train_video_sr([clip(3, 6), clip(4, 6)], VideoTrainConfig(out=str(path), steps=4, batch=2, radius=1,
-                                                                      channels=8, blocks=1))
-    assert log["steps"] == 4
+    path = tmp_path_factory.mktemp("video") / "video"
+    config = fit_video([clip(3, 6), clip(4, 6)], tiny_spec(path, steps=4), VideoConfig(radius=1, channels=8, blocks=1),
+                       PLAIN)
+    assert config["training"]["steps"] == 4 and config["method"] == "video"
     return str(path)
 
 
@@ -57,10 +57,45 @@ def test_untrained_video_averages_agreeing_neighbours():
     assert psnr(degrade(out[2:3], SCALE), clean) > psnr(degrade(single[2:3], SCALE), clean) + 2
 
 
-def test_a_reference_model_file_is_not_a_video_model(tmp_path):
-    from adversary.enhance.ref_model import RefSR, save_state
+def test_a_reference_model_folder_is_not_a_video_model(tmp_path):
+    from adversary.enhance.ref_model import RefSR
+    from adversary.enhance.training import save_model
 
-    path = tmp_path / "ref.safetensors"
-    save_state(str(path), "splitleak-refsr", {"scale": 4}, RefSR())
-    with pytest.raises(SplitleakError, match=f"not {ARCH}"):
-        get_method("video")(weights=str(path))
+    save_model(tmp_path / "ref", RefSR(), {"method": "ref", "net": {}})
+    with pytest.raises(SplitleakError, match="holds a 'ref' model, not a 'video' one"):
+        get_method("video")(weights=str(tmp_path / "ref"))
+
+
+def test_trained_video_starts_from_the_analytic_fusion(tmp_path):
+    low = degrade(clip(5, 5), SCALE)
+    fit_video([clip(3, 6)], tiny_spec(tmp_path / "v", steps=1), VideoConfig(radius=1, channels=8, blocks=1), PLAIN)
+    trained = get_method("video")(scale=SCALE, weights=str(tmp_path / "v")).enhance(low)
+    video = get_method("video")(scale=SCALE)
+    video.radius = video.context = 1
+    untrained = video.enhance(low)
+    assert (trained - untrained).abs().mean() < 0.02  # one step moves it a little, from the analytic start
+
+
+@pytest.mark.parametrize("method, trainer", [("refs", "ref"), ("video", "video")])
+def test_train_sr_trains_ref_and_video_into_folders_enhance_loads(method, trainer, tmp_path, capsys):
+    from splitleak.cli.main import main
+    from splitleak.video import frame_name, save_png
+
+    model = tmp_path / "model"
+    assert main(["train-sr", "--method", trainer, "--source", "synthetic:64x64", "--out", str(model), "--size", "64",
+                 "--patch", "32", "--steps", "2", "--batch", "2", "--frames", "6", "--device", "cpu"]) == 0
+    low = tmp_path / "low"
+    for seq, frame in enumerate(degrade(clip(2, 3), SCALE)):
+        save_png(low / frame_name("cam0", seq), frame.numpy())
+    refs = ["--refs", str(tmp_path / "ref.png")] if trainer == "ref" else []
+    save_png(tmp_path / "ref.png", clip(2, 1)[0].numpy())
+    capsys.readouterr()
+    assert main(["enhance", "--in", str(low), "--method", method, "--weights", str(model), *refs,
+                 "--out", str(tmp_path / "up"), "--device", "cpu"]) == 0
+    assert (tmp_path / "up" / frame_name("cam0", 2)).is_file()
+    other, other_refs = ("video", []) if trainer == "ref" else ("refs", ["--refs", str(tmp_path / "ref.png")])
+    assert main(["enhance", "--in", str(low), "--method", other, "--weights", str(model), *other_refs,
+                 "--out", str(tmp_path / "up2"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    wanted = "ref" if other == "refs" else "video"
+    assert f"holds a '{trainer}' model, not a '{wanted}' one" in err and "\n" not in err

@@ -7,6 +7,7 @@ import json
 from splitleak.checks import check_output_dir, check_output_file
 from splitleak.cli.common import add_device, batch_size, float_in, positive_int, resolve_device, seed, size_px
 
+DEGRADATIONS = ("realesrgan", "recovered")  # adversary.enhance.degrade.PRESETS (not imported: keeps --help light)
 DEFAULT_TRAIN_STEPS = 200  # ~15 minutes on 2 shared CPU cores at batch 8, patch 64 (provisional)
 
 
@@ -35,7 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--source", required=True, metavar="SRC",
                        help="footage: a video file, a folder of images, sample:NAME, synthetic")
     train.add_argument("--out", required=True, metavar="DIR", help="output folder (then: enhance --weights DIR)")
-    train.add_argument("--method", default="noref", metavar="NAME", help="the method to train (default noref)")
+    train.add_argument("--method", default="noref", metavar="NAME",
+                       help="the method to train: noref, ref (ref1 and refs share it) or video (default noref)")
     train.add_argument("--scale", type=positive_int, default=4, help="upscale factor (default 4)")
     train.add_argument("--size", type=size_px, default=128, help="side of the clean frames (default 128)")
     train.add_argument("--patch", type=size_px, default=64, help="side of the clean training crops (default 64)")
@@ -45,6 +47,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float_in(0.0, 1.0, above=True), default=5e-4, help="Adam learning rate")
     train.add_argument("--frames", type=positive_int, default=300, help="frames of the source to load (default 300)")
     train.add_argument("--stride", type=positive_int, default=1, help="keep every N-th frame (default 1)")
+    train.add_argument("--degradation", choices=DEGRADATIONS,
+                       help="how training inputs are degraded: realesrgan (second-order blur, resize, noise, "
+                            "JPEG; noref's default) or recovered (area downscale + inversion noise, as DLG "
+                            "frames look; ref's and video's default)")
     train.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     add_device(train)
     train.set_defaults(run=run_train)
@@ -94,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = get_trainer(args.method)
     spec = TrainSpec(source=args.source, out=args.out, scale=args.scale, size=args.size, patch=args.patch,
                      steps=args.steps, batch=args.batch, lr=args.lr, frames=args.frames, stride=args.stride,
-                     seed=args.seed, device=resolve_device(args.device))
+                     seed=args.seed, device=resolve_device(args.device), degradation=args.degradation)
     config = trainer(spec)
     print(json.dumps({"method": config["method"], "out": args.out, **config.get("training", {})}, indent=2))
     return 0

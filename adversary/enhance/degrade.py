@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from splitleak.errors import SplitleakError
+
 _RESIZE_MODES = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)
 
 
@@ -41,6 +43,21 @@ class DegradeConfig:
     inversion_prob: float = 0.5  # gradient-inversion-like residue on the final low-resolution frame
     inversion_sigma: tuple[float, float] = (0.01, 0.12)
     colour_shift: float = 0.05  # per-channel offset up to this, gain up to 1 +- 2x this
+
+
+# Named degradations for train-sr. "recovered": what a gradient attack hands over, an area downscale
+# (the edge's preprocessing) with inversion noise from none to heavy: DLG on a lenet stream recovers
+# 32x32 frames at anything from ~40 dB down to 10-25 dB (benchmarks/enhance.py's quick run).
+PRESETS = {"realesrgan": DegradeConfig(),
+           "recovered": DegradeConfig(plain_prob=1.0, inversion_prob=0.9, inversion_sigma=(0.0, 0.25),
+                                      colour_shift=0.05)}
+
+
+def preset(name: str) -> DegradeConfig:
+    """The degradation called `name`; SplitleakError listing the known ones."""
+    if name not in PRESETS:
+        raise SplitleakError(f"unknown degradation {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
 
 
 def _uniform(rng: np.random.Generator, span: tuple[float, float]) -> float:

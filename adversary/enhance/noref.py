@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from adversary.enhance.base import Enhancer
-from adversary.enhance.degrade import DegradeConfig
+from adversary.enhance.degrade import DegradeConfig, preset
 from adversary.enhance.pairs import PairSampler, load_footage
 from adversary.enhance.registry import register, register_trainer
 from adversary.enhance.rrdb import RRDBConfig, RRDBNet, init_as_upsampler
@@ -43,12 +43,15 @@ class NoRef(Enhancer):
         return self.model(low)
 
 
-def train_noref(spec: TrainSpec, net: RRDBConfig = DEFAULT_NET,
-                degradation: DegradeConfig = DegradeConfig()) -> dict[str, Any]:
-    """Train a compact RRDBNet on degraded/clean pairs from `spec.source`; save it to `spec.out`; return its config."""
+def train_noref(spec: TrainSpec, net: RRDBConfig = DEFAULT_NET, degradation: DegradeConfig | None = None,
+                frames: torch.Tensor | None = None) -> dict[str, Any]:
+    """Train a compact RRDBNet on degraded/clean pairs from `spec.source` (or the clean `frames` given);
+    save it to `spec.out`; return its config. The degradation defaults to Real-ESRGAN's (spec.degradation)."""
+    degradation = degradation or preset(spec.degradation or "realesrgan")
     net = RRDBConfig(net.num_feat, net.num_block, net.grow, spec.scale).check()
     torch.manual_seed(spec.seed)
-    frames = load_footage(spec.source, spec.size, spec.frames, spec.stride)
+    if frames is None:
+        frames = load_footage(spec.source, spec.size, spec.frames, spec.stride)
     sampler = PairSampler(frames, spec.scale, spec.patch, degradation, spec.seed)
     model = init_as_upsampler(RRDBNet(net))
 

@@ -92,6 +92,24 @@ class PairSampler:
         low = degrade(high, self.scale, self.rng, self.degradation)
         return Pairs(low, high, torch.from_numpy(indices), torch.tensor(boxes))
 
+    def with_refs(self, batch: int, count: int, min_gap: int = 3, max_gap: int = 40) -> tuple[Pairs, torch.Tensor]:
+        """`batch` single-frame pairs and, for each, `count` clean frames min_gap..max_gap frames away
+        (the attacker's references: never the target), cropped and flipped as their target:
+        (pairs, refs (B, count, 3, p, p))."""
+        indices = self.rng.integers(0, len(self), batch)
+        highs, refs, boxes = [], [], []
+        for i in indices:
+            box, flip = self.crop_box(), self._flip()
+            boxes.append(box)
+            near = [j for j in range(len(self)) if min_gap <= abs(j - int(i)) <= max_gap]
+            near = near or [j for j in range(len(self)) if j != i] or [int(i)]
+            picked = self.rng.choice(near, size=count, replace=len(near) < count)
+            highs.append(self._crops(np.array([i]), box, flip))
+            refs.append(self._crops(np.asarray(picked), box, flip))
+        high = torch.cat(highs)
+        low = degrade(high, self.scale, self.rng, self.degradation)
+        return Pairs(low, high, torch.from_numpy(indices), torch.tensor(boxes)), torch.stack(refs)
+
     def clips(self, batch: int, length: int) -> Pairs:
         """`batch` runs of `length` consecutive frames, one crop and flip per run, each frame degraded
         on its own draw (an attack recovers frames one by one): low (B, T, 3, p/s, p/s), high (B, T, 3, p, p)."""

@@ -149,6 +149,11 @@ class RefSR(nn.Module):
         t = find_texture(low, refs, self.config.scale, self.config.patch)
         return self.fuse(t)
 
+    @staticmethod
+    def from_config(config: dict) -> "RefSR":
+        """The net a train-sr folder's config.json describes (its "net" entry)."""
+        return RefSR(RefConfig(**config["net"]))
+
     def fuse(self, t: Texture) -> torch.Tensor:
         """The analytic fusion, corrected: the net adds to its gate and a residual (both start at 0)."""
         out = self.fusion(torch.cat([t.up, t.texture, t.detail, t.confidence], dim=1))
@@ -164,49 +169,3 @@ def analytic_gate(confidence: torch.Tensor, threshold: float = 0.6, full: float 
 def analytic_fuse(t: Texture) -> torch.Tensor:
     """Fusion without weights: add the detail where the soft attention is confident."""
     return t.up + analytic_gate(t.confidence) * t.detail
-
-
-def load_state(path: str, arch: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config dict, state dict) of a safetensors weight file saved by `save_state` for `arch`;
-    SplitleakError (one line) when it is missing, corrupt or another architecture's."""
-    import json
-
-    from safetensors import safe_open
-
-    from splitleak.errors import SplitleakError
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-        config = json.loads(meta.get("config", "{}"))
-    except FileNotFoundError:
-        raise SplitleakError(f"no such weight file: {path}") from None
-    except Exception as err:  # safetensors raises several types on a damaged file
-        raise SplitleakError(f"cannot read weight file {path}: {str(err).splitlines()[0][:120]}") from None
-    if meta.get("arch") != arch or not isinstance(config, dict):
-        raise SplitleakError(f"weight file {path} holds {meta.get('arch') or 'an unknown architecture'}, not {arch}")
-    return config, state
-
-
-def save_state(path: str, arch: str, config: dict, module: nn.Module, extra: dict | None = None) -> None:
-    import json
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, path, metadata={"arch": arch, "config": json.dumps(config), "train": json.dumps(extra or {})})
-
-
-def build(cls, config_type, config: dict, state: dict[str, torch.Tensor], path: str) -> nn.Module:
-    """`cls(config_type(**config))` with `state` loaded; SplitleakError when they do not fit."""
-    from splitleak.errors import SplitleakError
-
-    try:
-        model = cls(config_type(**config))
-        model.load_state_dict(state)
-    except (TypeError, RuntimeError) as err:
-        raise SplitleakError(f"weight file {path} does not fit its config: {str(err).splitlines()[0][:120]}") from None
-    return model.eval()

@@ -8,35 +8,38 @@ analytic fusion (detail added where the soft attention is confident).
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from adversary.enhance.base import Enhancer
-from adversary.enhance.ref_model import (RefConfig, RefSR, Texture, analytic_fuse, build, degrade, find_texture,
-                                         load_state, save_state)
-from adversary.enhance.registry import register
+from adversary.enhance.degrade import DegradeConfig, preset
+from adversary.enhance.pairs import PairSampler, load_footage
+from adversary.enhance.ref_model import RefConfig, RefSR, Texture, analytic_fuse, find_texture
+from adversary.enhance.registry import register, register_trainer
+from adversary.enhance.training import TrainSpec, load_trained, model_config, save_model, train_model
 from splitleak.errors import SplitleakError
 
-ARCH = "splitleak-refsr"
+METHOD = "ref"  # the name ref1 and refs share: train-sr --method ref, config.json's "method"
 FRAMES_PER_CHUNK = 16  # frames matched at once: bounds the relevance and fold buffers
 
 
 class _Reference(Enhancer):
     refs = "many"
+    weights = "optional"
     max_refs: int | None = None
 
     def __init__(self, scale: int = 4, device: str = "cpu", weights: str | None = None) -> None:
-        super().__init__(scale, device)
+        super().__init__(scale, device, weights)
         self.net: RefSR | None = None
         self.patch = RefConfig.patch
         if weights is not None:
-            config, state = load_state(weights, ARCH)
-            self.net = build(RefSR, RefConfig, config, state, weights).to(self.device)
+            self.net = load_trained(weights, METHOD, RefSR.from_config).to(self.device)
             if self.net.config.scale != scale:
-                raise SplitleakError(f"weight file {weights} is for scale {self.net.config.scale}, not --scale {scale}")
+                raise SplitleakError(f"the weights {weights} are for scale {self.net.config.scale}, not --scale {scale}")
             self.patch = self.net.config.patch
 
     def forward(self, low: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
@@ -69,96 +72,64 @@ class ReferenceMany(_Reference):
 # ----------------------------------------------------------------------------- training
 
 
-def degrade_like_recovered(high: torch.Tensor, scale: int, noise: float, generator: torch.Generator) -> torch.Tensor:
-    """A low frame as the attack recovers it: area-downsampled (as the edge's preprocessing does),
-    plus the inversion's residual noise (std drawn up to `noise`), quantised to 8 bits (saved as PNG)."""
-    low = degrade(high, scale)
-    sigma = torch.rand(low.shape[0], 1, 1, 1, generator=generator) * noise
-    low = low + sigma * torch.randn(low.shape, generator=generator)
-    return (low.clamp(0, 1) * 255).round() / 255
-
-
 @dataclass(frozen=True)
-class RefTrainConfig:
-    out: str
-    steps: int = 400
-    batch: int = 4
-    lr: float = 5e-4
+class RefPicking:
+    """How training picks a target's references: 1..max_refs frames of its clip, min_gap..max_gap away."""
+
     max_refs: int = 4
-    min_gap: int = 3  # frames between a target and its references, at least
-    max_gap: int = 40  # and at most
-    noise: float = 0.02
-    seed: int = 0
-    scale: int = 4
-    channels: int = RefConfig.channels
-    blocks: int = RefConfig.blocks
+    min_gap: int = 3
+    max_gap: int = 40
 
 
-def pick_refs(length: int, t: int, count: int, cfg: RefTrainConfig, g: torch.Generator) -> list[int]:
-    """`count` frame indices of a clip of `length` frames, min_gap..max_gap away from `t`."""
-    near = [i for i in range(length) if cfg.min_gap <= abs(i - t) <= cfg.max_gap]
-    if not near:
-        near = [i for i in range(length) if i != t] or [t]
-    order = torch.randperm(len(near), generator=g)[:count]
-    return [near[int(j)] for j in order]
+class _FuseMaps(nn.Module):
+    """RefSR's fusion called on the texture search's maps (the search runs outside, without gradients)."""
+
+    def __init__(self, net: RefSR) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, up: torch.Tensor, texture: torch.Tensor, detail: torch.Tensor,
+                confidence: torch.Tensor) -> torch.Tensor:
+        return self.net.fuse(Texture(up, texture, detail, confidence, torch.empty(0)))
 
 
-def reference_batch(clips: list[torch.Tensor], cfg: RefTrainConfig, g: torch.Generator):
-    """(inputs: list of (low (1,3,h,w), refs (R,3,H,W)), targets (B,3,H,W)) drawn from `clips`."""
-    pairs, targets = [], []
-    count = int(torch.randint(1, cfg.max_refs + 1, (1,), generator=g))
-    for _ in range(cfg.batch):
-        clip = clips[int(torch.randint(len(clips), (1,), generator=g))]
-        t = int(torch.randint(clip.shape[0], (1,), generator=g))
-        refs = clip[pick_refs(clip.shape[0], t, count, cfg, g)]
-        target = clip[t:t + 1]
-        if torch.rand(1, generator=g) < 0.5:  # flip the scene: target and references together
-            refs, target = refs.flip(-1), target.flip(-1)
-        pairs.append((degrade_like_recovered(target, cfg.scale, cfg.noise, g), refs))
-        targets.append(target)
-    return pairs, torch.cat(targets)
+def texture_batch(samplers: list[PairSampler], batch: int, picking: RefPicking, patch: int,
+                  rng: np.random.Generator) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """((up, texture, detail, confidence), clean targets) for `batch` targets of one random clip, each
+    searched against its own references."""
+    sampler = samplers[int(rng.integers(len(samplers)))]
+    pairs, refs = sampler.with_refs(batch, int(rng.integers(1, picking.max_refs + 1)), picking.min_gap,
+                                    picking.max_gap)
+    with torch.no_grad():
+        found = [find_texture(pairs.low[i:i + 1], refs[i], sampler.scale, patch) for i in range(batch)]
+    maps = tuple(torch.cat([getattr(f, k) for f in found]) for k in ("up", "texture", "detail", "confidence"))
+    return maps, pairs.high
 
 
-def check_clips(clips: list[torch.Tensor], scale: int) -> None:
-    if not clips or any(c.ndim != 4 or c.shape[1] != 3 or c.shape[0] < 2 for c in clips):
-        raise SplitleakError("training needs clips of at least 2 frames, each (T, 3, H, W)")
-    if any(c.shape[2] % scale or c.shape[3] % scale for c in clips):
-        raise SplitleakError(f"training frames must be a multiple of --scale {scale} on each side")
+def fit_reference(clips: list[torch.Tensor], spec: TrainSpec, net: RefConfig = RefConfig(),
+                  picking: RefPicking = RefPicking(), degradation: DegradeConfig | None = None) -> dict[str, Any]:
+    """Train RefSR's fusion on `clips` (each (T, 3, H, W) clean frames of one scene): targets degraded
+    as recovered frames look, references other frames of the same clip. Saves it to `spec.out`
+    (save_model); returns its config."""
+    if not clips or any(c.ndim != 4 or c.shape[0] < 2 for c in clips):
+        raise SplitleakError("reference training needs clips of at least 2 frames, each (T, 3, H, W)")
+    degradation = degradation or preset(spec.degradation or "recovered")
+    net = RefConfig(**{**asdict(net), "scale": spec.scale})
+    torch.manual_seed(spec.seed)
+    samplers = [PairSampler(c, spec.scale, spec.patch, degradation, spec.seed + k) for k, c in enumerate(clips)]
+    rng = np.random.default_rng(spec.seed)
+    model = RefSR(net)
+    log = train_model(_FuseMaps(model), lambda step: texture_batch(samplers, spec.batch, picking, net.patch, rng),
+                      steps=spec.steps, lr=spec.lr, device=spec.device, progress=spec.progress,
+                      desc="train-sr ref")
+    config = model_config(METHOD, "RefSR (texture search + grid fusion, adversary.enhance.ref_model)", net, spec,
+                          model, log, degradation, "the analytic gate (the fusion's last conv starts at zero)",
+                          frames_loaded=[int(c.shape[0]) for c in clips], references=asdict(picking))
+    save_model(spec.out, model.cpu(), config)
+    return config
 
 
-def train_reference_sr(clips: list[torch.Tensor], cfg: RefTrainConfig, progress: bool = False) -> dict:
-    """Train `RefSR` on pairs made from `clips` (each (T, 3, H, W) high-res frames in [0, 1], one
-    scene): target = a frame degraded as recovered frames look, references = other frames of the
-    same clip at high res. Saves safetensors with its config to `cfg.out`; returns the training log."""
-    check_clips(clips, cfg.scale)
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    net = RefSR(RefConfig(scale=cfg.scale, channels=cfg.channels, blocks=cfg.blocks))
-    opt = torch.optim.Adam(net.fusion.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    losses, start = [], time.perf_counter()
-    steps = range(cfg.steps)
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(steps, desc="train ref", unit="step")
-    for _ in steps:
-        pairs, target = reference_batch(clips, cfg, g)
-        with torch.no_grad():  # the search has no weights: only the fusion learns
-            found = [find_texture(low, refs, cfg.scale, net.config.patch) for low, refs in pairs]
-            t = _stack(found)
-        loss = F.l1_loss(net.fuse(t), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    log = {"steps": cfg.steps, "seconds": time.perf_counter() - start, "loss_first": sum(losses[:20]) / len(losses[:20]),
-           "loss_last": sum(losses[-20:]) / len(losses[-20:]), "frames": [int(c.shape[0]) for c in clips]}
-    save_state(cfg.out, ARCH, net.config.to_dict(), net, {k: v for k, v in log.items() if k != "frames"})
-    return log
-
-
-def _stack(found: list[Texture]) -> Texture:
-    return Texture(*(torch.cat([getattr(f, k) for f in found]) for k in ("up", "texture", "detail", "confidence",
-                                                                           "index")))
+@register_trainer(METHOD)
+def train_reference(spec: TrainSpec) -> dict[str, Any]:
+    """`splitleak train-sr --method ref`: RefSR trained on the footage of `spec.source` (one scene)."""
+    return fit_reference([load_footage(spec.source, spec.size, spec.frames, spec.stride)], spec)

@@ -49,6 +49,7 @@ class TrainSpec:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    degradation: str | None = None  # a preset of adversary.enhance.degrade.PRESETS; None: the method's default
 
     def describe(self) -> dict[str, Any]:
         """The spec as config.json records it."""
@@ -157,3 +158,30 @@ def load_model_dir(model_dir: str | Path, model: nn.Module) -> nn.Module:
         raise SplitleakError(f"the weights in {model_dir} do not fit the model its config.json describes: "
                              f"{str(err).splitlines()[0]}") from None
     return model.eval()
+
+
+def load_trained(model_dir: str | Path, method: str, build: Callable[[dict[str, Any]], nn.Module]) -> nn.Module:
+    """A model saved by `save_model` for `method`: DIR/config.json read and checked, `build(config)`
+    makes the empty model, DIR/model.safetensors fills it (strict). One-line SplitleakError when the
+    folder is missing, not a folder, another method's, or its files are corrupt or do not fit."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise SplitleakError(f"weights for {method!r} must be a train-sr folder (model.safetensors + config.json); "
+                             f"{model_dir} is {'a file' if path.exists() else 'not found'}")
+    config = read_config(path, method)
+    try:
+        model = build(config)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise SplitleakError(f"{path / CONFIG_FILE} does not describe a {method!r} model: "
+                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return load_model_dir(path, model)
+
+
+def model_config(method: str, arch: str, net: Any, spec: TrainSpec, model: nn.Module, log: TrainLog,
+                 degradation: Any, init: str, **extra: Any) -> dict[str, Any]:
+    """What config.json records for a trained model: method, net (a dataclass), parameters, the
+    degradation (a dataclass), the training spec and losses, plus `extra`."""
+    return {"method": method, "arch": arch, "net": asdict(net), "scale": spec.scale, **extra,
+            "parameters": sum(p.numel() for p in model.parameters()), "degradation": asdict(degradation),
+            "training": {**spec.describe(), **log.summary(), "loss": "L1", "optimizer": "Adam, cosine decay",
+                         "init": init}}

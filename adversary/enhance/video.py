@@ -10,8 +10,8 @@ Without weights the fusion is analytic: a per-pixel average of the aligned frame
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,12 +20,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adversary.enhance.base import Enhancer
-from adversary.enhance.ref_model import GridFusion, build, load_state, save_state, upsample
-from adversary.enhance.reference import check_clips, degrade_like_recovered
-from adversary.enhance.registry import register
+from adversary.enhance.degrade import DegradeConfig, preset
+from adversary.enhance.pairs import PairSampler, load_footage
+from adversary.enhance.ref_model import GridFusion, upsample
+from adversary.enhance.registry import register, register_trainer
+from adversary.enhance.training import TrainSpec, load_trained, model_config, save_model, train_model
 from splitleak.errors import SplitleakError
 
-ARCH = "splitleak-videosr"
+METHOD = "video"
 FRAMES_PER_CHUNK = 32
 
 
@@ -35,10 +37,6 @@ class VideoConfig:
     radius: int = 2  # neighbours on each side
     channels: int = 48
     blocks: int = 4
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def flow(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Farneback flow (H, W, 2) with src(p) ~ dst(p + flow(p)); src, dst: (H, W) uint8 grey."""
@@ -81,25 +79,30 @@ def aligned_window(up: torch.Tensor, radius: int, centres: range | None = None) 
     return torch.stack(out)
 
 
+def analytic_fuse(window: torch.Tensor, radius: int, tolerance: float = 0.05) -> torch.Tensor:
+    """Average each pixel over the aligned frames that agree with the centre within `tolerance`:
+    DLG leaves independent noise in every frame, so agreeing neighbours average it out."""
+    centre = window[:, radius:radius + 1]
+    diff = (window - centre).abs().mean(dim=2, keepdim=True)
+    weight = torch.exp(-(diff / tolerance) ** 2)
+    return (weight * window).sum(1) / weight.sum(1)
+
+
 class VideoSR(nn.Module):
-    """Aligned window -> the centre frame, upsampled plus a learned residual."""
+    """Aligned window -> its analytic fusion plus a learned residual (which starts at zero)."""
 
     def __init__(self, config: VideoConfig = VideoConfig()):
         super().__init__()
         self.config = config
         self.fusion = GridFusion(3 * (2 * config.radius + 1), 3, config.scale, config.channels, config.blocks)
 
+    @staticmethod
+    def from_config(config: dict) -> "VideoSR":
+        """The net a train-sr folder's config.json describes (its "net" entry)."""
+        return VideoSR(VideoConfig(**config["net"]))
+
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        centre = window[:, self.config.radius]
-        return centre + self.fusion(window.flatten(1, 2))
-
-
-def analytic_fuse(window: torch.Tensor, radius: int, tolerance: float = 0.05) -> torch.Tensor:
-    """Average each pixel over the aligned frames that agree with the centre within `tolerance`."""
-    centre = window[:, radius:radius + 1]
-    diff = (window - centre).abs().mean(dim=2, keepdim=True)
-    weight = torch.exp(-(diff / tolerance) ** 2)
-    return (weight * window).sum(1) / weight.sum(1)
+        return analytic_fuse(window, self.config.radius) + self.fusion(window.flatten(1, 2))
 
 
 @register
@@ -108,17 +111,18 @@ class Video(Enhancer):
 
     name = "video"
     temporal = True
+    weights = "optional"
 
     def __init__(self, scale: int = 4, device: str = "cpu", weights: str | None = None) -> None:
-        super().__init__(scale, device)
+        super().__init__(scale, device, weights)
         self.net: VideoSR | None = None
         self.radius = VideoConfig.radius
         if weights is not None:
-            config, state = load_state(weights, ARCH)
-            self.net = build(VideoSR, VideoConfig, config, state, weights).to(self.device)
+            self.net = load_trained(weights, METHOD, VideoSR.from_config).to(self.device)
             if self.net.config.scale != scale:
-                raise SplitleakError(f"weight file {weights} is for scale {self.net.config.scale}, not --scale {scale}")
+                raise SplitleakError(f"the weights {weights} are for scale {self.net.config.scale}, not --scale {scale}")
             self.radius = self.net.config.radius
+        self.context = self.radius  # the pipeline hands each batch this many neighbours on each side
 
     def forward(self, low: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
         up = upsample(low, self.scale)
@@ -133,63 +137,42 @@ class Video(Enhancer):
 # ----------------------------------------------------------------------------- training
 
 
-@dataclass(frozen=True)
-class VideoTrainConfig:
-    out: str
-    steps: int = 400
-    batch: int = 4
-    lr: float = 5e-4
-    noise: float = 0.02
-    seed: int = 0
-    scale: int = 4
-    radius: int = VideoConfig.radius
-    channels: int = VideoConfig.channels
-    blocks: int = VideoConfig.blocks
+def window_batch(samplers: list[PairSampler], batch: int, radius: int,
+                 rng: np.random.Generator) -> tuple[tuple[torch.Tensor], torch.Tensor]:
+    """((aligned windows (B, 2r+1, 3, H, W),), centre targets (B, 3, H, W)): runs of consecutive frames
+    of one random clip, each frame degraded on its own draw (independent noise), time either way."""
+    sampler = samplers[int(rng.integers(len(samplers)))]
+    pairs = sampler.clips(batch, 2 * radius + 1)
+    windows = []
+    for low in pairs.low:
+        if rng.random() < 0.5:
+            low = low.flip(0)
+        windows.append(aligned_window(upsample(low, sampler.scale), radius, range(radius, radius + 1)))
+    return (torch.cat(windows),), pairs.high[:, radius]
 
 
-def video_batch(clips: list[torch.Tensor], cfg: VideoTrainConfig, g: torch.Generator):
-    """(aligned windows (B, 2r+1, 3, H, W), targets (B, 3, H, W)): consecutive frames of one clip,
-    each degraded on its own as recovered frames are (independent noise)."""
-    windows, targets = [], []
-    for _ in range(cfg.batch):
-        clip = clips[int(torch.randint(len(clips), (1,), generator=g))]
-        t = int(torch.randint(clip.shape[0], (1,), generator=g))
-        idx = [min(max(j, 0), clip.shape[0] - 1) for j in range(t - cfg.radius, t + cfg.radius + 1)]
-        seq = clip[idx]
-        if torch.rand(1, generator=g) < 0.5:
-            seq = seq.flip(-1)
-        if torch.rand(1, generator=g) < 0.5:  # time runs both ways
-            seq = seq.flip(0)
-        up = upsample(degrade_like_recovered(seq, cfg.scale, cfg.noise, g), cfg.scale)
-        windows.append(aligned_window(up, cfg.radius, range(cfg.radius, cfg.radius + 1)))
-        targets.append(seq[cfg.radius:cfg.radius + 1])
-    return torch.cat(windows), torch.cat(targets)
+def fit_video(clips: list[torch.Tensor], spec: TrainSpec, net: VideoConfig = VideoConfig(),
+              degradation: DegradeConfig | None = None) -> dict[str, Any]:
+    """Train VideoSR on windows of consecutive frames of `clips` (each (T, 3, H, W) clean frames);
+    saves it to `spec.out` (save_model); returns its config."""
+    if not clips or any(c.ndim != 4 or c.shape[0] < 2 * net.radius + 1 for c in clips):
+        raise SplitleakError(f"video training needs clips of at least {2 * net.radius + 1} frames, each (T, 3, H, W)")
+    degradation = degradation or preset(spec.degradation or "recovered")
+    net = VideoConfig(**{**asdict(net), "scale": spec.scale})
+    torch.manual_seed(spec.seed)
+    samplers = [PairSampler(c, spec.scale, spec.patch, degradation, spec.seed + k) for k, c in enumerate(clips)]
+    rng = np.random.default_rng(spec.seed)
+    model = VideoSR(net)
+    log = train_model(model, lambda step: window_batch(samplers, spec.batch, net.radius, rng), steps=spec.steps,
+                      lr=spec.lr, device=spec.device, progress=spec.progress, desc="train-sr video")
+    config = model_config(METHOD, "VideoSR (Farneback alignment + grid fusion, adversary.enhance.video)", net, spec,
+                          model, log, degradation, "the analytic fusion (the residual's last conv starts at zero)",
+                          frames_loaded=[int(c.shape[0]) for c in clips])
+    save_model(spec.out, model.cpu(), config)
+    return config
 
 
-def train_video_sr(clips: list[torch.Tensor], cfg: VideoTrainConfig, progress: bool = False) -> dict:
-    """Train `VideoSR` on windows of consecutive frames of `clips` (each (T, 3, H, W) in [0, 1]);
-    saves safetensors with its config to `cfg.out`; returns the training log."""
-    check_clips(clips, cfg.scale)
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    net = VideoSR(VideoConfig(scale=cfg.scale, radius=cfg.radius, channels=cfg.channels, blocks=cfg.blocks))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    losses, start = [], time.perf_counter()
-    steps = range(cfg.steps)
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(steps, desc="train video", unit="step")
-    for _ in steps:
-        window, target = video_batch(clips, cfg, g)
-        loss = F.l1_loss(net(window), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    log = {"steps": cfg.steps, "seconds": time.perf_counter() - start, "loss_first": float(np.mean(losses[:20])),
-           "loss_last": float(np.mean(losses[-20:]))}
-    save_state(cfg.out, ARCH, net.config.to_dict(), net, log)
-    return {**log, "frames": [int(c.shape[0]) for c in clips]}
+@register_trainer(METHOD)
+def train_video(spec: TrainSpec) -> dict[str, Any]:
+    """`splitleak train-sr --method video`: VideoSR trained on consecutive frames of `spec.source`."""
+    return fit_video([load_footage(spec.source, spec.size, spec.frames, spec.stride)], spec)
