@@ -77,6 +77,10 @@ class GradientCase:
     def is_image(self) -> bool:
         return self.input_kind == "image"
 
+    def gradient_norm2(self) -> torch.Tensor:
+        """The tapped gradient's squared L2 norm over every parameter (a 0-dim tensor; no host sync)."""
+        return sum(g.double().pow(2).sum() for g in self.gradients.values()).float()  # type: ignore[union-attr]
+
 
 @dataclass
 class GradientResult:
@@ -103,6 +107,11 @@ class GradientInversionAttack(Attack):
     @property
     def loss_threshold(self) -> float | None:
         return None
+
+    @property
+    def relative_loss(self) -> bool:
+        """True when the attack's loss is the L2 distance divided by the tapped gradient's squared norm."""
+        return False
 
     def reconstruct(self, case: GradientCase) -> GradientResult:
         """Recover the batch behind `case.gradients`."""

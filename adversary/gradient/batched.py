@@ -178,8 +178,11 @@ class FrameMatching:
     prod(input_shape) entries of a row are the frame's dummy input, the rest (joint labels only)
     its label logits. `objective(z, rows) -> (loss (k,), d loss / d z (k, D))` for frames `rows`."""
 
-    def __init__(self, case: BatchedGradientCase, labels: torch.Tensor | None) -> None:
+    def __init__(self, case: BatchedGradientCase, labels: torch.Tensor | None, relative: bool = False) -> None:
         self.names, self.shape = case.names, case.input_shape
+        # relative: each frame's loss over its tapped gradient's squared norm (scale-free rules)
+        norm2 = sum(case.gradients[n].double().pow(2).flatten(1).sum(1) for n in self.names).float()
+        self.scale = norm2.clamp_min(1e-30).reciprocal() if relative else torch.ones_like(norm2)
         self.n_x = math.prod(self.shape)
         self.joint = labels is None
         self.dim = self.n_x + (case.num_classes if self.joint else 0)
@@ -217,7 +220,7 @@ class FrameMatching:
             x = z[:, : self.n_x].view(-1, *self.shape)
             y = torch.softmax(z[:, self.n_x:], -1) if self.joint else labels
             grads = self._frame_grads[per](trained, x, y)
-            f = sum(((grads[n] - targets[n]) ** 2).flatten(1).sum(1) for n in self.names)
+            f = sum(((grads[n] - targets[n]) ** 2).flatten(1).sum(1) for n in self.names) * pick(self.scale)
             (g,) = torch.autograd.grad(f.sum(), z)
         return f.detach(), g
 
@@ -233,7 +236,7 @@ class FrameMatching:
             y = torch.softmax(zi[self.n_x:], -1)[None] if self.joint else pick(self.labels)[None]
             logits = functional_call(self._module, ({**self._fixed, **trained}, self._buffers), (x,))
             grads = torch.autograd.grad(learning.loss(logits, y), list(trained.values()), create_graph=True)
-            loss = sum(((g - pick(self.targets[n])) ** 2).sum() for n, g in zip(trained, grads))
+            loss = sum(((g - pick(self.targets[n])) ** 2).sum() for n, g in zip(trained, grads)) * pick(self.scale)
             (gz,) = torch.autograd.grad(loss, zi)
         return loss.detach().reshape(1), gz.detach()[None]
 
@@ -260,6 +263,7 @@ class BatchedStopConfig:
     patience: int | None = None
     min_progress: float = 0.0
     slow_steps: int | None = 50
+    relative: bool = False  # as dlg's stop.relative: loss over the tapped gradient's squared norm
 
     def check(self) -> None:
         require(self.threshold >= 0 and (self.stop_loss is None or self.stop_loss >= 0) and self.min_progress >= 0,
@@ -308,7 +312,7 @@ class BatchedConfig:
     # its start (no freezing on success, no abandoning a slow start)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
         **DLGConfig.PRESETS["paper"], "stop.stop_loss": 0.0, "stop.stop_every": None, "stop.patience": None,
-        "stop.min_progress": 0.0, "stop.slow_steps": None}}
+        "stop.min_progress": 0.0, "stop.slow_steps": None, "stop.relative": False}}
 
     def check(self) -> None:
         require(self.iterations >= 1 and self.restarts >= 1,
@@ -326,6 +330,10 @@ class BatchedLbfgsAttack(GradientInversionAttack):
     @property
     def loss_threshold(self) -> float:
         return self.config.stop.threshold
+
+    @property
+    def relative_loss(self) -> bool:
+        return self.config.stop.relative
 
     def options(self) -> LBFGSOptions:
         """The engine's settings for this config."""
@@ -366,7 +374,7 @@ class BatchedLbfgsAttack(GradientInversionAttack):
         self.check_access(case)
         start = time.perf_counter()
         labels = self.batch_labels(case)
-        objective = FrameMatching(case, labels)
+        objective = FrameMatching(case, labels, self.config.stop.relative)
         n = case.frames
 
         def init(rows: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:

@@ -121,11 +121,12 @@ class _Runner:
         frames = sum(p.update.batch for p in prepared)
         for p, result in zip(prepared, results):
             share = seconds * p.update.batch / frames
-            self.outcomes.append(self._save(p.update, p.model, result, p.labels, p.state, share, p.image))
+            self.outcomes.append(self._save(p.update, p.model, result, p.labels, p.state, share, p.image,
+                                            float(p.case.gradient_norm2())))
             self.bar.update(p.update.batch)
 
     def _save(self, update: ItemMeta, model: SplitModel, result: GradientResult, labels: torch.Tensor | None,
-              state: RecordedItem | None, seconds: float, image: bool) -> Outcome:
+              state: RecordedItem | None, seconds: float, image: bool, norm2: float) -> Outcome:
         truths = ([self.truth.image(update.stream, update.seq + i) for i in range(update.batch)] if image
                   else self.truth.features(update, model))
         order = order_by_truth(result, truths, image)
@@ -135,7 +136,7 @@ class _Runner:
         for i in range(update.batch):
             row: dict[str, Any] = {"stream": update.stream, "seq": update.seq + i, "update": update.index,
                                    "round": update.round, "state": "recorded" if state is not None else "initial",
-                                   "gradient_loss": float(result.loss[order[i]]),
+                                   **loss_fields(float(result.loss[order[i]]), norm2, self.attack.relative_loss),
                                    "attack_success": bool(result.success[order[i]]), "label": int(found[i]),
                                    "label_true": None if labels is None else int(labels[i])}
             if image:
@@ -148,6 +149,13 @@ class _Runner:
             save_file({"features": inputs.numpy(), LABELS: found.numpy()},
                       str(self.out / features_name(update.stream, update.seq)))
         return Outcome(update, result, rows, seconds)
+
+
+def loss_fields(loss: float, norm2: float, relative: bool) -> dict[str, float]:
+    """The attack's own loss, and both readings of it: absolute L2 and over the gradient's squared norm."""
+    l2 = loss * norm2 if relative else loss
+    return {"gradient_loss": loss, "gradient_loss_l2": l2, "gradient_loss_relative": l2 / max(norm2, 1e-30),
+            "gradient_norm": norm2 ** 0.5}
 
 
 def _stream_updates(recording: str, plan: Plan, runner: _Runner) -> None:
