@@ -321,7 +321,7 @@ def _reshape(tensors):
 @pytest.mark.parametrize("tamper,mode,message", [
     (_rename, "fedsgd", "param_names and tensors differ"),
     (_reshape, "fedsgd", r"has shape \[10, 100\]"),
-    (None, "fedavg", "fedavg updates are not attacked yet"),
+    (None, "split", "split updates are not attacked"),
 ])
 def test_runner_refuses_bad_updates(frames, tmp_path, tamper, mode, message):
     rec, truth = write_recording(tmp_path, frames[:1], [1], mode=mode, tamper=tamper)
