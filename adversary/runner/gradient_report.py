@@ -9,7 +9,7 @@ import numpy as np
 
 from adversary.evaluate import base_config, summarise
 from adversary.gradient.base import GradientResult
-from adversary.runner.meta import HeadKey
+from adversary.runner.meta import HeadKey, ItemMeta
 from adversary.runner.output import EMPTY_SCORES, EVAL_SIZE, attack_fields, head_groups, score_frames, single_head
 from adversary.runner.updates import Plan
 
@@ -47,7 +47,7 @@ def gradient_metrics(rows: Rows, results: list[tuple[GradientResult, int]], seco
     summary["label_accuracy"] = sum(a * b for a, b in known) / sum(b for _, b in known) if known else None
     summary["frames"], summary["updates"] = len(frames), len(results)
     summary["seconds_per_frame"] = seconds / len(frames) if frames else None
-    summary["mean_gradient_loss"] = float(np.mean([f["gradient_loss"] for f in frames]))
+    summary["mean_gradient_loss"] = float(np.mean([f["gradient_loss"] for f in frames])) if frames else None
     for k in ("feature_mse", "feature_cosine"):
         vals = [f[k] for f in frames if f.get(k) is not None]
         summary[f"mean_{k}"] = float(np.mean(vals)) if vals else None
@@ -59,14 +59,16 @@ def _rate(flags: list[bool | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def gradient_config(recording: str, name: str, method: Any, plan: Plan, seed: int, device: str,
-                    weights_path: str | None, max_frames: int | None, truth: str | None) -> dict[str, Any]:
+def gradient_fields(name: str, method: Any, seed: int, device: str, updates: list[ItemMeta],
+                    rounds_without_state: list[int]) -> dict[str, Any]:
+    """config.json's fields of every gradient run (recording or live): the attack, the success rule,
+    the threat model, and the updates attacked (per model, per round)."""
     threshold = method.loss_threshold
     loss_rule = f"gradient loss < {threshold:g}" if threshold is not None else None
     criterion = " and ".join(x for x in (loss_rule, f"PSNR at {EVAL_SIZE}px >= {SUCCESS_DB:g} dB where the truth "
                                                     f"is given") if x)
     counts: dict[HeadKey, int] = {}
-    for u in plan.updates:
+    for u in updates:
         counts[u.head] = counts.get(u.head, 0) + 1
     models = head_groups(counts, counts, "updates")
     config: dict[str, Any] = {
@@ -82,12 +84,20 @@ def gradient_config(recording: str, name: str, method: Any, plan: Plan, seed: in
         "batch_order": "reconstructions of a batch are matched to the truth frames by PSNR (features: cosine), "
                        "Hungarian; a batch's order is not in its gradient",
         "label_accuracy": "labels recovered vs the labels on the wire, as multisets per update",
-        "seed_per_update": "seed + item index", "recording": str(Path(recording).resolve()), "truth": truth,
-        "weights_path": weights_path, "max_frames": max_frames, "frames": sum(u.batch for u in plan.updates),
-        "updates": len(plan.updates), "models": models, "rounds": sorted({u.round for u in plan.updates}),
-        "rounds_without_state": sorted({u.round for u in plan.updates if plan.state_of(u) is None}),
-        "without_state": "the model's weights tag (round 0 weights)", "skipped_frames": plan.skipped_frames,
-        "stopped_at_max_frames": plan.stopped, "recording_broken": plan.broken}
+        "seed_per_update": "seed + item index", "frames": sum(u.batch for u in updates), "updates": len(updates),
+        "models": models, "rounds": sorted({u.round for u in updates}), "rounds_without_state": rounds_without_state,
+        "without_state": "the model's weights tag (round 0 weights)"}
     single_head(config, models)
     config.update(base_config(EVAL_SIZE, SUCCESS_DB), native_size="the truth frame's own size")
+    return config
+
+
+def gradient_config(recording: str, name: str, method: Any, plan: Plan, seed: int, device: str,
+                    weights_path: str | None, max_frames: int | None, truth: str | None) -> dict[str, Any]:
+    """config.json of a recording's gradient run."""
+    without = sorted({u.round for u in plan.updates if plan.state_of(u) is None})
+    config = gradient_fields(name, method, seed, device, plan.updates, without)
+    config.update({"recording": str(Path(recording).resolve()), "truth": truth, "weights_path": weights_path,
+                   "max_frames": max_frames, "skipped_frames": plan.skipped_frames,
+                   "stopped_at_max_frames": plan.stopped, "recording_broken": plan.broken})
     return config

@@ -59,7 +59,10 @@ class Outcome:
     seconds: float
 
 
-class _Runner:
+class GradientRunner:
+    """Prepares updates into cases, attacks them (now, or held for the batched engine until flush())
+    and saves each result as it comes back; shared by the recording path and the live tap."""
+
     def __init__(self, attack: Any, out: Path, device: str, seed: int, weights_path: str | None, truth: Truth,
                  bar: tqdm) -> None:
         self.attack, self.out, self.device, self.seed = attack, out, device, seed
@@ -108,6 +111,12 @@ class _Runner:
         weights = ({n: p.detach().clone() for n, p in module.named_parameters() if n in case.gradients}
                    if self.batched else {})
         return Prepared(update, case, model, labels, state, image, weights)
+
+    def metrics(self, truth: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """metrics.json's frames (scored against `truth` PNGs when given) and summary, so far."""
+        results = [(o.result, o.update.batch) for o in self.outcomes]
+        rows = [r for o in self.outcomes for r in o.rows]
+        return gradient_metrics(rows, results, self.seconds, self.out, truth, self.attack.loss_threshold)
 
     @staticmethod
     def _elapsed(start: float, device: torch.device) -> float:
@@ -158,7 +167,7 @@ def loss_fields(loss: float, norm2: float, relative: bool) -> dict[str, float]:
             "gradient_norm": norm2 ** 0.5}
 
 
-def _stream_updates(recording: str, plan: Plan, runner: _Runner) -> None:
+def _stream_updates(recording: str, plan: Plan, runner: GradientRunner) -> None:
     """Second pass: attack each planned update once its round's state (if recorded) has been read;
     stops after the last planned update."""
     wanted = {u.index: u for u in plan.updates}
@@ -210,15 +219,12 @@ def run_gradient_attack(recording: str, name: str, method: Any, out: str, *, tru
     out_dir.mkdir(parents=True, exist_ok=True)
     with tqdm(total=sum(u.batch for u in plan.updates), disable=not progress, unit="frame",
               desc=f"attack {name}") as bar:
-        runner = _Runner(method, out_dir, device, seed, weights_path, truths, bar)
+        runner = GradientRunner(method, out_dir, device, seed, weights_path, truths, bar)
         for key in sorted(keys, key=str):
             runner.models.model(key)  # build every model (and check weights) before the long part
         _stream_updates(recording, plan, runner)
         runner.flush()
-    results = [(o.result, o.update.batch) for o in runner.outcomes]
-    rows = [r for o in runner.outcomes for r in o.rows]
-    frames, summary = gradient_metrics(rows, results, runner.seconds, out_dir, truths.folder if image else None,
-                                       method.loss_threshold)
+    frames, summary = runner.metrics(truths.folder if image else None)
     config = gradient_config(recording, name, method, plan, seed, device, weights_path, max_frames, truth)
     config.update(attack_seconds=runner.seconds, total_seconds=time.perf_counter() - started)
     return finish(out_dir, frames, summary, config)
