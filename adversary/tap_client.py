@@ -8,11 +8,11 @@ from typing import Callable
 import grpc
 
 from splitleak.errors import SplitleakError
-from splitleak.recording import RecordingWriter
+from splitleak.recording import RecordedItem, RecordingWriter
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire.channel import TlsFiles, auth_metadata, open_channel
 from splitleak.wire.diagnose import why_unreachable
-from splitleak.wire.tapitems import from_tap_item, write_event
+from splitleak.wire.tapitems import from_tap_item, meta_dict
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,13 @@ class TapRecorder:
             log.warning("cloud %s: %s", self.cloud, self.cloud_error)
         if kind == "status":
             return
-        write_event(self.writer, kind, meta, codec, tensors)
+        flat = meta_dict(kind, meta, codec)
+        index = self.writer.append(kind, flat, tensors)
         self.on_item()
+        self._recorded(RecordedItem(index, kind, flat, tensors))
+
+    def _recorded(self, item: RecordedItem) -> None:
+        """Called with each item just written (tensors in memory); a subclass hands it on."""
 
     def stop(self) -> None:
         self._stopped.set()

@@ -27,15 +27,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     live = sub.add_parser("attack-live", help="reconstruct frames of a live stream from the cloud's tap",
                           description="Subscribe to the cloud's tap, reconstruct frames as they arrive (batched), "
                           "write PNGs as it goes and metrics.json at the end; Ctrl-C stops with what it has. "
+                          "Feature attacks invert the tapped features; gradient attacks (dlg, idlg, ig, "
+                          "dlg-batched, idlg-batched, ...) the FedSGD updates, each against its round's state, "
+                          "the batched ones a whole batch of updates in one optimisation. "
                           "What was tapped is also recorded in OUT/tap.")
     live.add_argument("--cloud", required=True, metavar="HOST:PORT", help="the cloud whose tap to subscribe to")
-    live.add_argument("--attack", required=True, metavar="NAME", help="attack name, e.g. do, bb-do, dmb")
+    live.add_argument("--attack", required=True, metavar="NAME", help="attack name, e.g. do, bb-do, dmb, idlg-batched")
     live.add_argument("--out", required=True, metavar="DIR", help="output folder")
     live.add_argument("--truth", metavar="DIR", help="ground-truth frames (edge --truth) to score against at the end")
-    live.add_argument("--batch", type=batch_size, default=8, help="frames reconstructed together (default 8)")
-    live.add_argument("--batch-timeout", type=seconds, default=0.5,
-                      help="seconds to wait for a batch to fill once its first frame arrived (default 0.5)")
-    live.add_argument("--max-frames", type=positive_int, help="stop after N tapped frames")
+    live.add_argument("--batch", type=batch_size,
+                      help="frames reconstructed together (default 8 for feature attacks, 64 for dlg-batched / "
+                           "idlg-batched; the other gradient attacks take one update at a time)")
+    live.add_argument("--batch-timeout", "--wait", type=seconds, dest="batch_timeout",
+                      help="seconds to wait for a batch to fill once its first frame arrived (default 0.5 for "
+                           "feature attacks, 1 for the batched gradient attacks)")
+    live.add_argument("--max-frames", type=positive_int,
+                      help="stop after N tapped frames (gradient attacks: the frames of whole updates)")
     live.add_argument("--token", help="the cloud's tap token")
     live.add_argument("--stream", action="append", default=[], help="only this stream id (repeatable)")
     live.add_argument("--queue", type=positive_int, default=1024, help="server-side queue for this subscriber")

@@ -64,7 +64,7 @@ class GradientRunner:
     and saves each result as it comes back; shared by the recording path and the live tap."""
 
     def __init__(self, attack: Any, out: Path, device: str, seed: int, weights_path: str | None, truth: Truth,
-                 bar: tqdm) -> None:
+                 bar: tqdm | None) -> None:
         self.attack, self.out, self.device, self.seed = attack, out, device, seed
         self.models, self.truth, self.bar = Models(device, weights_path), truth, bar
         self.outcomes: list[Outcome] = []
@@ -132,7 +132,8 @@ class GradientRunner:
             share = seconds * p.update.batch / frames
             self.outcomes.append(self._save(p.update, p.model, result, p.labels, p.state, share, p.image,
                                             float(p.case.gradient_norm2())))
-            self.bar.update(p.update.batch)
+            if self.bar is not None:
+                self.bar.update(p.update.batch)
 
     def _save(self, update: ItemMeta, model: SplitModel, result: GradientResult, labels: torch.Tensor | None,
               state: RecordedItem | None, seconds: float, image: bool, norm2: float) -> Outcome:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -14,6 +15,7 @@ from splitleak.errors import SplitleakError
 from splitleak.recording import write_json
 from splitleak.video import frame_name
 
+log = logging.getLogger(__name__)
 EVAL_SIZE = 128  # px at which psnr / ssim are reported (the *_native scores use the truth's own size)
 SIZES: dict[str, int | None] = {"": EVAL_SIZE, "_native": None}
 EMPTY_SCORES = {"psnr": None, "ssim": None, "psnr_native": None, "ssim_native": None}
@@ -36,6 +38,15 @@ def recording_output(recording: str, out: str, truth: str | None) -> Path:
     if not Path(recording).is_dir():
         raise SplitleakError(f"recording folder not found: {recording}")
     return output_folder(out, (recording, "recording"), (truth, "truth"))
+
+
+def live_truth(truth: str | None) -> tuple[Path | None, dict[str, Any]]:
+    """A live run's truth folder, if it appeared by the end (the edge writes it as it streams), and
+    config.json's word on it."""
+    if truth is not None and not Path(truth).is_dir():
+        log.warning("truth folder %s never appeared; frames are not scored", truth)
+        return None, {"truth": truth, "truth_missing": True}
+    return (Path(truth) if truth is not None else None), {"truth": truth}
 
 
 def score_frames(keys: Iterable[Key], out: Path, truth: str | Path) -> tuple[dict[Key, dict[str, Any]], dict[str, int]]:
