@@ -159,3 +159,23 @@ def test_bad_gradient_live_input_fails_with_one_line(tmp_path, capsys):
         assert exit_code(base + extra) == 2
         err = capsys.readouterr().err.strip()
         assert err and "\n" not in err and "Traceback" not in err
+
+
+def test_ctrl_c_keeps_the_updates_already_attacked(start_cloud, tmp_path):
+    cloud = start_cloud()
+    out, truth = tmp_path / "out", tmp_path / "truth"
+    live = LiveAttack(LiveConfig(cloud=f"127.0.0.1:{cloud.port}", attack="idlg-batched", out=str(out),
+                                 truth=str(truth), batch_timeout=0.2, iterations=1, progress=False, options=OPTIONS))
+
+    def edge_then_ctrl_c() -> None:
+        wait_for(lambda: cloud.bus.active)
+        train(cloud.port, truth, 2)
+        wait_for(lambda: len(list(out.glob("edge0_*.png"))) == 2)
+        _thread.interrupt_main()  # what Ctrl-C does
+
+    helper = threading.Thread(target=edge_then_ctrl_c, daemon=True)
+    helper.start()
+    metrics = live.run()  # no frame limit: only the interrupt ends it
+    helper.join(5)
+    assert metrics["config"]["interrupted"] and [r["seq"] for r in metrics["frames"]] == [0, 1]
+    assert metrics["summary"]["mean_psnr"] is not None and (out / "tap" / "summary.json").is_file()

@@ -16,13 +16,13 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from tqdm import tqdm
 
 from adversary.runner.attacks import make_attack
+from adversary.runner.live_config import LiveConfig
 from adversary.runner.live_features import LiveFeatures
 from adversary.runner.live_gradients import LiveGradients
 from adversary.runner.meta import item_meta
@@ -31,39 +31,10 @@ from adversary.tap_client import TapRecorder
 from splitleak.errors import SplitleakError
 from splitleak.recording import RecordedItem
 from splitleak.v1 import splitleak_pb2 as pb
-from splitleak.wire.channel import TlsFiles
 
 log = logging.getLogger(__name__)
 TAP_FOLDER, POLL_S = "tap", 0.1
-
-
-@dataclass
-class LiveConfig:
-    """What to tap, which attack to run, where to write; defaults are the CLI's. `batch` /
-    `batch_timeout` None: the attack path's (8 frames / 0.5 s for feature attacks, 64 / 1 s for the
-    batched gradient engine, one update at a time for the other gradient attacks)."""
-
-    cloud: str
-    attack: str
-    out: str
-    truth: str | None = None
-    batch: int | None = None
-    batch_timeout: float | None = None  # seconds to wait for a batch to fill once its first item is in
-    device: str = "cpu"
-    token: str | None = None
-    tls: TlsFiles = field(default_factory=TlsFiles)
-    stream_ids: tuple[str, ...] = ()
-    max_frames: int | None = None
-    queue_size: int = 1024
-    iterations: int | None = None
-    seed: int = 0
-    weights_path: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    preset: str | None = None
-    config_file: str | None = None
-    prior: str | None = None  # a prior folder or hub name, for attacks whose access includes "prior"
-    connect_timeout: float = 10.0
-    progress: bool = True
+__all__ = ["LiveAttack", "LiveConfig", "run_live"]
 
 
 class Sink(Protocol):

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adversary.evaluate import base_config, summarise
 from adversary.runner.attacks import load_prior_for
 from adversary.runner.features import THRESHOLD_DB
 from adversary.runner.inversion import Frame, FrameInverter, read_frame
+from adversary.runner.live_config import LiveConfig
 from adversary.runner.meta import HeadKey, item_meta
 from adversary.runner.output import EVAL_SIZE, attack_fields, head_groups, image_rows, live_truth, score_frames
 from splitleak.errors import SplitleakError
 from splitleak.recording import RecordedItem
-
-if TYPE_CHECKING:
-    from adversary.runner.live import LiveConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adversary.runner.attacks import check_prior
 from adversary.runner.gradient_report import gradient_fields
 from adversary.runner.gradient_truth import Truth
 from adversary.runner.gradients import GradientRunner
+from adversary.runner.live_config import LiveConfig
 from adversary.runner.meta import HeadKey, ItemMeta, item_meta
 from adversary.runner.output import live_truth
 from adversary.runner.updates import check_attackable
 from splitleak.errors import SplitleakError
 from splitleak.recording import RecordedItem
-
-if TYPE_CHECKING:
-    from adversary.runner.live import LiveConfig
 
 log = logging.getLogger(__name__)
 KEEP_ROUNDS = 4  # states kept per model behind its newest round: a late update still finds its round's
