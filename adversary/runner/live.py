@@ -43,7 +43,6 @@ class Sink(Protocol):
     kinds: frozenset[str]  # the tap item kinds it takes
     defaults: tuple[int, float]
     frames_written: int
-    skipped: dict[str, int]
 
     def start(self, bar: Any) -> None: ...
     def process(self, batch: list[RecordedItem]) -> None: ...
