@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import _thread
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import torch
 from adversary.runner.live import LiveAttack, LiveConfig
 from adversary.victim import VictimConfig, accuracy, load_frames
 from edge.streamer import EdgeConfig, EdgeStreamer
+from live_helpers import run_while_edge, wait_for
 from splitleak.cli.main import main
 from splitleak.errors import SplitleakError
 from splitleak.models import build_split_model
@@ -27,13 +26,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def stream(port: int, truth: Path, frames: int) -> dict:
     return EdgeStreamer(EdgeConfig(cloud=f"127.0.0.1:{port}", frames=frames, truth=str(truth), **EDGE)).run()
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "condition never held"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("attack,options", [("do", {}), ("bb-do", {"query_source": "synthetic:48x40",
@@ -67,17 +59,8 @@ def test_ctrl_c_stops_with_what_it_has(start_cloud, tmp_path: Path):
     out, truth = tmp_path / "out", tmp_path / "truth"
     live = LiveAttack(LiveConfig(cloud=f"127.0.0.1:{cloud.port}", attack="do", out=str(out), truth=str(truth),
                                  batch=8, batch_timeout=0.1, iterations=5, progress=False))
-
-    def edge_then_ctrl_c() -> None:
-        wait_for(lambda: cloud.bus.active)
-        stream(cloud.port, truth, frames=3)
-        wait_for(lambda: len(list(out.glob("edge0_*.png"))) == 3)
-        _thread.interrupt_main()  # what Ctrl-C does
-
-    helper = threading.Thread(target=edge_then_ctrl_c, daemon=True)
-    helper.start()
-    metrics = live.run()  # no frame limit: only the interrupt ends it
-    helper.join(5)
+    metrics, _ = run_while_edge(cloud, live.run, lambda: stream(cloud.port, truth, frames=3),  # no frame limit:
+                                ctrl_c_when=lambda: len(list(out.glob("edge0_*.png"))) == 3)  # Ctrl-C ends it
     assert metrics["config"]["interrupted"] and metrics["config"]["frames"] == 3
     assert len(metrics["frames"]) == 3 and metrics["summary"]["mean_psnr"] is not None
     assert (out / "metrics.json").is_file() and (out / "tap" / "summary.json").is_file()

@@ -3,10 +3,7 @@ tap's updates handed to the batched engine (several in one call) or to a single-
 
 from __future__ import annotations
 
-import _thread
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from adversary.runner.live import LiveAttack, LiveConfig
 from adversary.runner.run import run_attack
 from edge.session import EdgeConfig
 from edge.trainer import EdgeTrainer
+from live_helpers import run_while_edge
 from splitleak.cli.main import main
 from splitleak.errors import SplitleakError
 from splitleak.recording import RecordingReader
@@ -39,33 +37,10 @@ def train(port: int, truth: Path, frames: int, **kwargs) -> dict:
     return EdgeTrainer(config).run()
 
 
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "condition never held"
-        time.sleep(0.02)
-
-
 def live_while_training(cloud, run, frames: int, truth: Path, **edge) -> dict:
-    """Run `run` (the live attack, in this thread: the CLI sets a signal handler) while an edge trains
-    once the tap is subscribed; an edge that fails interrupts the run (as Ctrl-C) and is re-raised."""
-    outcome: dict = {}
-
-    def edge_thread() -> None:
-        try:
-            wait_for(lambda: cloud.bus.active)
-            outcome["edge"] = train(cloud.port, truth, frames, **edge)
-        except BaseException as err:  # noqa: BLE001  (re-raised below)
-            outcome["error"] = err
-            _thread.interrupt_main()
-
-    helper = threading.Thread(target=edge_thread, daemon=True)
-    helper.start()
-    result = run()
-    helper.join(30)
-    if "error" in outcome:
-        raise outcome["error"]
-    return {"edge": outcome["edge"], **result}
+    """The live run's result (run in this thread) with the training edge's summary under "edge"."""
+    result, summary = run_while_edge(cloud, run, lambda: train(cloud.port, truth, frames, **edge))
+    return {"edge": summary, **result}
 
 
 def spy(monkeypatch, cls) -> list:
@@ -167,15 +142,7 @@ def test_ctrl_c_keeps_the_updates_already_attacked(start_cloud, tmp_path):
     live = LiveAttack(LiveConfig(cloud=f"127.0.0.1:{cloud.port}", attack="idlg-batched", out=str(out),
                                  truth=str(truth), batch_timeout=0.2, iterations=1, progress=False, options=OPTIONS))
 
-    def edge_then_ctrl_c() -> None:
-        wait_for(lambda: cloud.bus.active)
-        train(cloud.port, truth, 2)
-        wait_for(lambda: len(list(out.glob("edge0_*.png"))) == 2)
-        _thread.interrupt_main()  # what Ctrl-C does
-
-    helper = threading.Thread(target=edge_then_ctrl_c, daemon=True)
-    helper.start()
-    metrics = live.run()  # no frame limit: only the interrupt ends it
-    helper.join(5)
+    metrics, _ = run_while_edge(cloud, live.run, lambda: train(cloud.port, truth, 2),  # no frame limit:
+                                ctrl_c_when=lambda: len(list(out.glob("edge0_*.png"))) == 2)  # Ctrl-C ends it
     assert metrics["config"]["interrupted"] and [r["seq"] for r in metrics["frames"]] == [0, 1]
     assert metrics["summary"]["mean_psnr"] is not None and (out / "tap" / "summary.json").is_file()
