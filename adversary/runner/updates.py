@@ -44,9 +44,7 @@ def plan_recording(folder: str, max_frames: int | None) -> Plan:
         if item.kind == "state":
             plan.states.setdefault((meta.head, meta.round), item.index)
             continue
-        if meta.mode != "fedsgd":
-            raise SplitleakError(f"recording item {item.index}: {meta.mode or 'unknown-mode'} updates are not "
-                                 f"attacked yet; gradient attacks invert fedsgd gradients only")
+        check_attackable(meta)
         plan.updates.append(meta)
         frames += meta.batch
         if max_frames is not None and frames >= max_frames:
@@ -58,6 +56,20 @@ def plan_recording(folder: str, max_frames: int | None) -> Plan:
         raise SplitleakError(f"recording {folder} has no gradient updates to invert: it holds "
                              f"{plan.skipped_frames} feature frame(s){broken}; use a feature attack for those")
     return plan
+
+
+def check_attackable(update: ItemMeta) -> None:
+    """SplitleakError unless the update is a gradient, or a FedAvg delta of one local SGD step
+    (delta = -lr * gradient exactly; several steps are not inverted yet)."""
+    where = f"recording item {update.index}"
+    if update.mode == "fedavg":
+        if update.local_steps != 1 or not update.lr:
+            raise SplitleakError(f"{where}: fedavg updates of {update.local_steps} local steps are not attacked "
+                                 f"yet; one local step at a learning rate > 0 is (its delta is -lr x the gradient)")
+        return
+    if update.mode != "fedsgd":
+        raise SplitleakError(f"{where}: {update.mode or 'unknown-mode'} updates are not attacked; "
+                             f"gradient attacks invert fedsgd gradients and one-step fedavg deltas")
 
 
 def check_state(update: ItemMeta, module: torch.nn.Module, state: RecordedItem) -> None:
@@ -94,6 +106,8 @@ def wire_gradients(update: ItemMeta, module: torch.nn.Module, item: RecordedItem
     if not shapes:
         raise SplitleakError(f"recording item {update.index}: the update carries no gradient tensors")
     grads = {n: np.asarray(item.tensors[n], dtype=np.float32) for n in params if n in shapes}
+    if update.mode == "fedavg":  # one SGD step: w' - w = -lr * g (check_attackable refused the rest)
+        grads = {n: d / np.float32(-update.lr) for n, d in grads.items()}
     for name, g in grads.items():
         if not np.isfinite(g).all():
             raise SplitleakError(f"recording item {update.index}: gradient {name!r} is not finite")
