@@ -52,8 +52,9 @@ def _fmt(value: Any) -> str:
 class CloudProcess:
     """`splitleak cloud` in a child process on an ephemeral port, as a real deployment runs it."""
 
-    def __init__(self, *args: str):
-        cmd = [sys.executable, "-m", "splitleak", "cloud", "--listen", "127.0.0.1:0", "--device", "cpu", *args]
+    def __init__(self, *args: str, listen: str = "127.0.0.1:0", prefix: tuple[str, ...] = ()):
+        """`prefix` runs the cloud under another command, e.g. `ip netns exec NS` (benchmarks/link_backends.py)."""
+        cmd = [*prefix, sys.executable, "-m", "splitleak", "cloud", "--listen", listen, "--device", "cpu", *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         match = re.search(r"listening on ([^\s,]+)", line)

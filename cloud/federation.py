@@ -17,6 +17,7 @@ import torch
 from splitleak import learning
 from splitleak.errors import SplitleakError
 from splitleak.models import SplitModel, feature_shape
+from splitleak.tensors import host_copy, module_device, on_device
 
 ACTIVATIONS, GRAD = "activations", "grad"
 
@@ -30,6 +31,7 @@ class Federation:
         self.module = learning.trained_module(model)
         self.names = learning.parameter_names(self.module)
         self.shapes = {n: tuple(p.shape) for n, p in self.module.named_parameters()}
+        self.device = module_device(self.module)  # updates arrive on the host; the model may be on a GPU
         self.round_size, self.round_timeout = round_size, round_timeout
         self.round = 0
         self._pending: list[dict[str, torch.Tensor]] = []
@@ -59,6 +61,7 @@ class Federation:
         SplitleakError if the update alone, or the round's average, would make a parameter non-finite.
         `on_accept` runs once the update joins the round, before the state it leads to is published.
         """
+        tensors = on_device(tensors, self.device)
         with self._cond:
             self._stepped(mode, tensors, lr)  # this update alone must keep the model finite
             on_accept()
@@ -116,13 +119,14 @@ class Federation:
 
     def split_step(self, activations: torch.Tensor, labels: torch.Tensor, lr: float,
                    on_accept: Callable[[], None] = lambda: None) -> torch.Tensor:
-        """Split learning: one SGD step of the tail on the edge's activations; return dL/dz."""
+        """Split learning: one SGD step of the tail on the edge's activations; return dL/dz (on the host)."""
         m = self.model
         expected = feature_shape(m.name, m.split, size=m.size, num_classes=m.num_classes)
         if tuple(activations.shape[1:]) != expected or activations.shape[0] != labels.shape[0]:
             raise SplitleakError(f"activations {list(activations.shape)} with {labels.shape[0]} labels do not fit "
                                  f"{m.name}/{m.split}: expected [B, {', '.join(map(str, expected))}]")
-        z = activations.clone().requires_grad_(True)
+        z = activations.to(self.device, copy=True).requires_grad_(True)
+        labels = labels.to(self.device)
         with self._cond, torch.enable_grad():
             params = dict(self.module.named_parameters())
             value = learning.loss(self.module(z), labels)
@@ -136,11 +140,12 @@ class Federation:
                     params[name].copy_(new)
             self.round += 1
             self.on_state(self, self.round, self._state())
-        return dz.detach()
+        return dz.detach().cpu()
 
     def state(self) -> dict[str, torch.Tensor]:
         with self._cond:
             return self._state()
 
     def _state(self) -> dict[str, torch.Tensor]:
-        return {k: v.clone() for k, v in learning.state(self.module).items()}
+        """The global state as host copies: for the wire and the tap, whatever device trains it."""
+        return host_copy(learning.state(self.module))

@@ -23,6 +23,7 @@ from cloud.tails import TailCache
 from cloud.tap import TapBus, TapEvent
 from splitleak import codecs
 from splitleak.errors import SplitleakError
+from splitleak.tensors import arrays, to_numpy
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire import serde
 from splitleak.wire.ids import SeqWindow, check_frame_ids
@@ -126,19 +127,19 @@ class LearningService:
         meta = request.meta
         if meta.mode == "split":
             dz = federation.split_step(tensors[ACTIVATIONS], labels, meta.learning_rate, on_accept)
-            add_named(ack.state.tensors, {GRAD: dz.numpy()})
+            add_named(ack.state.tensors, {GRAD: to_numpy(dz)})
             ack.round = ack.state.round = federation.round
             return
         ack.round = ack.state.round = federation.submit(meta.mode, tensors, meta.learning_rate, on_accept)
-        add_named(ack.state.tensors, {k: v.numpy() for k, v in federation.state().items()})
+        add_named(ack.state.tensors, arrays(federation.state()))
 
     def _publish_update(self, request: pb.ModelUpdate, tensors, labels) -> None:
         if not self.tap.active:
             return
-        arrays = {name: t.numpy() for name, t in tensors.items()}
+        published = arrays(tensors)
         if labels is not None:
-            arrays[LABELS] = labels.numpy()
-        self.tap.publish(TapEvent("update", request.meta.frame.stream_id, request.meta, request.codec, arrays))
+            published[LABELS] = to_numpy(labels)
+        self.tap.publish(TapEvent("update", request.meta.frame.stream_id, request.meta, request.codec, published))
 
     def _publish_state(self, federation: Federation, round_: int, state: dict[str, torch.Tensor]) -> None:
         if not self.tap.active:
@@ -147,7 +148,7 @@ class LearningService:
         meta = pb.ModelState(round=round_)
         meta.model.model_id, meta.model.split_point, meta.model.weights = m.name, m.split, m.weights
         meta.model.input_size, meta.model.num_classes = m.size, m.num_classes
-        self.tap.publish(TapEvent("state", "", meta, None, {k: v.numpy() for k, v in state.items()}))
+        self.tap.publish(TapEvent("state", "", meta, None, arrays(state)))
 
 
 def _error(ack: pb.UpdateAck, code: grpc.StatusCode, message: str) -> pb.UpdateAck:

@@ -50,6 +50,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     edge.add_argument("--size", type=size_px, help="square input size in pixels (default: the model's)")
     edge.add_argument("--codec", default="fp32", choices=CODECS, help="wire codec for the features")
     edge.add_argument("--link", default="", help=LINK_HELP)
+    edge.add_argument("--defence", default="none", metavar="NAME[:K=V,...]",
+                      help="what the edge does to what it sends: none, noise:sigma=S (Gaussian, S x the tensor's RMS), "
+                      "subsample:keep=N (every N-th frame), topk:ratio=R (largest R fraction), "
+                      "clip:norm=C,sigma=S[,delta=D] (fedsgd: per-example clipping + noise; epsilon by Opacus)")
+    edge.add_argument("--on-congestion", default="block", choices=["block", "skip", "adapt"],
+                      help="when the link cannot carry the stream (infer): block (default: send every frame late), "
+                      "skip (drop frames while --max-pending await an answer), adapt (step the codec "
+                      "fp32 -> fp16 -> int8 by the measured delivery rate)")
+    edge.add_argument("--max-pending", type=positive_int, default=4,
+                      help="frames awaiting an answer that count as congestion (default 4)")
     edge.add_argument("--truth", metavar="DIR", help="save the preprocessed input frames here (never sent)")
     edge.add_argument("--stats", metavar="FILE", help="write the summary as JSON")
     edge.add_argument("--weights", default="seed:0", help="seed:N, a state-dict PATH, or a torchvision weight name")
@@ -79,7 +89,8 @@ def run_edge(args: argparse.Namespace) -> int:
                         stats=args.stats, device=resolve_device(args.device), seed=args.seed, weights=args.weights,
                         stream_id=args.stream_id, token=args.token, tls=tls, retry_for=args.retry_for,
                         progress=not args.quiet, mode=args.mode, batch=args.batch, local_steps=args.local_steps,
-                        lr=args.lr, label=args.label, labels=args.labels)
+                        lr=args.lr, label=args.label, labels=args.labels, defence=args.defence,
+                        on_congestion=args.on_congestion, max_pending=args.max_pending)
     summary = (EdgeStreamer if args.mode == "infer" else EdgeTrainer)(config).run()
     print(json.dumps(summary, indent=2))
     return 0

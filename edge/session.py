@@ -10,6 +10,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from edge.congestion import make_policy
+from edge.defences import ClipNoise, parse_defence
 from edge.link import LinkEmulator, LinkSpec
 from edge.stats import StreamStats
 from edge.uplink import Method, Uplink
@@ -51,6 +53,10 @@ class EdgeConfig:
     lr: float = 0.01
     label: int = 0
     labels: str | None = None
+    # what leaves the edge: a defence (edge.defences) and the congestion policy (edge.congestion)
+    defence: str = "none"
+    on_congestion: str = "block"
+    max_pending: int = 4
 
 
 class EdgeSession:
@@ -73,6 +79,14 @@ class EdgeSession:
         check_output_file(config.stats, "--stats")
         self.config = config
         self.spec = LinkSpec.parse(config.link)
+        self.defence = parse_defence(config.defence, mode=config.mode, seed=config.seed)
+        if isinstance(self.defence, ClipNoise) and config.frames:  # the accountant's sampling rate
+            self.defence.sample_rate = min(1.0, config.batch / config.frames)
+        if config.on_congestion != "block" and config.mode != "infer":
+            raise SplitleakError(f"--on-congestion {config.on_congestion} applies to --mode infer (a learning "
+                                 "step waits for its answer)")
+        self.congestion = make_policy(config.on_congestion, config.codec, lambda: len(self.stats.pending()),
+                                      config.max_pending)
         self.model = build_split_model(config.model, config.split, size=config.size, weights=config.weights,
                                        num_classes=config.num_classes, device=config.device)
         self.source = open_source(config.source, frames=config.frames, seed=config.seed)
@@ -109,6 +123,7 @@ class EdgeSession:
         return summary
 
     unit = "frame"
+    skipped = 0  # frames captured and never sent (congestion skip, subsampling)
 
     def _expected_answers(self) -> int | None:
         per_message = self.model.clip_len if self.model.input_kind == "clip" else 1
@@ -124,7 +139,8 @@ class EdgeSession:
         out = self.stats.summary()
         out.update(model=self.model.name, split=self.model.split, size=self.model.size, codec=self.config.codec,
                    link=str(self.spec), source=self.config.source, stream_id=self.config.stream_id,
-                   mode=self.config.mode)
+                   mode=self.config.mode, skipped=self.skipped, defence=self.defence.report(),
+                   congestion=self.congestion.report())
         if self.uplink.error:
             out["error"] = self.uplink.error
         return out

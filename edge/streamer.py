@@ -24,6 +24,7 @@ class EdgeStreamer(EdgeSession):
         if config.mode != "infer":
             raise SplitleakError(f"EdgeStreamer runs split inference, not {config.mode}")
         super().__init__(config)
+        self.top1: dict[int, int] = {}  # seq -> the cloud's top-1 class (utility against an undefended run)
 
     def _produce(self) -> None:
         """One message per frame, or per clip of clip_len frames for a clip model (seq = first frame)."""
@@ -32,6 +33,8 @@ class EdgeStreamer(EdgeSession):
         for frame in self.source:
             if self.uplink.error:
                 return
+            if per_message == 1 and not self._admit(frame):
+                continue
             pending.append(frame)
             if len(pending) < per_message:
                 continue
@@ -42,6 +45,25 @@ class EdgeStreamer(EdgeSession):
                 return
             pending = []
 
+    def _admit(self, frame) -> bool:
+        """Whether the defence and the congestion policy let this frame go; a frame kept back is still
+        truth (it was captured: the adversary simply never sees it)."""
+        if self.defence.keep_frame(frame.index) and self.congestion.admit():
+            return True
+        self.skipped += 1
+        if self.truth:
+            self.truth.write(self.config.stream_id, frame.index, to_model_input(frame.image, self.model.size))
+        return False
+
+    def _on_answer(self, answer) -> None:
+        super()._on_answer(answer)
+        self.congestion.on_answer(answer.seq)
+        if answer.HasField("prediction") and answer.prediction.classes:
+            self.top1[answer.seq] = int(answer.prediction.classes[0])
+
+    def summary(self) -> dict:
+        return {**super().summary(), "top1": {str(seq): c for seq, c in sorted(self.top1.items())}}
+
     def _send(self, frames: list) -> None:
         seq, capture_ts = frames[0].index, frames[0].capture_ts
         xs = [to_model_input(f.image, self.model.size) for f in frames]
@@ -51,12 +73,14 @@ class EdgeStreamer(EdgeSession):
         # an image model takes (1, 3, H, W); a clip model (1, 3, T, H, W)
         x = xs[0][None] if len(xs) == 1 else np.stack(xs, axis=1)[None]
         with torch.inference_mode():
-            z = self.model.head(torch.from_numpy(x).to(self.config.device))
+            z = self.defence.features(self.model.head(torch.from_numpy(x).to(self.config.device)))
         message = pb.FeatureFrame()
         fill_frame_meta(message.meta, self, seq, capture_ts)
-        message.codec.CopyFrom(codecs.encode(self.config.codec, z.float().cpu().numpy(), message.features))
+        codec = self.congestion.codec()
+        message.codec.CopyFrom(codecs.encode(codec, z.float().cpu().numpy(), message.features))
         nbytes = message.ByteSize()
         self.stats.on_sent(seq, capture_ts, nbytes)
+        self.congestion.on_sent(seq, nbytes, codec)
         self.link.send(message, nbytes)
 
 

@@ -21,6 +21,7 @@ from edge.streamer import fill_frame_meta
 from edge.uplink import TRAIN
 from splitleak import codecs, learning
 from splitleak.errors import SplitleakError
+from splitleak.tensors import to_numpy
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire import serde
 from splitleak.video import to_model_input
@@ -47,6 +48,7 @@ class EdgeTrainer(EdgeSession):
         self.round = 0
         self._answers: dict[int, pb.UpdateAck] = {}
         self._answered = threading.Condition()
+        self._cosines: list[float] = []  # defended vs clean update, one per step (utility)
 
     def _expected_answers(self) -> int | None:
         return None if self.config.frames is None else -(-self.config.frames // self.config.batch)
@@ -96,18 +98,41 @@ class EdgeTrainer(EdgeSession):
         mode = self.config.mode
         if mode == "split":
             z = self.model.head(x) if self.model.split != "none" else x
-            self._add(update, {ACTIVATIONS: z.detach()})
+            self._add(update, {ACTIVATIONS: self._defended({ACTIVATIONS: z.detach()})[ACTIVATIONS]})
             self._add_labels(update, y)
             return update, z
         with torch.no_grad():
             features = self.model.head(x)
         if mode == "fedsgd":
-            tensors = learning.gradients(self.module, features, y, names=self.names)
+            tensors = self._defended_gradients(features, y)
         else:
-            tensors = self._local_delta(features, y)
+            tensors = self._defended(self._local_delta(features, y))
         update.meta.param_names[:] = self.names
         self._add(update, tensors)
         return update, None
+
+    def _defended_gradients(self, features: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        def gradients_of(inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            return learning.gradients(self.module, inputs, labels, names=self.names)
+
+        defended = self.defence.update(features, y, gradients_of)
+        if self.defence.NAME != "none":
+            self._cosines.append(update_cosine(defended, gradients_of(features, y)))
+        return defended
+
+    def _defended(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A per-tensor defence (noise, top-k) on an update or activations, its cosine to the clean one kept."""
+        if self.defence.NAME == "none":
+            return tensors
+        defended = {n: self.defence.features(t) for n, t in tensors.items()}
+        self._cosines.append(update_cosine(defended, tensors))
+        return defended
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        if self._cosines:
+            out["defence"]["update_cosine"] = round(float(np.mean(self._cosines)), 6)
+        return out
 
     def _local_delta(self, features: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """FedAvg: E local SGD steps from the global weights; the update is the change."""
@@ -127,10 +152,10 @@ class EdgeTrainer(EdgeSession):
     def _add(self, update: pb.ModelUpdate, tensors: dict[str, torch.Tensor]) -> None:
         for name, t in tensors.items():
             named = update.tensors.add(name=name)
-            named.codec.CopyFrom(codecs.encode(self.config.codec, t.detach().float().cpu().numpy(), named.tensor))
+            named.codec.CopyFrom(codecs.encode(self.config.codec, to_numpy(t.float()), named.tensor))
 
     def _add_labels(self, update: pb.ModelUpdate, y: torch.Tensor) -> None:
-        serde.to_proto(y.cpu().numpy(), update.labels)
+        serde.to_proto(to_numpy(y), update.labels)
 
     def _wait(self, seq: int) -> pb.UpdateAck | None:
         """Block until the update is answered, or known lost."""
@@ -164,3 +189,10 @@ class EdgeTrainer(EdgeSession):
             for p, g in zip(head_params, grads):
                 if g is not None:
                     p -= self.config.lr * g
+
+
+def update_cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Cosine similarity of two updates, all tensors flattened together (1.0 for identical ones)."""
+    x = torch.cat([a[n].detach().flatten().float() for n in sorted(a)])
+    y = torch.cat([b[n].detach().flatten().float() for n in sorted(a)])
+    return float(torch.nn.functional.cosine_similarity(x, y, dim=0))

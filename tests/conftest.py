@@ -1,4 +1,4 @@
-"""Shared fixtures: a real cloud on an ephemeral loopback port."""
+"""Shared fixtures: a real cloud on an ephemeral loopback port; `gpu`-marked tests skip without CUDA."""
 import pytest
 
 from cloud.server import CloudConfig, CloudServer
@@ -38,3 +38,15 @@ def same_weights():
         return all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
 
     return same
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip `gpu`-marked tests, with the reason, where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

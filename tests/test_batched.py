@@ -311,8 +311,10 @@ def test_batched_presets_drive_the_engine():
     assert (paper.max_iter, paper.restarts, paper.threshold, paper.stop) == (300 * 20, 9, 1e-5, 0.0)
     assert (paper.history, paper.lr, paper.line_search, paper.slow_patience) == (100, 1.0, "fixed", None)
     assert (paper.stop_every, paper.patience) == (20, 40)  # tested per dlg step; two steps without progress
-    best = get_attack("idlg-batched")().options()  # today's defaults
-    assert (best.stop, best.line_search, best.slow_patience, best.min_progress) == (1e-5, "strong_wolfe", 1000, 0.0)
+    best = get_attack("idlg-batched")().options()  # today's defaults: polish every frame, as dlg does
+    assert (best.stop, best.line_search, best.slow_patience, best.min_progress) == (0.0, "strong_wolfe", 1000, 0.0)
+    assert (best.threshold, best.check_every, best.max_rows, best.sync_free) == (1e-5, None, 256, None)  # success rule kept
+    assert get_attack("dlg-batched")(rows=0).options().max_rows is None
     custom = get_attack("dlg-batched")(max_iter=5, patience=0, stop_loss=0.0, slow_steps=None).options()
     assert (custom.max_iter, custom.stop_every, custom.patience, custom.stop, custom.slow_patience) == (
         1500, 5, None, 0.0, None)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("splitleak", "edge", "cloud", "adversary", "demo")
+PACKAGES = ("splitleak", "edge", "cloud", "adversary", "demo", "experiments")
 ACTORS = ("edge", "cloud", "adversary")
 GENERATED = "splitleak.v1"
 

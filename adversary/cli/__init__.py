@@ -1,4 +1,4 @@
-"""The adversary's sub-commands: tap, attack, evaluate, attack-live, train-victim, train-prior.
+"""The adversary's sub-commands: tap, attack, evaluate, attack-live, train-victim, train-prior, enhance, train-sr, report.
 
 Every module here imports only argparse helpers at the top; the attack code (torch) loads
 when a command runs, so `splitleak --help` stays light.
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from adversary.cli import attack, live, prior, tap
+from adversary.cli import attack, enhance, live, prior, report, tap
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the adversary's sub-commands, in the order `splitleak --help` lists them."""
-    for module in (tap, attack, live, prior):
+    for module in (tap, attack, live, prior, enhance, report):
         module.add_parsers(sub)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from splitleak.checks import check_output_dir
+from splitleak.checks import check_output_dir, check_output_file
 from splitleak.cli.common import add_device, batch_size, float_in, positive_int, resolve_device, seed, size_px
 
 
@@ -23,17 +23,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     attack.add_argument("--max-frames", type=positive_int, help="attack at most N frames")
     attack.add_argument("--batch", type=batch_size, default=8, help="frames optimised together (default 8)")
     add_config_options(attack)
+    add_enhance_options(attack)
     add_device(attack)
     attack.set_defaults(run=run_attack)
 
     evaluate = sub.add_parser("evaluate", help="score reconstructions against the truth",
-                              description="PSNR/SSIM per frame on [0,1] floats at --size; writes metrics.json.")
+                              description="PSNR/SSIM per frame on [0,1] floats at --size; writes metrics.json. "
+                                          "STREAM_SEQ.png frames pair by stream and sequence, other images by "
+                                          "file name.")
     evaluate.add_argument("--recon", required=True, metavar="DIR", help="reconstructed PNGs")
     evaluate.add_argument("--truth", required=True, metavar="DIR", help="ground-truth PNGs")
     evaluate.add_argument("--out", required=True, metavar="DIR", help="output folder")
     evaluate.add_argument("--size", type=size_px, default=128, help="compare at this size (default 128)")
     evaluate.add_argument("--threshold", type=float_in(unit=" (dB)"), default=20.0,
                           help="PSNR (dB) that counts as success")
+    evaluate.add_argument("--low", metavar="DIR",
+                          help="the recovered low-resolution frames that --recon enhanced: adds the paper's Table I "
+                               "comparisons (High vs Low, Enhanced vs High, Enhanced vs Low)")
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -58,18 +64,54 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                              "a unique name (lambda_tv=0.3, variant=guidance); checked against its type (repeatable)")
 
 
+def add_enhance_options(parser: argparse.ArgumentParser) -> None:
+    """--enhance and friends: super-resolve what the attack recovered, and write the comparison video."""
+    group = parser.add_argument_group("enhancement of the recovered frames (into OUT/enhanced)")
+    group.add_argument("--enhance", metavar="METHOD", help="super-resolution method: bicubic, noref, ref1, refs, video")
+    group.add_argument("--refs", nargs="+", action="extend", metavar="FILE|DIR",
+                       help="high-resolution reference frames for ref1 / refs")
+    group.add_argument("--enhance-weights", metavar="PATH", help="the method's weights (train-sr folder or file)")
+    group.add_argument("--scale", type=positive_int, default=4, help="upscale factor (default 4: 32 -> 128 px)")
+    group.add_argument("--video", metavar="FILE.mp4",
+                       help="original | recovered | enhanced side by side, labelled, plus FILE.png")
+    group.add_argument("--fps", type=float_in(0.0, 240.0, above=True), default=30.0,
+                       help="frame rate of --video (default 30)")
+
+
+def enhance_request(args: argparse.Namespace, device: str):
+    """The EnhanceRequest the options ask for, or None; SplitleakError for options without --enhance."""
+    from adversary.runner.enhanced import EnhanceRequest
+    from splitleak.errors import SplitleakError
+
+    if args.enhance is None and (args.refs or args.enhance_weights):
+        raise SplitleakError("--refs and --enhance-weights need --enhance METHOD")
+    if args.enhance is None and args.video is None:
+        return None
+    return EnhanceRequest(method=args.enhance, refs=args.refs, weights=args.enhance_weights, scale=args.scale,
+                          device=device, video=args.video, fps=args.fps)
+
+
 def run_attack(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
+    check_output_file(args.video, "--video")
     from adversary.runner.run import run_attack as attack
 
     options = dict(args.option)
     if args.text is not None:
         options["text"] = args.text
-    metrics = attack(args.recording, args.attack, args.out, truth=args.truth, device=resolve_device(args.device),
+    device = resolve_device(args.device)
+    metrics = attack(args.recording, args.attack, args.out, truth=args.truth, device=device,
                      iterations=args.iterations, seed=args.seed, weights_path=args.weights,
                      max_frames=args.max_frames, batch_size=args.batch, options=options, prior=args.prior,
-                     preset=args.preset, config_file=args.config)
+                     preset=args.preset, config_file=args.config, enhance=enhance_request(args, device))
     print(json.dumps(metrics["summary"], indent=2))
+    if "enhanced" in metrics:
+        from adversary.cli.enhance import report
+
+        enhanced = metrics["enhanced"]
+        if "config" in enhanced:
+            print(f"enhanced ({enhanced['config']['method']}):")
+        report(enhanced)
     return 0
 
 
@@ -77,6 +119,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     from adversary.evaluate import evaluate_folders
 
-    metrics = evaluate_folders(args.recon, args.truth, args.out, size=args.size, threshold=args.threshold)
+    metrics = evaluate_folders(args.recon, args.truth, args.out, size=args.size, threshold=args.threshold,
+                               low_dir=args.low)
     print(json.dumps(metrics["summary"], indent=2))
     return 0

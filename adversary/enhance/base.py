@@ -20,12 +20,19 @@ class Enhancer:
     name: ClassVar[str] = ""
     refs: ClassVar[str] = "none"  # "none", "one" or "many": how many reference frames it uses
     temporal: ClassVar[bool] = False  # True when the output of a frame depends on its neighbours
+    weights: ClassVar[str] = "none"  # "none", "optional" or "required": whether it loads a weight file / folder
+    context: ClassVar[int] = 0  # temporal methods: neighbours on each side the pipeline adds around a batch
 
-    def __init__(self, scale: int = 4, device: str = "cpu") -> None:
+    def __init__(self, scale: int = 4, device: str = "cpu", weights: str | None = None) -> None:
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise SplitleakError(f"bad scale {scale!r}: expected a positive integer")
+        if weights is not None and self.weights == "none":
+            raise SplitleakError(f"method {self.name!r} takes no weights")
+        if weights is None and self.weights == "required":
+            raise SplitleakError(f"method {self.name!r} needs --weights (a train-sr folder or a weight file)")
         self.scale = scale
         self.device = torch.device(device)
+        self.weights_path = weights
 
     def enhance(self, low: torch.Tensor, refs: torch.Tensor | None = None) -> torch.Tensor:
         """Enhanced frames for `low` (one stream, in order); `refs` (R, 3, H, W) where the method uses them."""

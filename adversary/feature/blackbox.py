@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from adversary.configs import require
 from adversary.feature.base import FeatureInversionAttack, FeatureResult, WhiteBoxCase, _CaseBase
+from adversary.feature.fit import CHECK_EVERY, adam
 from adversary.feature.groups import consecutive_groups
 from adversary.feature.inverter import (
     CONFIG, FeatureInverter, InverterConfig, default_levels, load_inverter, save_inverter,
@@ -381,23 +382,29 @@ class BlackBoxAttack(FeatureInversionAttack):
         with torch.no_grad():
             target = torch.cat([self.targets(prior, c) for c in x.split(32)])
         idx = windows(len(x), c.window, starts).to(bb.device)
-        opt = torch.optim.Adam(model.parameters(), lr=t.lr)
+        opt = adam(model.parameters(), t.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * s / max(1, t.iterations))))
         gen = torch.Generator().manual_seed(bb.seed)
+        # every step's batch drawn up front (the same draws as one per step) and moved once
+        picks = torch.randint(len(x), (t.iterations, min(t.batch, len(x))), generator=gen).to(bb.device)
+        pending: list[torch.Tensor] = []  # losses on the device, read back every CHECK_EVERY steps
         losses: list[float] = []
         bar = tqdm(range(t.iterations), desc=f"{self.name}: train inverter", unit="it",
                    disable=not c.progress, leave=False)
-        for _ in bar:
-            pick = torch.randint(len(x), (min(t.batch, len(x)),), generator=gen).to(bb.device)
+        for step in bar:
+            pick = picks[step]
             zin = z[idx[pick]] if c.window > 1 else z[pick]
             loss = self.train_loss(prior, model(zin), target[pick], x[pick])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+            pending.append(loss.detach())
+            if len(pending) == CHECK_EVERY or step == t.iterations - 1:
+                losses += torch.stack(pending).tolist()
+                pending = []
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         model.eval()
         head = max(1, len(losses) // 10)
         log = {"query_images": len(x), "queries": bb.query.images, "iterations": t.iterations,

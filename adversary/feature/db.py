@@ -14,7 +14,7 @@ import torch
 
 from adversary.configs import require
 from adversary.feature.base import FeatureInversionAttack, FeatureResult, WhiteBoxCase
-from adversary.feature.fit import PRIOR_ACCESS, Fit, require_prior
+from adversary.feature.fit import CHECK_EVERY, PRIOR_ACCESS, Fit, require_prior
 from adversary.losses import LAMBDA_S
 from adversary.registry import register
 from splitleak.errors import SplitleakError
@@ -29,9 +29,11 @@ class DBConfig:
     lambda_s: float = LAMBDA_S
     init_std: float = 1.0  # std of the starting latent
     amp: bool = True  # bf16 autocast on CUDA
+    check_every: int = CHECK_EVERY  # steps between read-backs of the loss trace (host syncs)
 
     def check(self) -> None:
-        require(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}")
+        require(self.iterations >= 1 and self.check_every >= 1,
+                f"iterations and check_every must be >= 1, got {self.iterations}, {self.check_every}")
         require(self.lr > 0 and self.lambda_s >= 0 and self.init_std >= 0, "lr must be > 0, lambda_s and init_std >= 0")
 
 
@@ -49,8 +51,8 @@ class DecoderBased(FeatureInversionAttack):
         self.check_access(case)
         if prior.vae is None:
             raise SplitleakError("attack 'db' optimises a VAE latent; this prior is pixel-space (no vae/)")
-        fit = Fit.open(features, case, prior, c.lambda_s, c.amp)
+        fit = Fit.open(features, case, prior, c.lambda_s, c.amp, c.check_every)
         gen = torch.Generator().manual_seed(case.seed)
         w = torch.randn((fit.z.shape[0], *prior.latent_shape), generator=gen) * c.init_std
         fit.descend_latent(w.to(case.device, prior.dtype), c.iterations, c.lr)
-        return FeatureResult(fit.best.x.float().clamp(0, 1), fit.best.loss.cpu(), fit.trace)
+        return FeatureResult(fit.best.x.float().clamp(0, 1), fit.best.loss.cpu(), fit.trace.flush())

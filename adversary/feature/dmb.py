@@ -19,7 +19,7 @@ import torch
 from adversary.configs import require
 from adversary.feature.base import FeatureInversionAttack, FeatureResult, WhiteBoxCase
 from adversary.feature.blackbox import BlackBoxDB, QueryConfig, as_blackbox
-from adversary.feature.fit import PRIOR_ACCESS, require_prior
+from adversary.feature.fit import CHECK_EVERY, PRIOR_ACCESS, require_prior
 from adversary.feature.phases import Guided, Pixel, Refine, SamplerFit, Screen, Unroll, step_plan
 from adversary.losses import LAMBDA_S, LAMBDA_TXT, feature_loss
 from adversary.registry import register
@@ -37,9 +37,14 @@ class SamplerConfig:
     cfg_scale: float = 1.0
     checkpoint: Literal["auto", "on", "off"] = "auto"
     amp: bool = True  # bf16 autocast on CUDA
+    # CUDA only: torch.compile the UNet in this mode ("reduce-overhead": CUDA graphs, fewer launches per
+    # step); off by default: unmeasured on a GPU so far, and compiling takes a minute
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    check_every: int = CHECK_EVERY  # Adam steps between read-backs of the loss trace (host syncs)
 
     def check(self) -> None:
         require(self.steps >= 1 and self.coarse_steps >= 0, "steps must be >= 1 and coarse_steps >= 0")
+        require(self.check_every >= 1, f"check_every must be >= 1, got {self.check_every}")
         require(0.0 <= self.coarse_share <= 1.0 and self.lr > 0, "coarse_share must be in [0, 1] and lr > 0")
 
 
@@ -150,12 +155,13 @@ class DiffusionBased(FeatureInversionAttack):
         x = self.fusion.finish(fit, x, self.pixel) if self.fusion else self.pixel(fit, x)
         with torch.no_grad():
             loss = feature_loss(case.head(x).float(), fit.z, fit.mask).cpu()  # what the returned images score
-        return FeatureResult(x, loss, fit.trace, {**fit.info, "adam_steps": fit.plan_run})
+        return FeatureResult(x, loss, fit.trace.flush(), {**fit.info, "adam_steps": fit.plan_run})
 
     def open_fit(self, features: torch.Tensor, case: WhiteBoxCase, prior: Any) -> SamplerFit:
         c = self.config
-        fit = SamplerFit.open(features, case, prior, c.lambda_s, c.sampler.amp)
+        fit = SamplerFit.open(features, case, prior, c.lambda_s, c.sampler.amp, c.sampler.check_every)
         fit.cond, fit.steps, fit.cfg_scale = self.condition(prior), c.sampler.steps, c.sampler.cfg_scale
+        prior.compile_mode = None if c.sampler.compile == "off" else c.sampler.compile
         if c.text_prior.text is not None:
             fit.text = (c.text_prior.lambda_txt, c.text_prior.alpha)
         return fit

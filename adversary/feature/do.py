@@ -18,6 +18,7 @@ import torch
 
 from adversary.configs import require
 from adversary.feature.base import FeatureInversionAttack, FeatureResult, WhiteBoxCase, masked_targets
+from adversary.feature.fit import adam
 from adversary.losses import feature_loss, total_variation
 from adversary.registry import register
 
@@ -33,7 +34,7 @@ def descend_pixels(w: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]
     """`steps` Adam steps on the logits w of x = sigmoid(w) against
     feature_loss(head(x), z) + lambda_tv * TV(x), summed over frames, lr on a cosine; returns w."""
     w = w.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
+    opt = adam([w], lr)
     with torch.enable_grad():
         for step in range(steps):
             for group in opt.param_groups:

@@ -5,6 +5,7 @@ the attack object itself never holds a run's state."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from adversary.losses import feature_loss, total_variation
 from splitleak.errors import SplitleakError
 
 PRIOR_ACCESS = frozenset({"features", "head_weights", "head_architecture", "prior"})
+CHECK_EVERY = 25  # optimisation steps between read-backs of what a run tracks on the device
 
 
 def require_prior(name: str, case: Any) -> Any:
@@ -35,6 +37,13 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam; on CUDA the fused kernel (one launch per step, its step counter kept on the device)."""
+    params = list(params)
+    fused = bool(params) and all(p.device.type == "cuda" for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=True) if fused else torch.optim.Adam(params, lr=lr)
 
 
 def to_head_input(x: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -75,6 +84,38 @@ class Best:
         self.x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x, self.x)
 
 
+class Trace:
+    """Per-step batch means of each loss term. They stay on the device and are read back every `every`
+    logged steps, all terms at once: one host sync per read-back instead of one per term per step.
+    Reading the trace (`flush`, `in`, `[]`) reads back what is pending."""
+
+    def __init__(self, every: int = CHECK_EVERY) -> None:
+        self.every, self.values = max(1, int(every)), {}
+        self._pending: list[tuple[str, torch.Tensor]] = []
+        self._steps = 0
+
+    def log(self, **terms: torch.Tensor) -> None:
+        self._pending.extend((key, value.detach().float().mean()) for key, value in terms.items())
+        self._steps += 1
+        if self._steps % self.every == 0:
+            self.flush()
+
+    def flush(self) -> dict[str, list[float]]:
+        """Every term's values so far, as floats (one read-back of what is pending)."""
+        if self._pending:
+            values = torch.stack([value for _, value in self._pending]).tolist()
+            for (key, _), value in zip(self._pending, values):
+                self.values.setdefault(key, []).append(value)
+            self._pending = []
+        return self.values
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.flush()
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.flush()[key]
+
+
 @dataclass
 class Fit:
     """A run's targets z (masked where not finite), its objective
@@ -87,13 +128,14 @@ class Fit:
     lambda_s: float
     amp: bool = True
     best: Best = field(default_factory=Best)
-    trace: dict[str, list[float]] = field(default_factory=dict)
+    trace: Trace = field(default_factory=Trace)
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, features: torch.Tensor, case: WhiteBoxCase, prior: Any, lambda_s: float, amp: bool) -> "Fit":
+    def open(cls, features: torch.Tensor, case: WhiteBoxCase, prior: Any, lambda_s: float, amp: bool,
+             check_every: int = CHECK_EVERY) -> "Fit":
         z, mask = masked_targets(features, case)
-        return cls(case, prior, z, mask, lambda_s, amp)
+        return cls(case, prior, z, mask, lambda_s, amp, trace=Trace(check_every))
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.case.device, self.amp)
@@ -107,14 +149,13 @@ class Fit:
         return feat + self.lambda_s * total_variation(x), feat, x
 
     def log(self, **terms: torch.Tensor) -> None:
-        for key, value in terms.items():
-            self.trace.setdefault(key, []).append(float(value.detach().float().mean()))
+        self.trace.log(**terms)
 
     def descend_latent(self, w: torch.Tensor, steps: int, lr: float) -> None:
         """`steps` Adam steps on the VAE latent w, x = D(w), then one pass that only scores the final
         w; the run's `best` collects each frame's best image."""
         w = w.requires_grad_(True)
-        opt = torch.optim.Adam([w], lr=lr)
+        opt = adam([w], lr)
         with torch.enable_grad():
             for step in range(steps + 1):
                 with self.autocast():

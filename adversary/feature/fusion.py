@@ -94,7 +94,7 @@ class Fusion:
 
     def fuse(self, fit: Any, x: torch.Tensor, weights: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
         fused, share = apply_fusion(x, fit.groups, weights)
-        fit.info["fused_share"] = [round(float(s), 4) for s in share]
+        fit.info["fused_share"] = [round(s, 4) for s in share.tolist()]
         return fused, share
 
     def before_refine(self, fit: Any, latent: torch.Tensor) -> torch.Tensor:

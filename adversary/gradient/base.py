@@ -19,7 +19,7 @@ from adversary.losses import cosine_distance, gradient_distance_l2, total_variat
 from splitleak import learning
 from splitleak.errors import SplitleakError
 
-__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "best_of_restarts", "cosine_distance",
+__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "adam", "best_of_restarts", "cosine_distance",
            "dummy_gradients", "gradient_distance_l2", "infer_labels_idlg", "last_layer_gradients", "total_variation"]
 
 INPUT_KINDS = ("image", "features")
@@ -77,6 +77,10 @@ class GradientCase:
     def is_image(self) -> bool:
         return self.input_kind == "image"
 
+    def gradient_norm2(self) -> torch.Tensor:
+        """The tapped gradient's squared L2 norm over every parameter (a 0-dim tensor; no host sync)."""
+        return sum(g.double().pow(2).sum() for g in self.gradients.values()).float()  # type: ignore[union-attr]
+
 
 @dataclass
 class GradientResult:
@@ -104,9 +108,21 @@ class GradientInversionAttack(Attack):
     def loss_threshold(self) -> float | None:
         return None
 
+    @property
+    def relative_loss(self) -> bool:
+        """True when the attack's loss is the L2 distance divided by the tapped gradient's squared norm."""
+        return False
+
     def reconstruct(self, case: GradientCase) -> GradientResult:
         """Recover the batch behind `case.gradients`."""
         raise NotImplementedError
+
+
+def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam, fused (one kernel per step, no host sync) where the parameters are on CUDA; torch's
+    default elsewhere (the fused CPU kernel is not faster for the few tensors an attack optimises)."""
+    fused = all(p.is_cuda for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=True) if fused else torch.optim.Adam(params, lr=lr)
 
 
 def best_of_restarts(run: Any, restarts: int, threshold: float | None = None,

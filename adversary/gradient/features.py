@@ -27,6 +27,7 @@ from adversary.gradient.base import (
     GradientCase,
     GradientInversionAttack,
     GradientResult,
+    adam,
     best_of_restarts,
     dummy_gradients,
     gradient_distance_l2,
@@ -110,7 +111,7 @@ class FeatureVectorInversion(GradientInversionAttack):
 
     def _make_opt(self, x: torch.Tensor, lr: float) -> torch.optim.Optimizer:
         if self.config.optimizer == "adam":
-            return torch.optim.Adam([x], lr=lr)
+            return adam([x], lr)
         return torch.optim.LBFGS([x], lr=lr, max_iter=LBFGS_INNER, history_size=100,
                                  line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=1e-12)
 

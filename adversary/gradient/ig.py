@@ -22,6 +22,7 @@ from adversary.gradient.base import (
     GradientCase,
     GradientInversionAttack,
     GradientResult,
+    adam,
     best_of_restarts,
     cosine_distance,
     dummy_gradients,
@@ -85,7 +86,7 @@ class InvertingGradients(GradientInversionAttack):
         x0 = torch.rand(shape, generator=gen) if case.is_image else torch.randn(shape, generator=gen)
         x = x0.to(case.device).requires_grad_(True)
         c = self.config
-        opt = torch.optim.Adam([x], lr=c.lr)
+        opt = adam([x], c.lr)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones(c.iterations), gamma=0.1)
         initial = None
         with torch.enable_grad():

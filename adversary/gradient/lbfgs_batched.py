@@ -19,6 +19,13 @@ of the step) until f(z + t d) <= f(z) + c1 t g'd; `fixed` takes torch's fixed st
 search) as in the original DLG code, a non-finite loss then restarting the row. Where torch's
 L-BFGS would stop (a search that ends where it began, an uphill direction), a row forgets its
 history and goes on by steepest descent.
+
+No host synchronisation inside the loop: every per-row decision (line search, convergence,
+restarts due, best so far, stagnation) is a tensor mask, and a row that finishes or whose start
+ends goes idle (masked out of every update and count) until the next read-back. Every
+`check_every` iterations the loop reads back once: idle rows restart from their next seed or are
+dropped, and frames still queued (`max_rows`) take the freed rows. On a GPU the host therefore
+waits for the device once per `check_every` iterations, not several times per iteration.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from adversary.gradient.wolfe_batched import WolfeRows
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Init = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (rows (k,), start number (k,)) -> z (k, D)
 LINE_SEARCHES = ("strong_wolfe", "armijo", "fixed")
+CUDA_CHECK_EVERY = 20  # read-backs on CUDA: one per dlg step of 20 iterations
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,15 @@ class LBFGSOptions:
     last such fall (or at the start) within this many iterations ends early (None: never; dlg's
     rule "not halved over 50 steps" is 1000 iterations and 0.5): a start that slow would not
     reach the threshold in its budget, and a fresh seed does better.
+    check_every: iterations between read-backs to the host (restarts, finished rows, refills, progress);
+    a row idles for up to check_every - 1 iterations after its start ended (results do not change).
+    None: CUDA_CHECK_EVERY on CUDA, 1 on the CPU (where a read-back costs nothing and idling does).
+    max_rows: at most this many problems are optimised at once; the rest wait and take the rows of
+    problems that finished (None: all at once).
+    sync_free: the line search runs every phase on every row under its mask, never asking the host
+    whether a phase has rows (None: on CUDA, where such a question stalls the device; on the CPU
+    it costs nothing and skipping empty phases saves ~10%). The loop's other decisions are masks
+    either way.
     """
 
     max_iter: int = 300
@@ -70,6 +87,9 @@ class LBFGSOptions:
     slow_patience: int | None = None
     slow_drop: float = 0.5
     tolerance_change: float = 1e-9
+    check_every: int | None = None
+    max_rows: int | None = None
+    sync_free: bool | None = None
 
     def __post_init__(self) -> None:
         require(self.line_search in LINE_SEARCHES,
@@ -83,6 +103,8 @@ class LBFGSOptions:
         require(self.stop_every is None or self.stop_every >= 1,
                 f"stop_every must be None or >= 1, got {self.stop_every}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require((self.check_every is None or self.check_every >= 1) and (self.max_rows is None or self.max_rows >= 1),
+                f"check_every must be >= 1 and max_rows None or >= 1, got {self.check_every} and {self.max_rows}")
 
     @property
     def stop_below(self) -> float:
@@ -106,11 +128,10 @@ class LBFGSResult:
 class _Frames:
     """Per-problem results, indexed by problem id: best point over all starts and work spent."""
 
-    def __init__(self, z: torch.Tensor) -> None:
-        n = z.shape[0]
+    def __init__(self, n: int, z: torch.Tensor) -> None:
         long = dict(device=z.device, dtype=torch.long)
         self.best_f = torch.full((n,), float("inf"), device=z.device, dtype=z.dtype)
-        self.best_z = z.clone()
+        self.best_z = z.new_zeros(n, z.shape[1])  # a problem's start until it has a finite loss
         self.iters = torch.zeros(n, **long)
         self.evals = torch.zeros(n, **long)
         self.starts = torch.ones(n, **long)
@@ -131,18 +152,21 @@ class _Live:
     newest pair,
         H g = gamma g + S p - gamma Y u,  u = R^-1 S'g,  p = R^-T ((D + gamma Y'Y) u - gamma Y'g).
     R and Y'Y (float64) are kept in each row's chronological order, oldest first: a row that keeps
-    a pair rolls them by one, and direction() fills in the newest pair's column. Slots with no
-    pair hold zeros in S and Y (and a unit diagonal in R), so they drop out of every product
-    without masks.
+    a pair rolls them by one, and direction() fills in the newest pair's column. A slot with no
+    pair (rho 0) may hold a forgotten pair in S and Y: its products are zeroed by mask before use
+    (and R has a unit diagonal there), so forgetting a history never rewrites S and Y.
+    `idle` rows (start ended, or finished) wait for the next read-back: nothing they compute is kept.
     """
 
     PER_ROW = ("frame", "z", "f", "g", "S", "Y", "rho", "h_diag", "R", "YY", "iters", "start_best",
-               "start_best_iter", "slow_ref", "slow_ref_iter", "trial", "tries", "t", "d", "gtd", "mark", "head")
+               "start_best_iter", "slow_ref", "slow_ref_iter", "trial", "tries", "t", "d", "gtd", "mark", "head",
+               "idle")
 
-    def __init__(self, z: torch.Tensor, history: int) -> None:
+    def __init__(self, z: torch.Tensor, history: int, frames: torch.Tensor | None = None,
+                 sync_free: bool | None = None) -> None:
         k, dim = z.shape
         dev, dt = z.device, z.dtype
-        self.frame = torch.arange(k, device=dev)
+        self.frame = torch.arange(k, device=dev) if frames is None else frames.to(dev)
         self.z = z.clone()
         self.f = torch.full((k,), float("inf"), device=dev, dtype=dt)
         self.g = torch.zeros(k, dim, device=dev, dtype=dt)
@@ -164,14 +188,16 @@ class _Live:
         self.gtd = torch.zeros(k, device=dev, dtype=dt)
         self.mark = torch.full((k,), float("inf"), device=dev, dtype=dt)  # loss at the last stop test
         self.head = torch.zeros(k, device=dev, dtype=torch.long)  # per row: the next slot, its oldest
-        self.wolfe = WolfeRows(k, dim, dev, dt)  # strong-Wolfe search state (unused by the others)
+        self.idle = torch.zeros(k, device=dev, dtype=torch.bool)
+        sync_free = dev.type == "cuda" if sync_free is None else sync_free
+        self.wolfe = WolfeRows(k, dim, dev, dt, sync_free)  # strong-Wolfe search state (unused by the others)
 
     @property
     def k(self) -> int:
         return int(self.frame.shape[0])
 
     def keep(self, mask: torch.Tensor) -> None:
-        """Drop the rows where mask is False."""
+        """Drop the rows where mask is False (a read-back: it synchronises)."""
         if bool(mask.all()):
             return
         idx = mask.nonzero().flatten()
@@ -179,39 +205,39 @@ class _Live:
             setattr(self, name, getattr(self, name).index_select(0, idx))
         self.wolfe.keep(idx)
 
+    def extend(self, other: "_Live") -> None:
+        """Append the rows of `other` (same history length and dimension)."""
+        for name in self.PER_ROW:
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+        self.wolfe.extend(other.wolfe)
+
     def clear(self, mask: torch.Tensor) -> None:
-        """Forget the curvature history of the rows where mask is True."""
-        rows = mask.nonzero().flatten()
-        if rows.numel() == 0:
-            return
-        for name in ("S", "Y", "rho", "YY"):
-            getattr(self, name)[rows] = 0.0
-        self.R[rows] = torch.eye(self.R.shape[1], device=self.R.device, dtype=self.R.dtype)
-        self.h_diag[rows] = 1.0
+        """Forget the curvature history of the rows where mask is True (masked: no sync)."""
+        self.rho.masked_fill_(mask[:, None], 0.0)
+        self.YY.masked_fill_(mask[:, None, None], 0.0)
+        eye = torch.eye(self.R.shape[1], device=self.R.device, dtype=self.R.dtype)
+        self.R = torch.where(mask[:, None, None], eye, self.R)
+        self.h_diag.masked_fill_(mask, 1.0)
 
     def has_history(self) -> torch.Tensor:
         return (self.rho != 0).any(1)
 
     def push(self, mask: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
-        """Store (s, y) at the head of the rows in mask where s'y > 1e-10, as torch's L-BFGS."""
+        """Store (s, y) at the head of the rows in mask where s'y > 1e-10, as torch's L-BFGS (a
+        non-finite s'y is not stored). Masked writes: no sync."""
         ys = torch.linalg.vecdot(s, y)
-        rows = (mask & (ys > 1e-10)).nonzero().flatten()
-        if rows.numel() == 0:
-            return
-        slot, s, y, ys = self.head[rows], s[rows], y[rows], ys[rows]
-        self.S[rows, slot], self.Y[rows, slot], self.rho[rows, slot] = s, y, 1.0 / ys
-        self.h_diag[rows] = ys / torch.linalg.vecdot(y, y)
-        self.head[rows] = (slot + 1) % self.S.shape[1]
-        # one place older for every pair of these rows; the newest's row and column (left unset
+        keep = mask & (ys > 1e-10) & torch.isfinite(ys)
+        rows, slot = torch.arange(self.head.shape[0], device=s.device), self.head
+        self.S[rows, slot] = torch.where(keep[:, None], s, self.S[rows, slot])
+        self.Y[rows, slot] = torch.where(keep[:, None], y, self.Y[rows, slot])
+        self.rho[rows, slot] = torch.where(keep, 1.0 / ys, self.rho[rows, slot])
+        self.h_diag = torch.where(keep, ys / torch.linalg.vecdot(y, y), self.h_diag)
+        self.head = torch.where(keep, (slot + 1) % self.S.shape[1], slot)
+        # one place older for every pair of these rows; the newest's row and column (wrapped round
         # here) are filled in by direction(), which runs before anything reads them
         for name in ("R", "YY"):
             mat = getattr(self, name)
-            if rows.numel() == mat.shape[0]:
-                shifted = torch.empty_like(mat)
-                shifted[:, :-1, :-1] = mat[:, 1:, 1:]
-                setattr(self, name, shifted)
-            else:
-                mat[rows, :-1, :-1] = mat[rows, 1:, 1:]
+            setattr(self, name, torch.where(keep[:, None, None], mat.roll((-1, -1), (1, 2)), mat))
 
     def direction(self, g: torch.Tensor) -> torch.Tensor:
         """-H g per row, from each row's own pairs."""
@@ -219,19 +245,20 @@ class _Live:
         rows = torch.arange(k, device=g.device)
         new = (self.head - 1) % m  # per row, the slot of the newest pair
         order = (self.head[:, None] + torch.arange(m, device=g.device)) % m  # slots, oldest first
-        s_new, y_new = self.S[rows, new], self.Y[rows, new]
-        pair = torch.stack([g, y_new], 1)
+        pair = torch.stack([g, self.Y[rows, new]], 1)
         by_age = order[:, None, :].expand(-1, 2, -1)
-        sp = torch.bmm(pair, self.S.transpose(1, 2)).double().gather(2, by_age)  # s_i'g, s_i'y_new
-        yp = torch.bmm(pair, self.Y.transpose(1, 2)).double().gather(2, by_age)  # y_i'g, y_i'y_new
+        valid = (self.rho != 0).gather(1, order)  # slots holding a pair, oldest first
+        zero = torch.zeros((), device=g.device, dtype=torch.float64)
+        # s_i'g, s_i'y_new and y_i'g, y_i'y_new; a forgotten pair's products are zero
+        sp = torch.where(valid[:, None], torch.bmm(pair, self.S.transpose(1, 2)).double().gather(2, by_age), zero)
+        yp = torch.where(valid[:, None], torch.bmm(pair, self.Y.transpose(1, 2)).double().gather(2, by_age), zero)
         newest_kept = self.rho[rows, new] != 0
         self.R[:, :, -1] = sp[:, 1]
         self.R[:, -1, :-1] = 0.0
         self.R[:, -1, -1] = torch.where(newest_kept, sp[:, 1, -1], 1.0)
         self.YY[:, :, -1] = yp[:, 1]
         self.YY[:, -1, :] = yp[:, 1]
-        valid = (self.rho != 0).gather(1, order).double()
-        d = torch.diagonal(self.R, dim1=1, dim2=2) * valid
+        d = torch.diagonal(self.R, dim1=1, dim2=2) * valid.double()
         gamma = self.h_diag.double()[:, None]
         u = torch.linalg.solve_triangular(self.R, sp[:, 0, :, None], upper=True)[..., 0]
         w = d * u + gamma * torch.bmm(self.YY, u[..., None])[..., 0] - gamma * yp[:, 0]
@@ -243,28 +270,64 @@ class _Live:
 
 def minimize(objective: Objective, init: Init, n: int, options: LBFGSOptions,
              progress: Callable[[int, int], None] | None = None) -> LBFGSResult:
-    """Minimise N independent problems; `progress(done, n)` is called after each iteration."""
-    z0 = init(torch.arange(n), torch.zeros(n, dtype=torch.long)).detach()
-    out, live = _Frames(z0), _Live(z0, options.history)
-    _start(live, out, objective, torch.ones(n, dtype=torch.bool, device=z0.device), z0, options)
-    live.keep(~out.done[live.frame])
-    while live.k:
-        restart = _iterate(live, out, objective, options)
-        if bool(restart.any()):
-            _restart_or_finish(live, out, objective, init, restart, options)
-        live.keep(~out.done[live.frame])
-        if progress is not None:
-            progress(int(out.done.sum()), n)
+    """Minimise N independent problems; `progress(done, n)` is called at every read-back."""
+    first = min(n, options.max_rows or n)
+    z0 = init(torch.arange(first), torch.zeros(first, dtype=torch.long)).detach()
+    out = _Frames(n, z0)
+    live = _admit(None, out, objective, z0, torch.arange(first, device=z0.device), options)
+    queued, iteration = first, 0
+    every = options.check_every or (CUDA_CHECK_EVERY if z0.device.type == "cuda" else 1)
+    while True:
+        if iteration % every == 0:
+            live, queued = _read_back(live, out, objective, init, n, queued, options)
+            if progress is not None:
+                progress(int(out.done.sum()), n)
+            if not live.k:
+                break
+        _iterate(live, out, objective, options)
+        iteration += 1
     converged = out.best_f < options.threshold
     return LBFGSResult(out.best_z, out.best_f, converged, out.iters, out.evals, out.starts, out.calls)
 
 
-def _evaluate(out: _Frames, objective: Objective, z: torch.Tensor, frames: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, grad) of the problems `frames` at z; a non-finite loss or gradient reads as NaN."""
+def _read_back(live: _Live, out: _Frames, objective: Objective, init: Init, n: int, queued: int,
+               options: LBFGSOptions) -> tuple[_Live, int]:
+    """The loop's one synchronisation: rows whose start ended restart or finish, finished rows are
+    dropped, and queued problems take the free rows. Returns the live rows and the next queued id."""
+    idle = live.idle | out.done[live.frame]
+    if bool(idle.any()):
+        ended = idle & ~out.done[live.frame]
+        if bool(ended.any()):
+            _restart_or_finish(live, out, objective, init, ended, options)
+        live.keep(~out.done[live.frame])
+    free = (options.max_rows or n) - live.k
+    if free > 0 and queued < n:
+        frames = torch.arange(queued, min(n, queued + free))
+        z = init(frames, torch.zeros_like(frames)).to(live.z.device, live.z.dtype).detach()
+        live = _admit(live, out, objective, z, frames.to(live.z.device), options)
+        queued += frames.numel()
+    return live, queued
+
+
+def _admit(live: _Live | None, out: _Frames, objective: Objective, z: torch.Tensor, frames: torch.Tensor,
+           options: LBFGSOptions) -> _Live:
+    """Start problems `frames` at z in new rows appended to `live` (or in a new _Live)."""
+    fresh = _Live(z, options.history, frames, options.sync_free)
+    out.best_z[frames] = z
+    _start(fresh, out, objective, torch.ones(frames.numel(), dtype=torch.bool, device=z.device), z, options)
+    if live is None:
+        return fresh
+    live.extend(fresh)
+    return live
+
+
+def _evaluate(out: _Frames, objective: Objective, z: torch.Tensor, frames: torch.Tensor,
+              active: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, grad) of the problems `frames` at z; a non-finite loss or gradient reads as NaN.
+    Evaluations are counted for the `active` rows (default: all)."""
     f, g = objective(z, frames)
     out.calls += 1
-    out.evals[frames] += 1
+    out.evals[frames] += 1 if active is None else active.long()
     f, g = f.detach(), g.detach()
     bad = ~(torch.isfinite(f) & torch.isfinite(g).all(1))
     return torch.where(bad, torch.full_like(f, float("nan")), f), torch.where(bad[:, None], torch.zeros_like(g), g)
@@ -272,7 +335,8 @@ def _evaluate(out: _Frames, objective: Objective, z: torch.Tensor, frames: torch
 
 def _start(live: _Live, out: _Frames, objective: Objective, mask: torch.Tensor, z: torch.Tensor,
            options: LBFGSOptions) -> None:
-    """(Re)start the rows in mask at z (one row of z per such row): fresh history, one evaluation."""
+    """(Re)start the rows in mask at z (one row of z per such row): fresh history, one evaluation.
+    Runs at read-backs only (it synchronises)."""
     idx = mask.nonzero().flatten()
     frames = live.frame[idx]
     f, g = _evaluate(out, objective, z, frames)
@@ -285,44 +349,49 @@ def _start(live: _Live, out: _Frames, objective: Objective, mask: torch.Tensor, 
     live.mark[idx] = live.start_best[idx] = live.slow_ref[idx] = start_loss
     live.start_best_iter[idx] = live.slow_ref_iter[idx] = 0
     _record(out, frames, f, z)
-    if options.stop_every is None:
-        out.done[frames[f < options.stop_below]] = True
+    solved = f < options.stop_below if options.stop_every is None else torch.zeros_like(f, dtype=torch.bool)
+    out.done[frames] |= solved
+    live.idle[idx] = solved
 
 
-def _record(out: _Frames, frames: torch.Tensor, f: torch.Tensor, z: torch.Tensor) -> None:
-    """Keep each problem's best point over all starts."""
+def _record(out: _Frames, frames: torch.Tensor, f: torch.Tensor, z: torch.Tensor,
+            mask: torch.Tensor | None = None) -> None:
+    """Keep each problem's best point over all starts (rows in `mask` only; masked: no sync)."""
     better = f < out.best_f[frames]  # False for NaN
-    if bool(better.any()):
-        out.best_f[frames[better]] = f[better]
-        out.best_z[frames[better]] = z[better]
+    if mask is not None:
+        better &= mask
+    out.best_f[frames] = torch.where(better, f, out.best_f[frames])
+    out.best_z[frames] = torch.where(better[:, None], z, out.best_z[frames])
 
 
 def _stop(live: _Live, out: _Frames, complete: torch.Tensor, options: LBFGSOptions) -> None:
-    """Finish the rows that passed the stop test (see LBFGSOptions.stop_every)."""
+    """Finish the active rows that passed the stop test (see LBFGSOptions.stop_every)."""
     if options.stop_every is None:
         hit = complete & (live.f < options.stop_below)
     else:
         test = complete & (live.iters % options.stop_every == 0)
         hit = test & (live.mark < options.stop_below)
         live.mark = torch.where(test, live.f, live.mark)
-    out.done[live.frame[hit]] = True
+    hit &= ~live.idle
+    out.done[live.frame] |= hit
+    live.idle |= hit
 
 
-def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOptions) -> torch.Tensor:
-    """One objective call for every live row; returns the mask of rows whose start has ended.
+def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOptions) -> None:
+    """One objective call for every live row; rows whose start ended go idle until the read-back.
 
     A row either tries the first step along a new direction or the next trial of a line search in
     progress along the same one: searching rows ride along in the same call as the others instead
     of costing calls of their own. An iteration (what max_iter counts) is a direction finished: a
-    step chosen, or the search given up.
+    step chosen, or the search given up. No host sync: every decision is a mask.
     """
     z, f, g = live.z, live.f, live.g
+    active = ~live.idle
     fresh = ~live.trial
     d = live.direction(g)  # every row: it also brings the newest pair into S'Y and Y'Y
     uphill = fresh & ~(torch.linalg.vecdot(g, d) < -options.tolerance_change)
-    if bool(uphill.any()):  # a stale curvature model: fall back to steepest descent
-        live.clear(uphill)
-        d = torch.where(uphill[:, None], -g, d)
+    live.clear(uphill)  # a stale curvature model: fall back to steepest descent
+    d = torch.where(uphill[:, None], -g, d)
     d = torch.where(fresh[:, None], d, live.d)
     gtd = torch.where(fresh, torch.linalg.vecdot(g, d), live.gtd)
     first = ~live.has_history()
@@ -330,7 +399,7 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
     t = torch.where(fresh, t, live.t)
     flat = fresh & ~(gtd < -options.tolerance_change)  # zero gradient: nowhere to go from here
     t = torch.where(flat, torch.zeros_like(t), t)
-    f_new, g_new = _evaluate(out, objective, z + t[:, None] * d, live.frame)
+    f_new, g_new = _evaluate(out, objective, z + t[:, None] * d, live.frame, active)
     search = _SEARCHES[options.line_search]
     complete, moved, t_step, f_step, g_step, t_next = search(live, fresh, t, d, gtd, f_new, g_new, options)
     complete, moved = complete | flat, moved & ~flat
@@ -342,8 +411,8 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
     live.f = torch.where(moved, f_step, f)
     live.g = torch.where(moved[:, None], g_step, g)
     live.iters += complete.long()
-    out.iters[live.frame] += complete.long()
-    _record(out, live.frame[moved], f_step[moved], live.z[moved])
+    out.iters[live.frame] += (complete & active).long()
+    _record(out, live.frame, f_step, live.z, moved & active)
     _stop(live, out, complete, options)
     live.start_best, live.start_best_iter = _fall(live.f, live.start_best, live.start_best_iter, live.iters,
                                                   1 - options.min_progress)
@@ -356,7 +425,7 @@ def _iterate(live: _Live, out: _Frames, objective: Objective, options: LBFGSOpti
                                               options.slow_drop)
     if options.slow_patience is not None:
         ended |= live.iters - live.slow_ref_iter >= options.slow_patience
-    return ended & complete & ~out.done[live.frame]
+    live.idle |= ended & complete
 
 
 Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -411,7 +480,7 @@ def _shorter(t: torch.Tensor, f: torch.Tensor, f_new: torch.Tensor, gtd: torch.T
 def _restart_or_finish(live: _Live, out: _Frames, objective: Objective, init: Init, ended: torch.Tensor,
                        options: LBFGSOptions) -> None:
     """Rows whose start ended (diverged, stalled, out of iterations): finished if they succeeded or
-    have no start left, else a new start from `init`."""
+    have no start left, else a new start from `init` (at a read-back: it synchronises)."""
     frames = live.frame[ended]
     left = (out.starts[frames] <= options.restarts) & ~(out.best_f[frames] < options.threshold)
     out.done[frames[~left]] = True

@@ -8,9 +8,10 @@ of steps whatever mode the modules are in. `guidance=` gives the cheaper per-ste
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import diffusers
 import torch
@@ -20,6 +21,52 @@ from torch.utils.checkpoint import checkpoint
 from splitleak.errors import SplitleakError
 
 Guidance = Callable[[Tensor, Tensor], Tensor]
+
+
+@functools.lru_cache(maxsize=64)
+def _ddim_timesteps_cached(config_items: tuple, steps: int) -> tuple[tuple[int, int], ...]:
+    scheduler = diffusers.DDIMScheduler.from_config(dict(config_items))
+    scheduler.set_timesteps(steps)
+    jump = scheduler.config.num_train_timesteps // steps
+    return tuple((t, t - jump) for t in scheduler.timesteps.tolist())
+
+
+def _ddim_timesteps(config: object, steps: int) -> tuple[tuple[int, int], ...]:
+    """(t, t_prev) of diffusers' DDIM schedule for a scheduler config (built once per config and steps)."""
+    items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in dict(config).items()))
+    return _ddim_timesteps_cached(items, steps)
+
+
+def _split_coefficients(kind: str, alpha: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((x0 from x, x0 from out), (eps from x, eps from out)): the prediction type's linear map from
+    the noisy sample x and the model output to the clean-sample and noise predictions at alpha."""
+    a, b = math.sqrt(alpha), math.sqrt(1 - alpha)
+    if kind == "epsilon":
+        return (1 / a, -b / a), (0.0, 1.0)
+    if kind == "sample":
+        return (0.0, 1.0), (1 / b, -a / b)
+    if kind == "v_prediction":
+        return (a, -b), (b, a)
+    raise SplitleakError(f"unsupported prediction type {kind!r}")
+
+
+@dataclass(frozen=True)
+class DDIMStep:
+    """One deterministic DDIM step t -> t_prev: its alphas and, for eta = 0 without clipping, the
+    coefficients of x_prev = x_coef * x + out_coef * model output."""
+
+    t: int
+    t_prev: int
+    alpha: float
+    alpha_prev: float
+    x_coef: float
+    out_coef: float
+
+    @classmethod
+    def of(cls, t: int, t_prev: int, alpha: float, alpha_prev: float, kind: str) -> "DDIMStep":
+        (x0_x, x0_out), (eps_x, eps_out) = _split_coefficients(kind, alpha)
+        a, b = math.sqrt(alpha_prev), math.sqrt(1 - alpha_prev)  # x_prev = a x0 + b eps
+        return cls(t, t_prev, alpha, alpha_prev, a * x0_x + b * eps_x, a * x0_out + b * eps_out)
 
 
 @dataclass
@@ -33,6 +80,9 @@ class DiffusionPrior:
     image_size: int = 64  # pixel side of decoded images
     latent_shape: tuple[int, int, int] | None = None  # (C, h, w); None: derived from unet / vae
     scaling_factor: float | None = None  # vae latent scaling; None: the vae's config (1.0 for pixels)
+    compile_mode: str | None = None  # torch.compile the UNet in this mode (e.g. "reduce-overhead"); CUDA only
+    _timestep_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.scheduler, diffusers.DDIMScheduler):
@@ -71,11 +121,15 @@ class DiffusionPrior:
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> DiffusionPrior:
         """Move (and optionally cast) every component; returns self."""
+        # dtype only when casting: diffusers' ModelMixin.to warns that its fp32 modules may be cast
+        # whenever a `dtype` keyword is present, even dtype=None (the warning at every prior load)
+        cast = {} if dtype is None else {"dtype": dtype}
         for module in (self.unet, self.vae, self.text_encoder):
             if isinstance(module, torch.nn.Module):
-                module.to(device=device, dtype=dtype)
+                module.to(device=device, **cast)
             elif module is not None and hasattr(module, "to"):
                 module.to(device, dtype)
+        self._timestep_cache.clear()
         return self
 
     # ----- pixels <-> latents -------------------------------------------------------------
@@ -127,43 +181,55 @@ class DiffusionPrior:
         """(t, t_prev) pairs of the DDIM schedule for `steps` steps (t_prev < 0: the end)."""
         if steps < 1:
             raise SplitleakError(f"steps must be >= 1, got {steps}")
-        scheduler = diffusers.DDIMScheduler.from_config(self.scheduler.config)
-        scheduler.set_timesteps(steps)
-        jump = scheduler.config.num_train_timesteps // steps
-        return [(int(t), int(t) - jump) for t in scheduler.timesteps]
+        return list(_ddim_timesteps(self.scheduler.config, steps))
 
-    def _alpha_table(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """(alphas_cumprod per timestep, the alpha past the schedule's end) on `device`, float32."""
-        alphas = self.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-        return alphas, torch.tensor(float(self.scheduler.final_alpha_cumprod), device=device)
+    def ddim_steps(self, steps: int) -> list[DDIMStep]:
+        """The `steps`-step schedule with each step's coefficients as Python floats (computed once per
+        schedule, in float64): the sampler's loop then makes no tensor of its own and reads nothing back."""
+        key = ("steps", steps)
+        if key not in self._timestep_cache:
+            alphas = self.scheduler.alphas_cumprod.double().tolist()
+            final = float(self.scheduler.final_alpha_cumprod)
+            kind = self.scheduler.config.prediction_type
+            self._timestep_cache[key] = [DDIMStep.of(t, t_prev, alphas[t], alphas[t_prev] if t_prev >= 0 else final,
+                                                     kind) for t, t_prev in self.timesteps(steps)]
+        return self._timestep_cache[key]
+
+    def _timestep_tensor(self, t: int, batch: int, device: torch.device) -> Tensor:
+        """The UNet's timestep argument (batch,), made once per (t, batch, device)."""
+        key = ("t", t, batch, device)
+        if key not in self._timestep_cache:
+            self._timestep_cache[key] = torch.full((batch,), t, device=device, dtype=torch.long)
+        return self._timestep_cache[key]
+
+    def _unet(self) -> Callable[..., object]:
+        """The UNet, compiled with `compile_mode` on CUDA (once); as it is elsewhere."""
+        if self.compile_mode is None or self.device.type != "cuda":
+            return self.unet
+        if self.compile_mode not in self._compiled:
+            self._compiled[self.compile_mode] = torch.compile(self.unet, mode=self.compile_mode)
+        return self._compiled[self.compile_mode]
 
     def _model_output(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         if cond is None:
-            return self.unet(x, t).sample
-        return self.unet(x, t, encoder_hidden_states=cond).sample
+            return self._unet()(x, t).sample
+        return self._unet()(x, t, encoder_hidden_states=cond).sample
 
     def _predict(self, x: Tensor, t: int, cond: Tensor | None, cfg_pair: Tensor | None,
                  cfg_scale: float, use_checkpoint: bool) -> Tensor:
-        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        tt = self._timestep_tensor(t, x.shape[0], x.device)
         call = (lambda *args: checkpoint(self._model_output, *args, use_reentrant=False)) if use_checkpoint \
             else self._model_output
         if cfg_pair is None:
             return call(x, tt, cond)
-        out = call(torch.cat([x, x]), torch.cat([tt, tt]), cfg_pair)
+        out = call(torch.cat([x, x]), self._timestep_tensor(t, 2 * x.shape[0], x.device), cfg_pair)
         uncond, conditioned = out.chunk(2)
         return uncond + cfg_scale * (conditioned - uncond)
 
-    def _split(self, out: Tensor, x: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+    def _split(self, out: Tensor, x: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
         """Model output -> (x0 prediction, epsilon) under the scheduler's prediction type."""
-        kind = self.scheduler.config.prediction_type
-        a, b = alpha.sqrt(), (1 - alpha).sqrt()
-        if kind == "epsilon":
-            return (x - b * out) / a, out
-        if kind == "sample":
-            return out, (x - a * out) / b
-        if kind == "v_prediction":
-            return a * x - b * out, a * out + b * x
-        raise SplitleakError(f"unsupported prediction type {kind!r}")
+        (x0_x, x0_out), (eps_x, eps_out) = _split_coefficients(self.scheduler.config.prediction_type, alpha)
+        return x * x0_x + out * x0_out, x * eps_x + out * eps_out
 
     def sample(self, v: Tensor, steps: int = 20, text: object = None, guidance: Guidance | None = None,
                checkpoint: bool = True, eta: float = 0.0, cfg_scale: float = 1.0,
@@ -180,6 +246,8 @@ class DiffusionPrior:
         and each step's predicted clean sample is moved by minus what guidance returns (a
         scaled gradient of the attack's loss w.r.t. x0_pred; guidance runs with autograd
         enabled); the result is then detached.
+        Without guidance, clipping or eta, a step is x <- a_t x + b_t * model output, with a_t, b_t
+        precomputed floats: three tensor ops besides the UNet, none of them a read-back.
         """
         if tuple(v.shape[1:]) != self.latent_shape:
             raise SplitleakError(f"latent shape {tuple(v.shape[1:])} != prior's {self.latent_shape}")
@@ -190,26 +258,30 @@ class DiffusionPrior:
         cfg_pair = None
         if cond is not None and cfg_scale != 1.0:
             cfg_pair = torch.cat([self._condition("", batch), cond])
-        alphas, final = self._alpha_table(v.device)
         x = v.to(self.dtype)
         unrolled = guidance is None
-        schedule = self.timesteps(steps)
-        for t, t_prev in schedule[len(schedule) - (last or steps):]:
-            alpha, alpha_prev = alphas[t], (alphas[t_prev] if t_prev >= 0 else final)
+        clip = self.scheduler.config.clip_sample
+        linear = unrolled and not clip and eta == 0
+        schedule = self.ddim_steps(steps)
+        for step in schedule[len(schedule) - (last or steps):]:
             with torch.set_grad_enabled(unrolled and torch.is_grad_enabled()):
-                out = self._predict(x, t, cond, cfg_pair, cfg_scale, checkpoint and unrolled)
-            x0, eps = self._split(out.to(x.dtype), x, alpha.to(x.dtype))
-            if self.scheduler.config.clip_sample:
+                out = self._predict(x, step.t, cond, cfg_pair, cfg_scale, checkpoint and unrolled).to(x.dtype)
+            if linear:
+                x = torch.add(x * step.x_coef, out, alpha=step.out_coef)
+                continue
+            alpha, alpha_prev = step.alpha, step.alpha_prev
+            x0, eps = self._split(out, x, alpha)
+            if clip:
                 limit = self.scheduler.config.clip_sample_range
                 x0 = x0.clamp(-limit, limit)
-                eps = (x - alpha.sqrt() * x0) / (1 - alpha).sqrt()
+                eps = (x - math.sqrt(alpha) * x0) / math.sqrt(1 - alpha)
             if guidance is not None:
                 with torch.enable_grad():
-                    x0 = (x0 - guidance(x0.detach(), torch.tensor(t))).detach()
-                eps = (x - alpha.sqrt() * x0) / (1 - alpha).sqrt()
+                    x0 = (x0 - guidance(x0.detach(), torch.tensor(step.t))).detach()
+                eps = (x - math.sqrt(alpha) * x0) / math.sqrt(1 - alpha)
             variance = (1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)
-            sigma = eta * variance.clamp(min=0).sqrt()
-            x = alpha_prev.sqrt() * x0 + (1 - alpha_prev - sigma**2).clamp(min=0).sqrt() * eps
+            sigma = eta * math.sqrt(max(variance, 0.0))
+            x = math.sqrt(alpha_prev) * x0 + math.sqrt(max(1 - alpha_prev - sigma**2, 0.0)) * eps
             if eta > 0:
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                 x = x + sigma * noise
@@ -225,13 +297,11 @@ class DiffusionPrior:
         if upto is not None and not 1 <= upto <= steps:
             raise SplitleakError(f"upto must be between 1 and steps ({steps}), got {upto}")
         cond = self._condition(text, latents.shape[0])
-        alphas, final = self._alpha_table(latents.device)
         x = latents.to(self.dtype)
-        for t, t_prev in self.timesteps(steps)[::-1][: steps if upto is None else upto]:
-            alpha_prev = alphas[t_prev] if t_prev >= 0 else final
-            out = self._predict(x, max(t_prev, 0), cond, None, 1.0, False)
-            x0, eps = self._split(out.to(x.dtype), x, alpha_prev.to(x.dtype))
-            x = alphas[t].sqrt() * x0 + (1 - alphas[t]).sqrt() * eps
+        for step in self.ddim_steps(steps)[::-1][: steps if upto is None else upto]:
+            out = self._predict(x, max(step.t_prev, 0), cond, None, 1.0, False)
+            x0, eps = self._split(out.to(x.dtype), x, step.alpha_prev)
+            x = math.sqrt(step.alpha) * x0 + math.sqrt(1 - step.alpha) * eps
         return x
 
     def random_latents(self, batch: int, seed: int | None = None) -> Tensor:

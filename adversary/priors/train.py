@@ -32,6 +32,7 @@ from splitleak.errors import SplitleakError
 from splitleak.video import open_source, save_png, to_model_input
 
 STATE = "train_state.pt"
+READ_BACK = 25  # training steps between read-backs of their losses (host syncs)
 LOG = "train_log.csv"
 # The training objective's version: bump it when a change makes older priors a different
 # model (2: v-prediction; 1 was epsilon). Resume and the benchmarks' caches key on it.
@@ -123,13 +124,14 @@ def augment(footage: torch.Tensor, batch: int, size: int, generator: torch.Gener
     """A batch of random frames, each randomly cropped to size x size and maybe flipped."""
     index = torch.randint(len(footage), (batch,), generator=generator)
     slack = footage.shape[-1] - size
-    offsets = torch.randint(slack + 1, (batch, 2), generator=generator).tolist()
+    offsets = torch.randint(slack + 1, (batch, 2), generator=generator)
     flips = torch.rand(batch, generator=generator) < 0.5
-    crops = []
-    for i, (top, left), flip in zip(index.tolist(), offsets, flips.tolist()):
-        crop = footage[i, :, top : top + size, left : left + size]
-        crops.append(crop.flip(-1) if flip else crop)
-    return torch.stack(crops)
+    span = torch.arange(size)
+    rows = (offsets[:, 0, None] + span)[:, :, None]  # (B, size, 1)
+    cols = offsets[:, 1, None] + span  # (B, size)
+    cols = torch.where(flips[:, None], cols.flip(-1), cols)[:, None, :]  # a flip reads the columns backwards
+    crops = footage[index[:, None, None], :, rows, cols]  # (B, size, size, C)
+    return crops.permute(0, 3, 1, 2).contiguous()
 
 
 # ----- the run folder ---------------------------------------------------------------------
@@ -227,19 +229,23 @@ class Trainer:
         self.vae_step = self.unet_step = self.decoder_step = 0
         self.losses: dict[str, float] = {}
         self.timing: dict[str, float] = {}
-        self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0) if self.vae else None
-        self.unet_opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.decoder_opt = torch.optim.AdamW(self.decoder_parameters(), lr=cfg.decoder_lr, weight_decay=0.0) \
+        # fused AdamW on CUDA (one launch per step); the models move there below, before any step
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, **fused) \
             if self.vae else None
+        self.unet_opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=0.0, **fused)
+        self.decoder_opt = torch.optim.AdamW(self.decoder_parameters(), lr=cfg.decoder_lr, weight_decay=0.0,
+                                             **fused) if self.vae else None
         if state is not None:
             self.load_state(state)
         for module in (self.vae, self.unet, self.ema, self.text_encoder):
             if module is not None:
                 module.to(self.device)
         for opt in (self.vae_opt, self.unet_opt, self.decoder_opt):
+            moves_step = bool(opt and opt.defaults.get("fused"))  # fused keeps its step counter on the device
             for slot in (opt.state.values() if opt else []):
                 for key, value in slot.items():
-                    if torch.is_tensor(value) and key != "step":
+                    if torch.is_tensor(value) and (key != "step" or moves_step):
                         slot[key] = value.to(self.device)
 
     # state ----------------------------------------------------------------------------------
@@ -359,14 +365,15 @@ class Trainer:
     @torch.no_grad()
     def update_ema(self) -> None:
         decay = min(self.cfg.ema, (1 + self.unet_step) / (10 + self.unet_step))
-        for ema, raw in zip(self.ema.parameters(), self.unet.parameters()):
-            ema.lerp_(raw, 1 - decay)
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.unet.parameters()), 1 - decay)  # one launch per dtype
         for ema, raw in zip(self.ema.buffers(), self.unet.buffers()):
             ema.copy_(raw)
 
 
 def _phase(trainer: Trainer, name: str, total: int, footage: torch.Tensor, log: Log, show: bool) -> None:
-    """Run one phase ('vae', 'decoder' or 'unet') from its saved step up to `total`."""
+    """Run one phase ('vae', 'decoder' or 'unet') from its saved step up to `total`. Each step's loss stays
+    on the device; they are read back (logged, checked finite, shown) every READ_BACK steps, at a save
+    and at the end, so a GPU step does not wait on the host."""
     cfg = trainer.cfg
     counter = f"{name}_step"
     start = getattr(trainer, counter)
@@ -377,35 +384,69 @@ def _phase(trainer: Trainer, name: str, total: int, footage: torch.Tensor, log: 
               "unet": lambda x: trainer.unet_loss(x, trainer.conditions(cfg.batch))}
     model.train()
     bar = tqdm(total=total, initial=start, desc=f"train-prior {name}", disable=not show, unit="step")
-    smooth, began, timed = None, time.perf_counter(), 0
+    clock = _Clock()
+    pending: list[torch.Tensor] = []
     for step in range(start, total):
         if step == start + 1:  # time from the second step: the first pays for warm-up
-            began, timed = time.perf_counter(), 0
+            _read_back(trainer, name, step, pending, log, bar, clock)
+            clock.restart()
         x = augment(footage, cfg.batch, cfg.size, trainer.generator).to(trainer.device)
         loss = losses[name](x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise SplitleakError(f"{name} loss became {value} at step {step}; try a lower learning rate")
+        pending.append(loss.detach())
         setattr(trainer, counter, step + 1)
         if name == "unet":
             trainer.update_ema()
-        timed += 1
-        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
-        trainer.losses[name] = round(smooth, 6)
-        trainer.timing[name] = round((time.perf_counter() - began) / timed, 4)
-        log.write(name, step + 1, value, time.perf_counter() - began)
-        bar.update(1)
-        bar.set_postfix(loss=f"{smooth:.4f}", s_per_step=trainer.timing[name])
-        if name == "vae" and step + 1 == total:
+        last = step + 1 == total
+        saving = (step + 1) % cfg.save_every == 0 and not last
+        if last or saving or len(pending) >= READ_BACK:
+            _read_back(trainer, name, step + 1, pending, log, bar, clock)
+        if name == "vae" and last:
             trainer.scaling = trainer.measure_scaling(footage)
-        if (step + 1) % cfg.save_every == 0 and step + 1 < total:
+        if saving:
             trainer.save(len(footage))
     bar.close()
     model.eval()
+
+
+class _Clock:
+    """Seconds since the timing started, the steps it covers, and the phase's smoothed loss."""
+
+    def __init__(self) -> None:
+        self.smooth: float | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        self.began, self.steps = time.perf_counter(), 0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.began
+
+
+def _read_back(trainer: Trainer, name: str, done: int, pending: list[torch.Tensor], log: Log, bar: tqdm,
+               clock: _Clock) -> None:
+    """Read the pending losses of the steps up to `done` back in one sync: log them, check them finite,
+    update the smoothed loss, the seconds per step and the progress bar; empties `pending`."""
+    if not pending:
+        return
+    values = torch.stack(pending).float().tolist()
+    first = done - len(values)
+    seconds = clock.seconds()  # after the read-back: the steps' device work is done
+    clock.steps += len(values)
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            raise SplitleakError(f"{name} loss became {value} at step {first + i}; try a lower learning rate")
+        clock.smooth = value if clock.smooth is None else 0.98 * clock.smooth + 0.02 * value
+        log.write(name, first + i + 1, value, seconds)
+    smooth = clock.smooth
+    trainer.losses[name] = round(smooth, 6)
+    trainer.timing[name] = round(seconds / max(1, clock.steps), 4)
+    pending.clear()
+    bar.update(len(values))
+    bar.set_postfix(loss=f"{smooth:.4f}", s_per_step=trainer.timing[name])
 
 
 def write_preview(prior: DiffusionPrior, path: Path, count: int, seed: int, text: str | None,

@@ -39,6 +39,10 @@ def gradient_metrics(rows: Rows, results: list[tuple[GradientResult, int]], seco
     summary["success_rate"] = _rate([f["success"] for f in frames])
     summary["success_rate_loss"] = (None if threshold is None
                                     else _rate([f["gradient_loss"] < threshold for f in frames]))
+    for rule in ("l2", "relative"):  # both readings of the loss rule, whatever the attack optimised
+        values = [f.get(f"gradient_loss_{rule}") for f in frames]
+        summary[f"success_rate_loss_{rule}"] = (None if threshold is None or None in values
+                                                else _rate([v < threshold for v in values]))
     known = [(r.extra["label_accuracy"], b) for r, b in results if r.extra.get("label_accuracy") is not None]
     summary["label_accuracy"] = sum(a * b for a, b in known) / sum(b for _, b in known) if known else None
     summary["frames"], summary["updates"] = len(frames), len(results)
@@ -71,6 +75,9 @@ def gradient_config(recording: str, name: str, method: Any, plan: Plan, seed: in
                         "round's weights, the batch size",
         "success_criterion": criterion, "success_loss_below": threshold, "success_psnr_db": SUCCESS_DB,
         "success_rate_loss": "fraction of frames whose update's gradient loss is below the attack's threshold",
+        "success_rate_loss_l2": "the same rule on the absolute L2 gradient distance (the paper's)",
+        "success_rate_loss_relative": "the same rule on the L2 distance over the tapped gradient's squared norm",
+        "loss_relative_to_gradient_norm": method.relative_loss,
         "success_rate_psnr": f"fraction of scored frames at PSNR >= {SUCCESS_DB:g} dB ({EVAL_SIZE}px)",
         "batch_order": "reconstructions of a batch are matched to the truth frames by PSNR (features: cosine), "
                        "Hungarian; a batch's order is not in its gradient",

@@ -5,7 +5,9 @@ trained module's state_dict each round starts from). Each FedSGD update is repla
 the state of its round (the model's own weights tag where the recording has no state for the
 round), the attack recovers the batch, and the output folder gets one PNG per frame (split
 `none`) or one safetensors file of recovered features per update (a split point), then
-metrics.json and config.json in the contract's shape.
+metrics.json and config.json in the contract's shape. An attack with a batched engine
+(`reconstruct_many`: dlg-batched, idlg-batched) gets every batch-1 update of the recording in one
+optimisation, per model, each frame with its own round's weights; the others get one update at a time.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ from splitleak.video import frame_name, save_png
 
 
 @dataclass
+class Prepared:
+    """One update made into the attack's case, with what saving its result needs."""
+
+    update: ItemMeta
+    case: GradientCase
+    model: SplitModel
+    labels: torch.Tensor | None
+    state: RecordedItem | None
+    image: bool
+    weights: dict[str, torch.Tensor]  # the trained parameters of its round (a snapshot)
+
+
+@dataclass
 class Outcome:
     """One attacked update: its rows (one per frame) and the attack's result."""
 
@@ -51,8 +66,35 @@ class _Runner:
         self.models, self.truth, self.bar = Models(device, weights_path), truth, bar
         self.outcomes: list[Outcome] = []
         self.seconds = 0.0
+        self.batched = callable(getattr(attack, "reconstruct_many", None))
+        self.pending: list[Prepared] = []
 
     def attack_update(self, update: ItemMeta, item: RecordedItem, state: RecordedItem | None) -> None:
+        """Attack one update now, or hold it for the batched engine (see flush)."""
+        prepared = self._prepare(update, item, state)
+        if self.batched and update.batch == 1:
+            self.pending.append(prepared)
+            return
+        start = time.perf_counter()
+        result = self.attack.reconstruct(prepared.case)
+        self._finished([prepared], [result], self._elapsed(start, prepared.case.device))
+
+    def flush(self) -> None:
+        """Attack every held update: one optimisation per model, frames of different rounds together."""
+        groups: dict[Any, list[Prepared]] = {}
+        for p in self.pending:
+            groups.setdefault(p.update.head, []).append(p)
+        self.pending = []
+        for group in groups.values():
+            rounds = {p.state.index if p.state is not None else None for p in group}
+            weights = [p.weights for p in group] if len(rounds) > 1 else None
+            if weights is None:  # one round: the module holds exactly its weights
+                self.models.module(group[0].update, group[0].state)
+            start = time.perf_counter()
+            results = self.attack.reconstruct_many([p.case for p in group], weights)
+            self._finished(group, results, self._elapsed(start, group[0].case.device))
+
+    def _prepare(self, update: ItemMeta, item: RecordedItem, state: RecordedItem | None) -> Prepared:
         module = self.models.module(update, state)
         model = self.models.model(update.head)
         k, image = update.head, update.head.split == "none"
@@ -63,17 +105,28 @@ class _Runner:
                             labels, "image" if image else "features", torch.device(self.device),
                             self.seed + update.index)
         self.attack.check_access(case)
-        start = time.perf_counter()
-        result = self.attack.reconstruct(case)
-        if case.device.type == "cuda":
-            torch.cuda.synchronize(case.device)
-        seconds = time.perf_counter() - start
+        weights = ({n: p.detach().clone() for n, p in module.named_parameters() if n in case.gradients}
+                   if self.batched else {})
+        return Prepared(update, case, model, labels, state, image, weights)
+
+    @staticmethod
+    def _elapsed(start: float, device: torch.device) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    def _finished(self, prepared: list[Prepared], results: list[GradientResult], seconds: float) -> None:
+        """Save each update's result; the seconds of a batched call are shared out per frame."""
         self.seconds += seconds
-        self.outcomes.append(self._save(update, model, result, labels, state, seconds, image))
-        self.bar.update(update.batch)
+        frames = sum(p.update.batch for p in prepared)
+        for p, result in zip(prepared, results):
+            share = seconds * p.update.batch / frames
+            self.outcomes.append(self._save(p.update, p.model, result, p.labels, p.state, share, p.image,
+                                            float(p.case.gradient_norm2())))
+            self.bar.update(p.update.batch)
 
     def _save(self, update: ItemMeta, model: SplitModel, result: GradientResult, labels: torch.Tensor | None,
-              state: RecordedItem | None, seconds: float, image: bool) -> Outcome:
+              state: RecordedItem | None, seconds: float, image: bool, norm2: float) -> Outcome:
         truths = ([self.truth.image(update.stream, update.seq + i) for i in range(update.batch)] if image
                   else self.truth.features(update, model))
         order = order_by_truth(result, truths, image)
@@ -83,7 +136,7 @@ class _Runner:
         for i in range(update.batch):
             row: dict[str, Any] = {"stream": update.stream, "seq": update.seq + i, "update": update.index,
                                    "round": update.round, "state": "recorded" if state is not None else "initial",
-                                   "gradient_loss": float(result.loss[order[i]]),
+                                   **loss_fields(float(result.loss[order[i]]), norm2, self.attack.relative_loss),
                                    "attack_success": bool(result.success[order[i]]), "label": int(found[i]),
                                    "label_true": None if labels is None else int(labels[i])}
             if image:
@@ -96,6 +149,13 @@ class _Runner:
             save_file({"features": inputs.numpy(), LABELS: found.numpy()},
                       str(self.out / features_name(update.stream, update.seq)))
         return Outcome(update, result, rows, seconds)
+
+
+def loss_fields(loss: float, norm2: float, relative: bool) -> dict[str, float]:
+    """The attack's own loss, and both readings of it: absolute L2 and over the gradient's squared norm."""
+    l2 = loss * norm2 if relative else loss
+    return {"gradient_loss": loss, "gradient_loss_l2": l2, "gradient_loss_relative": l2 / max(norm2, 1e-30),
+            "gradient_norm": norm2 ** 0.5}
 
 
 def _stream_updates(recording: str, plan: Plan, runner: _Runner) -> None:
@@ -154,6 +214,7 @@ def run_gradient_attack(recording: str, name: str, method: Any, out: str, *, tru
         for key in sorted(keys, key=str):
             runner.models.model(key)  # build every model (and check weights) before the long part
         _stream_updates(recording, plan, runner)
+        runner.flush()
     results = [(o.result, o.update.batch) for o in runner.outcomes]
     rows = [r for o in runner.outcomes for r in o.rows]
     frames, summary = gradient_metrics(rows, results, runner.seconds, out_dir, truths.folder if image else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from adversary.runner.attacks import check_prior, make_attack
+from adversary.runner.enhanced import EnhanceRequest, enhance_recovered
 from adversary.runner.features import run_feature_attack
 from adversary.runner.gradients import run_gradient_attack
 
@@ -13,7 +14,7 @@ def run_attack(recording: str, attack: str, out: str, *, truth: str | None = Non
                iterations: int | None = None, seed: int = 0, weights_path: str | None = None,
                max_frames: int | None = None, batch_size: int = 8, progress: bool = True,
                options: dict[str, Any] | None = None, prior: str | None = None, preset: str | None = None,
-               config_file: str | None = None) -> dict[str, Any]:
+               config_file: str | None = None, enhance: EnhanceRequest | None = None) -> dict[str, Any]:
     """Attack the recording's frames (feature attacks) or FedSGD updates (gradient attacks); write the
     reconstructions, metrics.json and config.json to `out`; return the metrics dict.
 
@@ -22,11 +23,19 @@ def run_attack(recording: str, attack: str, out: str, *, truth: str | None = Non
     ssim_native); without it the scores are null. summary.seconds is the attack's own wall time.
     `preset` / `config_file` / `options` configure the attack (adversary.attacks.build_attack).
     `batch_size` is the feature path's (a gradient update's batch is its own).
+    `enhance`: then super-resolve the recovered frames into OUT/enhanced (and write its video), scored
+    against `truth`; the returned metrics gain an "enhanced" entry.
     """
     check_prior(attack, prior)
     method = make_attack(attack, iterations, options, preset, config_file)
     common = dict(truth=truth, device=device, seed=seed, weights_path=weights_path, max_frames=max_frames,
                   progress=progress)
+    if enhance is not None:
+        enhance.check()  # a bad method, weight file or reference fails now, not after the attack
     if method.family == "gradient":
-        return run_gradient_attack(recording, attack, method, out, **common)
-    return run_feature_attack(recording, attack, method, out, batch_size=batch_size, prior=prior, **common)
+        metrics = run_gradient_attack(recording, attack, method, out, **common)
+    else:
+        metrics = run_feature_attack(recording, attack, method, out, batch_size=batch_size, prior=prior, **common)
+    if enhance is not None:
+        metrics["enhanced"] = enhance_recovered(out, enhance, truth=truth, progress=progress)
+    return metrics
