@@ -249,13 +249,14 @@ def frame_meta(model, seq: int, stream: str = "cam0") -> dict:
             "num_classes": model.num_classes}
 
 
-def update_meta(model, seq: int, batch: int, names: list[str], mode: str = "fedsgd", round_: int = 0) -> dict:
+def update_meta(model, seq: int, batch: int, names: list[str], mode: str = "fedsgd", round_: int = 0,
+                local_steps: int = 1) -> dict:
     return {"frame": frame_meta(model, seq), "mode": mode, "round": round_, "batch_size": batch,
-            "learning_rate": 0.1, "local_steps": 1, "param_names": names, "codec": {"name": "fp32"}}
+            "learning_rate": 0.1, "local_steps": local_steps, "param_names": names, "codec": {"name": "fp32"}}
 
 
 def write_recording(tmp: Path, x: torch.Tensor, labels: list[int], split: str = "none", mode: str = "fedsgd",
-                    tamper=None) -> tuple[Path, Path]:
+                    tamper=None, local_steps: int = 1) -> tuple[Path, Path]:
     """One round-1 state (weights unlike the seed:0 tag, so ignoring it would fail) and one update."""
     model = build_split_model("lenet", split, size=SIZE)
     trained = build_split_model("lenet", split, size=SIZE, weights="seed:1").tail
@@ -273,7 +274,8 @@ def write_recording(tmp: Path, x: torch.Tensor, labels: list[int], split: str = 
                   "num_classes": 10}
     with RecordingWriter(rec, {}) as writer:
         writer.append("state", state_meta, {k: v.numpy() for k, v in learning.state(trained).items()})
-        writer.append("update", update_meta(model, 10, len(x), list(grads), mode, round_=1), tensors)
+        writer.append("update", update_meta(model, 10, len(x), list(grads), mode, round_=1,
+                                                local_steps=local_steps), tensors)
     return rec, truth
 
 
@@ -321,10 +323,11 @@ def _reshape(tensors):
 @pytest.mark.parametrize("tamper,mode,message", [
     (_rename, "fedsgd", "param_names and tensors differ"),
     (_reshape, "fedsgd", r"has shape \[10, 100\]"),
+    (None, "fedavg", "fedavg updates of 3 local steps are not attacked yet"),
     (None, "split", "split updates are not attacked"),
 ])
 def test_runner_refuses_bad_updates(frames, tmp_path, tamper, mode, message):
-    rec, truth = write_recording(tmp_path, frames[:1], [1], mode=mode, tamper=tamper)
+    rec, truth = write_recording(tmp_path, frames[:1], [1], mode=mode, tamper=tamper, local_steps=3)
     with pytest.raises(SplitleakError, match=message) as err:
         run_gradient_attack(str(rec), "dlg", str(tmp_path / "out"), iterations=1, progress=False)
     assert "\n" not in str(err.value)
@@ -349,3 +352,23 @@ def test_runner_refuses_feature_recording_without_updates(tmp_path):
         writer.append("frame", frame_meta(model, 0), {"features": np.zeros((1, 12, 16, 16), np.float32)})
     with pytest.raises(SplitleakError, match="no gradient updates"):
         run_gradient_attack(str(tmp_path / "rec"), "dlg", str(tmp_path / "out"), progress=False)
+
+
+def test_one_step_fedavg_delta_is_attacked_as_its_gradient(frames, tmp_path):
+    """A FedAvg delta of one SGD step is -lr x the gradient: the attack is handed that gradient."""
+    from adversary.runner.updates import plan_recording, wire_gradients
+    from splitleak.recording import RecordingReader
+
+    def as_delta(tensors):
+        for name in list(tensors):
+            if name != "labels":
+                tensors[name] = (-0.1 * tensors[name]).astype(np.float32)
+
+    handed = {}
+    for mode, tamper in (("fedsgd", None), ("fedavg", as_delta)):
+        rec, _ = write_recording(tmp_path / mode, frames[:1], [1], mode=mode, tamper=tamper)
+        update = plan_recording(str(rec), None).updates[0]
+        item = RecordingReader(rec).items()[update.index]
+        handed[mode] = wire_gradients(update, build_split_model("lenet", "none", size=SIZE).tail, item)
+    for name, grad in handed["fedsgd"].items():
+        assert torch.allclose(handed["fedavg"][name], grad, rtol=1e-5, atol=1e-9), name

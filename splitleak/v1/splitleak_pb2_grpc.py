@@ -5,7 +5,7 @@ import warnings
 
 from splitleak.v1 import splitleak_pb2 as splitleak_dot_v1_dot_splitleak__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class SplitInferenceStub:
+class SplitInferenceStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -41,7 +41,7 @@ class SplitInferenceStub:
                 _registered_method=True)
 
 
-class SplitInferenceServicer:
+class SplitInferenceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Infer(self, request_iterator, context):
@@ -66,7 +66,7 @@ def add_SplitInferenceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class SplitInference:
+class SplitInference(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -97,7 +97,7 @@ class SplitInference:
             _registered_method=True)
 
 
-class LearningStub:
+class LearningStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -113,7 +113,7 @@ class LearningStub:
                 _registered_method=True)
 
 
-class LearningServicer:
+class LearningServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Train(self, request_iterator, context):
@@ -138,7 +138,7 @@ def add_LearningServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Learning:
+class Learning(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -169,7 +169,7 @@ class Learning:
             _registered_method=True)
 
 
-class TapStub:
+class TapStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -185,7 +185,7 @@ class TapStub:
                 _registered_method=True)
 
 
-class TapServicer:
+class TapServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Subscribe(self, request, context):
@@ -210,7 +210,7 @@ def add_TapServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Tap:
+class Tap(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""Bridges to other federated-learning frameworks: their traffic, recorded as splitleak recordings."""
