@@ -33,6 +33,7 @@ class TapRecorder:
         self.cloud_error: str | None = None  # the cloud's own recorder failed: why (its frames stop)
         self._call = None
         self._stopped = threading.Event()
+        self.subscribed = threading.Event()  # set once the cloud has the subscription: no item is missed after
 
     def run(self, connect_timeout: float = 10.0) -> int:
         """Record until stop(), the limit, or the cloud ends the subscription; returns items written."""
@@ -46,6 +47,8 @@ class TapRecorder:
                                               response_deserializer=pb.TapItem.FromString)
         self._call = subscribe(self.request, metadata=self.metadata)
         try:
+            self._call.initial_metadata()  # the cloud sends its headers once the subscription is in place
+            self.subscribed.set()
             for item in self._call:
                 self._write(item)
                 if self.limit is not None and self.writer.count >= self.limit:

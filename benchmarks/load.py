@@ -253,6 +253,7 @@ def scenario(name: str, args: argparse.Namespace, seconds: float) -> list[dict[s
             warm_up(cloud.target)
             rss_start = cloud.rss_mb()
             tap = TapThread(cloud.target, f"{tmp}/tap", stream_ids(args.edges))
+            tap.recorder.subscribed.wait(10)  # frames sent before the subscription would never reach the tap
             idle_calls = IdleCalls(cloud.target, idle, first_frame=name == "idle-no-token") if idle else None
             retry_for = max(2.0, seconds)
             edges = build_edges(cloud.target, args.edges, retry_for=retry_for)

@@ -38,6 +38,7 @@ class TapService:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
         sub = self.bus.subscribe(request.queue_size or DEFAULT_QUEUE, frozenset(request.stream_ids))
         context.add_callback(lambda: self.bus.unsubscribe(sub))
+        context.send_initial_metadata(())  # headers now: the client knows it misses nothing from here on
         try:
             while context.is_active():
                 event = sub.get(timeout=POLL_S)

@@ -97,3 +97,20 @@ def test_bad_recordings(tmp_path):
     write_recording(tmp_path / "r", 1)
     with pytest.raises(SplitleakError, match="already holds"):
         RecordingWriter(tmp_path / "r")
+
+
+def test_remote_tap_says_when_it_is_subscribed(start_cloud, tmp_path):
+    """`subscribed` is set only once the cloud holds the subscription, so nothing published after is missed."""
+    from adversary.tap_client import TapRecorder
+
+    cloud = start_cloud()
+    recorder = TapRecorder(f"127.0.0.1:{cloud.port}", str(tmp_path / "tap"), queue_size=8)
+    thread = threading.Thread(target=recorder.run, daemon=True)
+    thread.start()
+    try:
+        assert recorder.subscribed.wait(10)
+        assert cloud.bus.active  # no sleep, no polling: the headers came after the subscription
+    finally:
+        recorder.stop()
+        thread.join(10)
+    assert not thread.is_alive()
