@@ -32,6 +32,7 @@ from splitleak.recording import RecordingReader
 from splitleak.video import to_model_input
 
 LOW = 32
+HIGH = 128  # the edge streams the 128x128 frames the enhancement is scored against (High)
 STREAM = "enh"
 ATTACK = "dlg-batched"
 
@@ -52,6 +53,13 @@ def cache_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def high_frame(image: np.ndarray) -> np.ndarray:
+    """The clip frame at 128x128 (uint8 RGB), as High is made. Streaming it rather than the original keeps
+    Low on High's pixel grid: the edge's own crop of a 640x272 original at 32 px is offset by ~half a
+    low-res pixel from the 128 px crop (25 dB between its 32 px input and High pooled 4x4)."""
+    return np.rint(to_model_input(image, HIGH).transpose(1, 2, 0) * 255).astype(np.uint8)
+
+
 def labels_csv(frames: int, path: Path) -> str:
     """An edge --labels file giving frame i the class i mod 10 (one-frame segments)."""
     path.write_text("".join(f"{i},{i + 1},{i % 10}\n" for i in range(frames)))
@@ -65,8 +73,8 @@ def record(images: list[np.ndarray], window: list[int], label: int, work: Path, 
 
     folder = work / "source"
     folder.mkdir(parents=True)
-    for i, idx in enumerate(window):  # lossless originals: the edge resizes them itself
-        cv2.imwrite(str(folder / f"{i:05d}.png"), cv2.cvtColor(images[idx], cv2.COLOR_RGB2BGR))
+    for i, idx in enumerate(window):  # lossless PNGs of High; the edge's area resize makes Low from them
+        cv2.imwrite(str(folder / f"{i:05d}.png"), cv2.cvtColor(high_frame(images[idx]), cv2.COLOR_RGB2BGR))
     with CloudProcess("--threads", "1", "--record", str(work / "rec")) as cloud:
         EdgeTrainer(EdgeConfig(cloud=cloud.target, source=str(folder), model="lenet", split="none", size=LOW,
                                mode="fedsgd", frames=len(window), label=label, lr=rec.lr, stream_id=STREAM,
@@ -117,7 +125,7 @@ def invert(cases: list[GradientCase], iterations: int, restarts: int) -> tuple[t
 
 def psnr32(recovered: torch.Tensor, images: list[np.ndarray], window: list[int]) -> list[float]:
     """PSNR (dB, float on [0, 1]) of each recovered frame against the edge's 32x32 input of it."""
-    truth = torch.from_numpy(np.stack([to_model_input(images[i], LOW) for i in window]))
+    truth = torch.from_numpy(np.stack([to_model_input(high_frame(images[i]), LOW) for i in window]))
     mse = ((recovered.clamp(0, 1) - truth) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     return (10 * torch.log10(1 / mse)).tolist()
 
@@ -129,7 +137,7 @@ def dlg_frames(clips: dict[str, tuple[list[np.ndarray], list[int]]], iterations:
     from safetensors.torch import load_file, save_file
 
     settings = {"attack": ATTACK, "iterations": iterations, "restarts": restarts, "stop_loss": 0.0,
-                "model": "lenet", "size": LOW, "windows": {c: w for c, (_, w) in clips.items()},
+                "model": "lenet", "size": LOW, "source_size": HIGH, "windows": {c: w for c, (_, w) in clips.items()},
                 "recording": asdict(rec)}
     path = cache / f"dlg-{cache_key(settings)}.safetensors"
     if path.is_file() and path.with_suffix(".json").is_file():
