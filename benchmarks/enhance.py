@@ -79,8 +79,8 @@ def layout(total: int, frames: int) -> tuple[list[int], list[int]]:
 
 def trained(kind: str, clips: list[torch.Tensor], steps: int, seed: int) -> tuple[str, dict[str, Any]]:
     """A train-sr folder for `kind` (noref, ref, video) trained on `clips` (first halves), cached by settings."""
-    spec = TrainSpec(source="first half of each of " + ",".join(CLIPS), out="", steps=steps * STEP_FACTOR[kind],
-                     seed=seed, degradation="recovered", **TRAIN[kind])
+    spec = TrainSpec(source="first half of each of " + ",".join(CLIPS), out="", steps=steps, seed=seed,
+                     degradation="recovered", **TRAIN[kind])
     settings = {"kind": kind, **spec.describe(), "frames": [int(c.shape[0]) for c in clips], "version": 3,
                 "degradation": asdict(preset("recovered")), "noref_net": asdict(NOREF_NET)}
     out = CACHE / f"{kind}-{cache_key(settings)}"
@@ -98,10 +98,7 @@ def trained(kind: str, clips: list[torch.Tensor], steps: int, seed: int) -> tupl
 NOREF_NET = RRDBConfig(num_feat=32, num_block=1)  # half the CLI's default: trains in the benchmark's time
 # per model: training batch and crop (None: whole 128x128 frames, as references are used at attack time)
 TRAIN = {"noref": {"batch": 8, "patch": 64, "lr": 5e-4}, "ref": {"batch": 4, "patch": None, "lr": 5e-4},
-         "video": {"batch": 8, "patch": 64, "lr": 5e-4}}
-# training steps per model, times --steps: a video step costs ~1/7 of a noref step (1500 steps: 82 s vs
-# 610 s on the shared CPU), so video gets 3x the steps and still trains in a third of noref's time
-STEP_FACTOR = {"noref": 1, "ref": 1, "video": 3}
+         "video": {"batch": 4, "patch": 64, "lr": 5e-4}}
 
 
 def scores(out: torch.Tensor, high: torch.Tensor, low: torch.Tensor) -> dict[str, float]:
@@ -192,8 +189,7 @@ def main() -> None:
     write(args.json, rows, {"frames": frames, "steps": steps, "dlg": dlg, "eval_size": HIGH,
                             "motion": {c: motion[c] for c in CLIPS}, "motion_rank": ranked,
                             "training": {**logs, "frames": "first half of each clip; evaluation and references "
-                                                           "from the second", "models": TRAIN,
-                                         "step_factor": STEP_FACTOR},
+                                                           "from the second", "models": TRAIN},
                             "references": f"second half, outside the window, {REF_SPACING} frames apart",
                             "recording": {**asdict(RECORDING), "why": "every update at a near-untrained LeNet (the "
                                           "paper's DLG setting); the edge's lr 0.01 saturates it after round 0"},
