@@ -1,8 +1,9 @@
 """Enhancement benchmark: the video paper's Table I on three bundled clips, 32x32 DLG frames -> 128x128.
 
 Per clip (bikes, bigbuckbunny, carphone; camera motion measured as the mean Farneback flow between
-consecutive frames at 128 px): an edge streams a window of the clip's second half in fedsgd mode on
-lenet at 32x32 to a cloud that records the updates (both real services over loopback) with lr 1e-4
+consecutive frames at 128 px): an edge streams a window of the clip's second half, as the 128x128 High
+frames (so its area resize makes Low on High's grid), in fedsgd mode on lenet at 32x32 to a cloud that
+records the updates (both real services over loopback) with lr 1e-4
 (RECORDING: every update is then taken at a LeNet that has barely left its start, as in the paper,
 where DLG inverts each frame at an untrained LeNet; at the edge's default lr 0.01 the model saturates
 after round 0 and DLG recovers 10-26 dB frames; the per-clip DLG PSNR at 32 px is in the JSON); the batched
