@@ -45,9 +45,10 @@ CACHE = Path("runs/enhance-bench")
 REF_SPACING = 6  # frames between the references on each side of the window
 # How the edge trains while recorded. lr 1e-4 with one label per clip keeps the gradient norm at 29-33 on
 # every frame (it falls from 29 to 0.3-0.6 by frame 3 at the edge's default lr 0.01), so each update is
-# taken at a near-untrained LeNet, DLG's and the paper's setting. Measured with --quick (8 frames per clip,
-# 100 iterations): DLG 42.2 dB mean at 32 px (per clip 41.1 / 42.5 / 43.1), vs 18.3 dB at lr 0.01 and
-# 36.5 dB at lr 0.01 with labels cycling over the 10 classes per frame (the model still learns).
+# taken at a near-untrained LeNet, DLG's and the paper's setting. DLG mean PSNR at 32 px: 42.7 dB with
+# --quick (8 frames per clip, 100 iterations), 48.4 dB by default (16 frames, 300). Before the 128 px
+# sources, --quick gave 42.2 dB here vs 18.3 dB at lr 0.01 and 36.5 dB at lr 0.01 with labels cycling
+# over the 10 classes per frame (the model still learns).
 RECORDING = Recording(lr=1e-4, labels="one")
 # the paper's Table I as the issue quotes it (its PSNRs are on uint8 arrays: not comparable; SSIMs are)
 PAPER = [{"source": "paper Table I (as quoted in issue 22)", "comparison": "Enhanced vs High, all settings",

@@ -7,7 +7,8 @@ import json
 from splitleak.checks import check_output_dir, check_output_file
 from splitleak.cli.common import add_device, batch_size, float_in, positive_int, resolve_device, seed, size_px
 
-DEGRADATIONS = ("realesrgan", "recovered", "recovered-heavy")  # adversary.enhance.degrade.PRESETS (not imported: keeps --help light)
+# adversary.enhance.degrade.PRESETS (not imported: keeps --help light)
+DEGRADATIONS = ("realesrgan", "recovered", "recovered-heavy")
 DEFAULT_TRAIN_STEPS = 200  # ~15 minutes on 2 shared CPU cores at batch 8, patch 64 (provisional)
 
 

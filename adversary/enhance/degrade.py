@@ -3,9 +3,10 @@
 Real-ESRGAN's second-order degradation: blur, resize, noise, JPEG, then all four again with milder
 settings, then a resize to the target size (Wang et al., 2021; their sinc filter is left out).
 Two additions fit what an attack recovers: the "plain" path (an area downscale, which is how the
-edge itself makes its 32x32 model inputs), and "inversion noise", the blotchy, colour-shifted
-residue of gradient inversion (white for frames DLG recovered well; blotchy and colour-shifted,
-noisy at low spatial frequencies, for frames from a saturated model). Every image draws its own parameters from a numpy Generator, so a seed fixes them.
+edge itself makes its 32x32 model inputs), and "inversion noise", the residue of gradient inversion
+(white for frames DLG recovered well; blotchy and colour-shifted, noisy at low spatial frequencies,
+for frames from a saturated model). Every image draws its own parameters from a numpy Generator, so
+a seed fixes them.
 Images are float32 (H, W, 3) in [0, 1]; the result is quantised to 8 bits, as the PNGs an attack writes.
 """
 
