@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from adversary.enhance.base import Enhancer
-from adversary.enhance.degrade import DegradeConfig, degrade
+from adversary.enhance.degrade import DegradeConfig, degrade, preset
 from adversary.enhance.pairs import PairSampler, load_footage
 from adversary.enhance.registry import register
 from adversary.enhance.rrdb import RRDBConfig, RRDBNet, init_as_upsampler
@@ -82,6 +82,15 @@ def test_inversion_noise_moves_the_frame() -> None:
     clean = degrade(high, SCALE, np.random.default_rng(0), DegradeConfig(plain_prob=1.0, inversion_prob=0.0))
     noisy = degrade(high, SCALE, np.random.default_rng(0), DegradeConfig(plain_prob=1.0, inversion_prob=1.0))
     assert (noisy - clean).abs().mean() > 2 / 255
+
+
+def test_recovered_preset_is_light_white_noise_and_heavy_preset_is_blotchy() -> None:
+    high = torch.from_numpy(np.stack([scene(k) for k in range(8)]))
+    clean = degrade(high, SCALE, np.random.default_rng(0), DegradeConfig(plain_prob=1.0, inversion_prob=0.0))
+    light = degrade(high, SCALE, np.random.default_rng(0), preset("recovered")) - clean
+    heavy = degrade(high, SCALE, np.random.default_rng(0), preset("recovered-heavy")) - clean
+    assert light.pow(2).mean().sqrt() < 0.02 < heavy.pow(2).mean().sqrt()  # DLG at an untrained LeNet: ~0.008
+    assert light.mean(dim=(2, 3)).abs().max() < 0.01  # no colour shift
 
 
 def test_pair_sampler_crops_on_the_scale_grid_and_clips_are_consecutive() -> None:

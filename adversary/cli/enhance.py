@@ -7,7 +7,8 @@ import json
 from splitleak.checks import check_output_dir, check_output_file
 from splitleak.cli.common import add_device, batch_size, float_in, positive_int, resolve_device, seed, size_px
 
-DEGRADATIONS = ("realesrgan", "recovered")  # adversary.enhance.degrade.PRESETS (not imported: keeps --help light)
+# adversary.enhance.degrade.PRESETS (not imported: keeps --help light)
+DEGRADATIONS = ("realesrgan", "recovered", "recovered-heavy")
 DEFAULT_TRAIN_STEPS = 200  # ~15 minutes on 2 shared CPU cores at batch 8, patch 64 (provisional)
 
 
@@ -49,8 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--stride", type=positive_int, default=1, help="keep every N-th frame (default 1)")
     train.add_argument("--degradation", choices=DEGRADATIONS,
                        help="how training inputs are degraded: realesrgan (second-order blur, resize, noise, "
-                            "JPEG; noref's default) or recovered (area downscale + inversion noise, as DLG "
-                            "frames look; ref's and video's default)")
+                            "JPEG; noref's default), recovered (area downscale + light white noise, as DLG "
+                            "frames from an untrained LeNet look; ref's and video's default) or recovered-heavy "
+                            "(blotchy, colour-shifted noise, as frames from a saturated stream)")
     train.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     add_device(train)
     train.set_defaults(run=run_train)
