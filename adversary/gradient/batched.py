@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from adversary.configs import require
 from adversary.gradient.base import GradientCase, GradientInversionAttack, GradientResult, infer_labels_idlg
-from adversary.gradient.dlg import DLGConfig, LbfgsConfig, dummy_start, label_accuracy
+from adversary.gradient.dlg import DLGConfig, LbfgsConfig, StopRules, dummy_start, label_accuracy
 from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
 from adversary.registry import register
 from splitleak import learning
@@ -319,21 +319,13 @@ class BatchedConfig:
                 f"iterations and restarts must be >= 1 (got {self.iterations}, {self.restarts})")
 
 
-class BatchedLbfgsAttack(GradientInversionAttack):
+class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
     """dlg / idlg over N frames at once, each frame its own L-BFGS run: `strong_wolfe` -> torch's
     strong-Wolfe search per frame (the trial steps dlg takes on that frame alone), None -> torch's
     fixed step."""
 
     Config = BatchedConfig
     joint_labels: ClassVar[bool] = True
-
-    @property
-    def loss_threshold(self) -> float:
-        return self.config.stop.threshold
-
-    @property
-    def relative_loss(self) -> bool:
-        return self.config.stop.relative
 
     def options(self) -> LBFGSOptions:
         """The engine's settings for this config."""

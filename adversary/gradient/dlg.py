@@ -159,11 +159,10 @@ class DLGConfig:
                 f"iterations and restarts must be >= 1 (got {self.iterations}, {self.restarts})")
 
 
-class LbfgsGradientAttack(GradientInversionAttack):
-    """Shared protocol of DLG and iDLG: L-BFGS restarts on the L2 gradient distance."""
+class StopRules:
+    """The success rule of an attack whose config has a `stop` section with `threshold` and `relative`."""
 
-    Config = DLGConfig
-    joint_labels: ClassVar[bool] = True
+    config: Any
 
     @property
     def loss_threshold(self) -> float:
@@ -172,6 +171,13 @@ class LbfgsGradientAttack(GradientInversionAttack):
     @property
     def relative_loss(self) -> bool:
         return self.config.stop.relative
+
+
+class LbfgsGradientAttack(StopRules, GradientInversionAttack):
+    """Shared protocol of DLG and iDLG: L-BFGS restarts on the L2 gradient distance."""
+
+    Config = DLGConfig
+    joint_labels: ClassVar[bool] = True
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "optimizer": "lbfgs", "joint_labels": self.joint_labels,
