@@ -76,9 +76,17 @@ def privacy_vs_utility(rows: list[Row], path: Path) -> Path:
     for i, defence in enumerate(dict.fromkeys(r["defence"] for r in rows)):
         pts = [(r["utility"], r["psnr"]) for r in rows if r["defence"] == defence and r.get("utility") is not None]
         ax.scatter([u for u, _ in pts], [p for _, p in pts], marker=marks[i % len(marks)], label=defence)
-    ax.set_xlabel(f"utility ({rows[0].get('utility_metric') or 'utility'})")
-    ax.set_ylabel("attack PSNR (dB): privacy lost")
-    ax.set_title("privacy against utility, one point per cell")
+    return save_axes(fig, ax, path, f"utility ({rows[0].get('utility_metric') or 'utility'})",
+                     "attack PSNR (dB): privacy lost", "privacy against utility, one point per cell")
+
+
+def save_axes(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend a one-axes figure, write it to `path` and free it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -98,12 +106,5 @@ def missing_frames(rows: list[Row], path: Path) -> Path:
     for attack in dict.fromkeys(r["attack"] for r in rows):
         pts = sorted((tapped_share(r), r["success_rate"], r["psnr"]) for r in rows if r["attack"] == attack)
         ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=f"{attack} PSNR")
-    ax.set_xlabel("share of captured frames tapped")
-    ax.set_ylabel("attack PSNR on tapped frames (dB)")
-    ax.set_title("single- vs multi-frame attacks when frames go missing")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_axes(fig, ax, path, "share of captured frames tapped", "attack PSNR on tapped frames (dB)",
+                     "single- vs multi-frame attacks when frames go missing")
