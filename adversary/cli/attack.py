@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from adversary.cli.enhance import add_scale_and_video
 from splitleak.checks import check_output_dir, check_output_file
 from splitleak.cli.common import add_device, batch_size, float_in, positive_int, resolve_device, seed, size_px
 
@@ -71,11 +72,7 @@ def add_enhance_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--refs", nargs="+", action="extend", metavar="FILE|DIR",
                        help="high-resolution reference frames for ref1 / refs")
     group.add_argument("--enhance-weights", metavar="PATH", help="the method's weights (train-sr folder or file)")
-    group.add_argument("--scale", type=positive_int, default=4, help="upscale factor (default 4: 32 -> 128 px)")
-    group.add_argument("--video", metavar="FILE.mp4",
-                       help="original | recovered | enhanced side by side, labelled, plus FILE.png")
-    group.add_argument("--fps", type=float_in(0.0, 240.0, above=True), default=30.0,
-                       help="frame rate of --video (default 30)")
+    add_scale_and_video(group)
 
 
 def enhance_request(args: argparse.Namespace, device: str):

@@ -24,7 +24,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                          help="high-resolution reference frames of the scene (reference-based methods)")
     enhance.add_argument("--weights", metavar="PATH",
                          help="a train-sr folder, or a pretrained file spandrel knows (RealESRGAN_x4plus.pth, ...)")
-    enhance.add_argument("--scale", type=positive_int, default=4, help="upscale factor (default 4: 32 -> 128 px)")
     enhance.add_argument("--batch", type=batch_size, default=16, help="frames enhanced together (default 16)")
     add_output_options(enhance)
     add_device(enhance)
@@ -59,9 +58,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """--truth, --size, --video, --fps: scoring and the comparison video (shared by enhance and attack)."""
+    """--truth, --size and the shared --scale, --video, --fps: scoring and the comparison video."""
     parser.add_argument("--truth", metavar="DIR", help="original frames to score and show beside the enhanced ones")
     parser.add_argument("--size", type=size_px, default=128, help="score and show frames at this size (default 128)")
+    add_scale_and_video(parser)
+
+
+def add_scale_and_video(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--scale, --video, --fps: the options `enhance` and `attack --enhance` share."""
+    parser.add_argument("--scale", type=positive_int, default=4, help="upscale factor (default 4: 32 -> 128 px)")
     parser.add_argument("--video", metavar="FILE.mp4",
                         help="write original | recovered | enhanced side by side, labelled, plus FILE.png")
     parser.add_argument("--fps", type=float_in(0.0, 240.0, above=True), default=30.0,
