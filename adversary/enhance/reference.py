@@ -20,7 +20,7 @@ from adversary.enhance.degrade import DegradeConfig, preset
 from adversary.enhance.pairs import PairSampler, load_footage
 from adversary.enhance.ref_model import RefConfig, RefSR, Texture, analytic_fuse, find_texture
 from adversary.enhance.registry import register, register_trainer
-from adversary.enhance.training import TrainSpec, load_trained, model_config, save_model, train_model
+from adversary.enhance.training import TrainSpec, load_at_scale, model_config, save_model, train_model
 from splitleak.errors import SplitleakError
 
 METHOD = "ref"  # the name ref1 and refs share: train-sr --method ref, config.json's "method"
@@ -37,9 +37,7 @@ class _Reference(Enhancer):
         self.net: RefSR | None = None
         self.patch = RefConfig.patch
         if weights is not None:
-            self.net = load_trained(weights, METHOD, RefSR.from_config).to(self.device)
-            if self.net.config.scale != scale:
-                raise SplitleakError(f"the weights {weights} are for scale {self.net.config.scale}, not --scale {scale}")
+            self.net = load_at_scale(weights, METHOD, RefSR.from_config, scale, self.device)
             self.patch = self.net.config.patch
 
     def forward(self, low: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:

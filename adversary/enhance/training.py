@@ -177,6 +177,16 @@ def load_trained(model_dir: str | Path, method: str, build: Callable[[dict[str, 
     return load_model_dir(path, model)
 
 
+def load_at_scale(model_dir: str | Path, method: str, build: Callable[[dict[str, Any]], nn.Module], scale: int,
+                  device: torch.device) -> nn.Module:
+    """`load_trained`, on `device`, refusing weights trained for another upscale factor (the net's
+    `config.scale`)."""
+    net = load_trained(model_dir, method, build).to(device)
+    if net.config.scale != scale:
+        raise SplitleakError(f"the weights {model_dir} are for scale {net.config.scale}, not --scale {scale}")
+    return net
+
+
 def model_config(method: str, arch: str, net: Any, spec: TrainSpec, model: nn.Module, log: TrainLog,
                  degradation: Any, init: str, **extra: Any) -> dict[str, Any]:
     """What config.json records for a trained model: method, net (a dataclass), parameters, the

@@ -24,7 +24,7 @@ from adversary.enhance.degrade import DegradeConfig, preset
 from adversary.enhance.pairs import PairSampler, load_footage
 from adversary.enhance.ref_model import GridFusion, upsample
 from adversary.enhance.registry import register, register_trainer
-from adversary.enhance.training import TrainSpec, load_trained, model_config, save_model, train_model
+from adversary.enhance.training import TrainSpec, load_at_scale, model_config, save_model, train_model
 from splitleak.errors import SplitleakError
 
 METHOD = "video"
@@ -118,9 +118,7 @@ class Video(Enhancer):
         self.net: VideoSR | None = None
         self.radius = VideoConfig.radius
         if weights is not None:
-            self.net = load_trained(weights, METHOD, VideoSR.from_config).to(self.device)
-            if self.net.config.scale != scale:
-                raise SplitleakError(f"the weights {weights} are for scale {self.net.config.scale}, not --scale {scale}")
+            self.net = load_at_scale(weights, METHOD, VideoSR.from_config, scale, self.device)
             self.radius = self.net.config.radius
         self.context = self.radius  # the pipeline hands each batch this many neighbours on each side
 
