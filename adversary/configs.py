@@ -15,10 +15,10 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from splitleak.errors import SplitleakError
+from splitleak.yamlfile import read_yaml
 
 C = TypeVar("C")
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -196,14 +196,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def load_file(path: str) -> tuple[str | None, dict[str, Any]]:
     """A YAML config file: a mapping of config fields (nested as in config.json), and optionally
     `preset: NAME`. Returns (preset, flat options)."""
-    import yaml
-
-    try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SplitleakError(f"cannot read config file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise SplitleakError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    tree = read_yaml(path, "config file")
     if tree is None:
         tree = {}
     if not isinstance(tree, Mapping):

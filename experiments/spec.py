@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from splitleak.errors import SplitleakError
+from splitleak.yamlfile import read_yaml
 
 AXES = ("sources", "models", "splits", "modes", "links", "codecs", "defences", "congestion", "attacks", "seeds")
 SCALARS = {"name": str, "device": str, "size": int, "frames": int, "threshold": float, "batch": int,
@@ -115,14 +116,7 @@ def digest(data: Any) -> str:
 
 def load_experiment(path: str, *, quick: bool = False) -> Experiment:
     """Read, check and expand `path`; SplitleakError (one line, naming the key) on any problem."""
-    import yaml
-
-    try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SplitleakError(f"cannot read experiment file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise SplitleakError(f"experiment file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    tree = read_yaml(path, "experiment file")
     if not isinstance(tree, Mapping):
         raise SplitleakError(f"experiment file {path} must hold a mapping of keys (known: {', '.join(KEYS)})")
     return expand(dict(tree), default_name=Path(path).stem, quick=quick)
