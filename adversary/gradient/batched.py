@@ -92,6 +92,10 @@ class BatchedGradientCase(GradientCase):
                 raise SplitleakError(f"{what} {name!r} has shape {list(t.shape)}, expected "
                                      f"[{n}, {', '.join(map(str, params[name].shape))}] (frames first)")
 
+    def gradient_norm2(self) -> torch.Tensor:
+        """Each frame's tapped gradient's squared L2 norm, (N,) (each frame is its own update)."""
+        return sum(g.double().pow(2).flatten(1).sum(1) for g in self.gradients.values()).float()  # type: ignore[union-attr]
+
     @property
     def frames(self) -> int:
         """N, the number of frames (updates) in the case."""
@@ -181,7 +185,7 @@ class FrameMatching:
     def __init__(self, case: BatchedGradientCase, labels: torch.Tensor | None, relative: bool = False) -> None:
         self.names, self.shape = case.names, case.input_shape
         # relative: each frame's loss over its tapped gradient's squared norm (scale-free rules)
-        norm2 = sum(case.gradients[n].double().pow(2).flatten(1).sum(1) for n in self.names).float()
+        norm2 = case.gradient_norm2()
         self.scale = norm2.clamp_min(1e-30).reciprocal() if relative else torch.ones_like(norm2)
         self.n_x = math.prod(self.shape)
         self.joint = labels is None
