@@ -79,10 +79,12 @@ def layout(total: int, frames: int) -> tuple[list[int], list[int]]:
     return window, refs
 
 
-def trained(kind: str, clips: list[torch.Tensor], steps: int, seed: int) -> tuple[str, dict[str, Any]]:
-    """A train-sr folder for `kind` (noref, ref, video) trained on `clips` (first halves), cached by settings."""
+def trained(kind: str, clips: list[torch.Tensor], steps: int, seed: int,
+            base: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A train-sr folder for `kind` (noref, ref, video) trained on `clips` (first halves), cached by settings
+    (video over the noref folder `base`, which is part of its settings)."""
     spec = TrainSpec(source="first half of each of " + ",".join(CLIPS), out="", steps=steps, seed=seed,
-                     degradation="recovered", **TRAIN[kind])
+                     degradation="recovered", base=base, **TRAIN[kind])
     settings = {"kind": kind, **spec.describe(), "frames": [int(c.shape[0]) for c in clips], "version": 3,
                 "degradation": asdict(preset("recovered")), "noref_net": asdict(NOREF_NET)}
     out = CACHE / f"{kind}-{cache_key(settings)}"
@@ -93,7 +95,7 @@ def trained(kind: str, clips: list[torch.Tensor], steps: int, seed: int) -> tupl
         elif kind == "ref":
             fit_reference(clips, spec)
         else:
-            fit_video(clips, spec)
+            fit_video(clips, spec, base=base)
     return str(out), read_config(out, kind)
 
 
@@ -173,8 +175,8 @@ def main() -> None:
     train = [high[: high.shape[0] // 2] for _, high in loaded.values()]
     weights: dict[str, Any] = {"noref-pretrained": args.weights}
     logs = {}
-    for kind in ("noref", "ref", "video"):
-        weights[kind], config = trained(kind, train, steps, args.seed)
+    for kind in ("noref", "ref", "video"):  # video learns a residual over the noref generator
+        weights[kind], config = trained(kind, train, steps, args.seed, weights["noref"] if kind == "video" else None)
         logs[kind] = config["training"]
         print(f"trained {kind}: {logs[kind]['seconds']:.0f} s ({time.perf_counter() - started:.0f} s so far)")
     rows: list[dict[str, Any]] = []

@@ -1,4 +1,6 @@
 """The multi-frame `video` method: alignment, the neighbours it uses, training and weights."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -99,3 +101,43 @@ def test_train_sr_trains_ref_and_video_into_folders_enhance_loads(method, traine
     err = capsys.readouterr().err.strip()
     wanted = "ref" if other == "refs" else "video"
     assert f"holds a '{trainer}' model, not a '{wanted}' one" in err and "\n" not in err
+
+
+@pytest.fixture(scope="module")
+def noref_folder(tmp_path_factory):
+    from adversary.enhance.noref import train_noref
+    from adversary.enhance.rrdb import RRDBConfig
+
+    path = tmp_path_factory.mktemp("noref") / "noref"
+    train_noref(tiny_spec(path, steps=2), RRDBConfig(num_feat=8, num_block=1), PLAIN, frames=clip(7, 6))
+    return str(path)
+
+
+def test_video_over_a_noref_base_starts_from_noref_and_carries_it_inside(noref_folder, tmp_path):
+    low = degrade(clip(5, 5), SCALE)
+    fit_video([clip(3, 6)], tiny_spec(tmp_path / "v", steps=1), VideoConfig(radius=1, channels=8, blocks=1), PLAIN,
+              base=noref_folder)
+    noref = get_method("noref")(scale=SCALE, weights=noref_folder).enhance(low)
+    video = get_method("video")(scale=SCALE, weights=str(tmp_path / "v")).enhance(low)
+    assert (video - noref).abs().mean() < 0.02  # one step from noref's own output (the residual starts at 0)
+    bicubic_start = get_method("video")(scale=SCALE)
+    bicubic_start.radius = bicubic_start.context = 1
+    assert (bicubic_start.enhance(low) - noref).abs().mean() > 2 * (video - noref).abs().mean()
+
+
+def test_video_base_must_be_a_noref_folder_of_the_same_scale(noref_folder, tmp_path, capsys):
+    from splitleak.cli.main import main
+
+    from adversary.enhance.ref_model import RefSR
+    from adversary.enhance.training import save_model
+
+    save_model(tmp_path / "ref", RefSR(), {"method": "ref", "net": {}})
+    with pytest.raises(SplitleakError, match="holds a 'ref' model, not a 'noref' one"):
+        fit_video([clip(3, 6)], tiny_spec(tmp_path / "v", steps=1), VideoConfig(radius=1), PLAIN,
+                  base=str(tmp_path / "ref"))
+    with pytest.raises(SplitleakError, match="upscales x4, not x2"):
+        fit_video([clip(3, 6)], dataclasses.replace(tiny_spec(tmp_path / "v2", steps=1), scale=2), VideoConfig(radius=1), PLAIN,
+                  base=noref_folder)
+    assert main(["train-sr", "--method", "ref", "--base", noref_folder, "--source", "synthetic:64x64",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--base is for --method video" in capsys.readouterr().err

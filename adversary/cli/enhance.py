@@ -6,6 +6,7 @@ import json
 
 from splitleak.checks import check_output_dir, check_output_file
 from splitleak.cli.common import add_device, batch_size, float_in, positive_int, resolve_device, seed, size_px
+from splitleak.errors import SplitleakError
 
 # adversary.enhance.degrade.PRESETS (not imported: keeps --help light)
 DEGRADATIONS = ("realesrgan", "recovered", "recovered-heavy")
@@ -52,6 +53,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "JPEG; noref's default), recovered (area downscale + light white noise, as DLG "
                             "frames from an untrained LeNet look; ref's and video's default) or recovered-heavy "
                             "(blotchy, colour-shifted noise, as frames from a saturated stream)")
+    train.add_argument("--base", metavar="DIR",
+                       help="video only: a train-sr noref folder; its generator upsamples every frame and the "
+                            "video model learns a residual over its output (default: bicubic)")
     train.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     add_device(train)
     train.set_defaults(run=run_train)
@@ -105,9 +109,11 @@ def run_train(args: argparse.Namespace) -> int:
     from adversary.enhance.training import TrainSpec
 
     trainer = get_trainer(args.method)
+    if args.base is not None and args.method != "video":
+        raise SplitleakError(f"--base is for --method video, not {args.method}")
     spec = TrainSpec(source=args.source, out=args.out, scale=args.scale, size=args.size, patch=args.patch,
                      steps=args.steps, batch=args.batch, lr=args.lr, frames=args.frames, stride=args.stride,
-                     seed=args.seed, device=resolve_device(args.device), degradation=args.degradation)
+                     seed=args.seed, device=resolve_device(args.device), degradation=args.degradation, base=args.base)
     config = trainer(spec)
     print(json.dumps({"method": config["method"], "out": args.out, **config.get("training", {})}, indent=2))
     return 0

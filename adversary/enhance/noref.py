@@ -43,6 +43,11 @@ class NoRef(Enhancer):
         return self.model(low)
 
 
+def build_generator(config: dict[str, Any]) -> RRDBNet:
+    """The empty RRDBNet a train-sr noref folder's config.json describes (its "net" entry)."""
+    return RRDBNet(RRDBConfig(**config["net"]))
+
+
 def train_noref(spec: TrainSpec, net: RRDBConfig = DEFAULT_NET, degradation: DegradeConfig | None = None,
                 frames: torch.Tensor | None = None) -> dict[str, Any]:
     """Train a compact RRDBNet on degraded/clean pairs from `spec.source` (or the clean `frames` given);

@@ -50,10 +50,14 @@ class TrainSpec:
     device: str = "cpu"
     progress: bool = True
     degradation: str | None = None  # a preset of adversary.enhance.degrade.PRESETS; None: the method's default
+    base: str | None = None  # video: a train-sr noref folder whose generator upsamples (None: bicubic)
 
     def describe(self) -> dict[str, Any]:
         """The spec as config.json records it."""
-        return {k: v for k, v in asdict(self).items() if k not in ("out", "progress")}
+        described = {k: v for k, v in asdict(self).items() if k not in ("out", "progress")}
+        if self.base is None:  # only video has one; older configs (and cache keys) never named it
+            del described["base"]
+        return described
 
 
 @dataclass

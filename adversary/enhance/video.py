@@ -1,11 +1,16 @@
 """`video`: multi-frame super-resolution from neighbouring recovered frames of the same stream.
 
 Alignment + fusion over a window (VESPCN / EDVR's idea, small): every frame and its `radius`
-neighbours on each side are upsampled (bicubic); dense optical flow (OpenCV's Farneback) from
-the frame to each neighbour warps the neighbours onto it; a small network on the low-res grid
-fuses the stack into a residual over the upsampled frame. The neighbours were sampled on other
-sub-pixel grids and carry independent inversion noise: both are information one frame lacks.
-Without weights the fusion is analytic: a per-pixel average of the aligned frames that agree.
+neighbours on each side are upsampled; dense optical flow (OpenCV's Farneback) from the frame to
+each neighbour warps the neighbours onto it; a small network on the low-res grid fuses the stack
+into a residual. The neighbours were sampled on other sub-pixel grids and carry independent
+inversion noise: both are information one frame lacks.
+
+The upsampler is bicubic, or a trained `noref` generator (`train-sr --method video --base DIR`,
+saved inside the video model): then the residual starts from noref's own output for the frame, so
+the method begins where noref ends and training only adds what the neighbours carry. Over bicubic
+the residual starts from the analytic fusion. Without weights the fusion is analytic: a per-pixel
+average of the bicubic-aligned frames that agree.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from adversary.enhance.degrade import DegradeConfig, preset
 from adversary.enhance.pairs import PairSampler, load_footage
 from adversary.enhance.ref_model import GridFusion, upsample
 from adversary.enhance.registry import register, register_trainer
-from adversary.enhance.training import TrainSpec, load_at_scale, model_config, save_model, train_model
+from adversary.enhance.rrdb import RRDBConfig, RRDBNet
+from adversary.enhance.training import (TrainSpec, load_at_scale, load_trained, model_config, save_model,
+                                        train_model)
 from splitleak.errors import SplitleakError
 
 METHOD = "video"
@@ -37,6 +44,8 @@ class VideoConfig:
     radius: int = 2  # neighbours on each side
     channels: int = 48
     blocks: int = 4
+    base: dict | None = None  # the noref RRDBNet's config (RRDBConfig as a dict) when it upsamples; None: bicubic
+
 
 def flow(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Farneback flow (H, W, 2) with src(p) ~ dst(p + flow(p)); src, dst: (H, W) uint8 grey."""
@@ -89,11 +98,15 @@ def analytic_fuse(window: torch.Tensor, radius: int, tolerance: float = 0.05) ->
 
 
 class VideoSR(nn.Module):
-    """Aligned window -> its analytic fusion plus a learned residual (which starts at zero)."""
+    """Aligned window of upsampled frames -> its start (the centre frame when a noref generator
+    upsampled it, else the analytic fusion) plus a learned residual (which starts at zero)."""
 
     def __init__(self, config: VideoConfig = VideoConfig()):
         super().__init__()
         self.config = config
+        self.base = RRDBNet(RRDBConfig(**config.base)) if config.base is not None else None
+        if self.base is not None:
+            self.base.requires_grad_(False)
         self.fusion = GridFusion(3 * (2 * config.radius + 1), 3, config.scale, config.channels, config.blocks)
 
     @staticmethod
@@ -101,8 +114,17 @@ class VideoSR(nn.Module):
         """The net a train-sr folder's config.json describes (its "net" entry)."""
         return VideoSR(VideoConfig(**config["net"]))
 
+    def upsample(self, low: torch.Tensor) -> torch.Tensor:
+        """Frames (N, 3, h, w) -> (N, 3, H, W): the noref generator's output, or bicubic."""
+        if self.base is None:
+            return upsample(low, self.config.scale)
+        with torch.no_grad():
+            return self.base(low).clamp(0, 1)
+
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return analytic_fuse(window, self.config.radius) + self.fusion(window.flatten(1, 2))
+        radius = self.config.radius
+        start = window[:, radius] if self.base is not None else analytic_fuse(window, radius)
+        return start + self.fusion(window.flatten(1, 2))
 
 
 @register
@@ -123,7 +145,7 @@ class Video(Enhancer):
         self.context = self.radius  # the pipeline hands each batch this many neighbours on each side
 
     def forward(self, low: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
-        up = upsample(low, self.scale)
+        up = self.net.upsample(low) if self.net is not None else upsample(low, self.scale)
         outs = []
         for i in range(0, low.shape[0], FRAMES_PER_CHUNK):
             window = aligned_window(up.cpu(), self.radius, range(i, min(i + FRAMES_PER_CHUNK, low.shape[0])))
@@ -135,37 +157,54 @@ class Video(Enhancer):
 # ----------------------------------------------------------------------------- training
 
 
-def window_batch(samplers: list[PairSampler], batch: int, radius: int,
+def window_batch(samplers: list[PairSampler], batch: int, model: VideoSR,
                  rng: np.random.Generator) -> tuple[tuple[torch.Tensor], torch.Tensor]:
     """((aligned windows (B, 2r+1, 3, H, W),), centre targets (B, 3, H, W)): runs of consecutive frames
     of one random clip, each frame degraded on its own draw (independent noise), time either way."""
-    sampler = samplers[int(rng.integers(len(samplers)))]
+    sampler, radius = samplers[int(rng.integers(len(samplers)))], model.config.radius
     pairs = sampler.clips(batch, 2 * radius + 1)
     windows = []
     for low in pairs.low:
         if rng.random() < 0.5:
             low = low.flip(0)
-        windows.append(aligned_window(upsample(low, sampler.scale), radius, range(radius, radius + 1)))
+        up = model.upsample(low.to(next(model.parameters()).device)).cpu()
+        windows.append(aligned_window(up, radius, range(radius, radius + 1)))
     return (torch.cat(windows),), pairs.high[:, radius]
 
 
+def base_generator(weights: str, scale: int) -> RRDBNet:
+    """The noref generator of a train-sr noref folder, to upsample inside the video model."""
+    from adversary.enhance.noref import build_generator
+
+    base = load_trained(weights, "noref", build_generator)
+    if base.config.scale != scale:
+        raise SplitleakError(f"the noref base {weights} upscales x{base.config.scale}, not x{scale}")
+    return base
+
+
 def fit_video(clips: list[torch.Tensor], spec: TrainSpec, net: VideoConfig = VideoConfig(),
-              degradation: DegradeConfig | None = None) -> dict[str, Any]:
-    """Train VideoSR on windows of consecutive frames of `clips` (each (T, 3, H, W) clean frames);
-    saves it to `spec.out` (save_model); returns its config."""
+              degradation: DegradeConfig | None = None, base: str | None = None) -> dict[str, Any]:
+    """Train VideoSR on windows of consecutive frames of `clips` (each (T, 3, H, W) clean frames),
+    over a frozen noref generator when `base` names a train-sr noref folder; saves it to `spec.out`
+    (save_model); returns its config."""
     if not clips or any(c.ndim != 4 or c.shape[0] < 2 * net.radius + 1 for c in clips):
         raise SplitleakError(f"video training needs clips of at least {2 * net.radius + 1} frames, each (T, 3, H, W)")
     degradation = degradation or preset(spec.degradation or "recovered")
-    net = VideoConfig(**{**asdict(net), "scale": spec.scale})
+    generator = base_generator(base, spec.scale) if base is not None else None
+    net = VideoConfig(**{**asdict(net), "scale": spec.scale,
+                         "base": asdict(generator.config) if generator is not None else None})
     torch.manual_seed(spec.seed)
     samplers = [PairSampler(c, spec.scale, spec.patch, degradation, spec.seed + k) for k, c in enumerate(clips)]
     rng = np.random.default_rng(spec.seed)
     model = VideoSR(net)
-    log = train_model(model, lambda step: window_batch(samplers, spec.batch, net.radius, rng), steps=spec.steps,
+    if generator is not None:
+        model.base.load_state_dict(generator.state_dict())
+    log = train_model(model, lambda step: window_batch(samplers, spec.batch, model, rng), steps=spec.steps,
                       lr=spec.lr, device=spec.device, progress=spec.progress, desc="train-sr video")
+    start = "noref's output for the frame" if generator is not None else "the analytic fusion"
     config = model_config(METHOD, "VideoSR (Farneback alignment + grid fusion, adversary.enhance.video)", net, spec,
-                          model, log, degradation, "the analytic fusion (the residual's last conv starts at zero)",
-                          frames_loaded=[int(c.shape[0]) for c in clips])
+                          model, log, degradation, f"{start} (the residual's last conv starts at zero)",
+                          frames_loaded=[int(c.shape[0]) for c in clips], base=base)
     save_model(spec.out, model.cpu(), config)
     return config
 
@@ -173,4 +212,4 @@ def fit_video(clips: list[torch.Tensor], spec: TrainSpec, net: VideoConfig = Vid
 @register_trainer(METHOD)
 def train_video(spec: TrainSpec) -> dict[str, Any]:
     """`splitleak train-sr --method video`: VideoSR trained on consecutive frames of `spec.source`."""
-    return fit_video([load_footage(spec.source, spec.size, spec.frames, spec.stride)], spec)
+    return fit_video([load_footage(spec.source, spec.size, spec.frames, spec.stride)], spec, base=spec.base)
