@@ -28,6 +28,8 @@ def stream_key(cell: Cell) -> str:
     config = dataclasses.asdict(cell)
     for key in ("attack", "prior", "threshold"):
         config.pop(key)
+    if cell.link_backend == "emulator":  # as Cell.id: keys from before there was a choice stay
+        config.pop("link_backend")
     return digest(config)
 
 
@@ -101,17 +103,35 @@ def environment() -> dict[str, str]:
 
 
 def stream(cell: Cell, folder: Path, timeout: float) -> dict[str, Any]:
-    """Cloud up (recording), edge streams the source, cloud down; the edge's summary."""
+    """Cloud up (recording), edge streams the source, cloud down; the edge's summary. Under the tc
+    backend both run in their own network namespace, the kernel shaping the edge's egress."""
+    if cell.link_backend != "tc":
+        return stream_on(cell, folder, timeout, lambda side, argv: argv, "127.0.0.1", cell.link)
+    from edge.link import LinkSpec
+    from splitleak.netns import CLOUD_IP, tc_path
+
+    spec = LinkSpec.parse(cell.link)
+    with tc_path(rate=spec.rate, delay=spec.delay, jitter=spec.jitter, loss=spec.loss) as path:
+        (folder / "link.json").write_text(json.dumps({"backend": "tc", "qdiscs": path.qdiscs, "shown": path.shown}))
+        stats = stream_on(cell, folder, timeout, path.command, CLOUD_IP, "none")
+    return {**stats, "qdiscs": path.qdiscs}
+
+
+def stream_on(cell: Cell, folder: Path, timeout: float, inside: Callable[[str, list[str]], list[str]], host: str,
+              link: str) -> dict[str, Any]:
+    """`stream` with each side's command wrapped by `inside(side, argv)`, the cloud listening on `host`
+    and the edge's own emulator given `link`."""
     cloud_log, edge_log = open(folder / "cloud.log", "wb"), open(folder / "edge.log", "wb")
-    cloud = subprocess.Popen(service(["cloud", "--listen", "127.0.0.1:0", "--record", str(folder / "recording"),
-                                      "--device", cell.device, "--threads", "1"]),
+    cloud = subprocess.Popen(inside("cloud", service(["cloud", "--listen", f"{host}:0", "--record",
+                                                      str(folder / "recording"), "--device", cell.device,
+                                                      "--threads", "1"])),
                              stdout=subprocess.DEVNULL, stderr=cloud_log, env=environment(), cwd=folder,
                              **child_options())
     try:
         address = wait_listening(cloud, folder / "cloud.log", timeout=120)
-        edge = subprocess.run(service(edge_args(cell, folder, address)), stdout=subprocess.DEVNULL,
-                              stderr=edge_log, env=environment(), cwd=folder, timeout=timeout,
-                              **child_options())
+        edge = subprocess.run(inside("edge", service(edge_args(cell, folder, address, link))),
+                              stdout=subprocess.DEVNULL, stderr=edge_log, env=environment(), cwd=folder,
+                              timeout=timeout, **child_options())
         if edge.returncode != 0:
             raise SplitleakError(f"edge exited {edge.returncode}: {last_line(folder / 'edge.log')}")
     except subprocess.TimeoutExpired:
@@ -120,13 +140,16 @@ def stream(cell: Cell, folder: Path, timeout: float) -> dict[str, Any]:
         stop(cloud)
         cloud_log.close()
         edge_log.close()
-    return read_json(folder / "stats.json") or {}
+    stats = read_json(folder / "stats.json") or {}
+    if link != cell.link:
+        stats["link"] = cell.link  # what the cell asked for; the kernel shaped it
+    return stats
 
 
-def edge_args(cell: Cell, folder: Path, address: str) -> list[str]:
+def edge_args(cell: Cell, folder: Path, address: str, link: str) -> list[str]:
     args = ["edge", "--cloud", address, "--source", cell.source, "--model", cell.model, "--split", cell.split,
             "--mode", cell.mode, "--frames", str(cell.frames), "--size", str(cell.size), "--codec", cell.codec,
-            "--link", cell.link, "--defence", cell.defence, "--on-congestion", cell.congestion,
+            "--link", link, "--defence", cell.defence, "--on-congestion", cell.congestion,
             "--max-pending", str(cell.max_pending), "--seed", str(cell.seed % 2**31), "--device", cell.device,
             "--truth", str(folder / "truth"), "--stats", str(folder / "stats.json"), "--quiet", "--threads", "1"]
     if cell.mode != "infer":
@@ -203,6 +226,7 @@ def make_row(cell: Cell, shared: Path, folder: Path, stats: dict[str, Any] | Non
     return {
         "cell": cell.id, "experiment": cell.experiment, "source": cell.source, "model": cell.model,
         "split": cell.split, "mode": cell.mode, "size": cell.size, "frames": cell.frames, "link": cell.link,
+        "link_backend": cell.link_backend, "qdiscs": ",".join(stats.get("qdiscs") or []) or None,
         "codec": cell.codec, "defence": cell.defence, "congestion": cell.congestion, "attack": cell.attack.name,
         "seed": cell.seed, "device": cell.device,
         "sent": stats.get("sent"), "acked": stats.get("acked"), "lost": stats.get("lost"),

@@ -24,6 +24,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--ray", metavar="ADDRESS|auto",
                      help="run each cell as a Ray task: on the cluster at ADDRESS, or on a local instance (auto)")
     run.add_argument("--workers", type=positive_int, help="with --ray auto: CPUs of the local instance (cells at once)")
+    run.add_argument("--link-backend", choices=("emulator", "tc"),
+                     help="how links are made (replaces the file's link_backend): the edge's application-level "
+                          "emulator (default), or tc: cloud and edge in two network namespaces joined by a veth "
+                          "pair, shaped by the kernel (tbf for rate, netem for delay/jitter/loss where the kernel "
+                          "has it; needs root and iproute2)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(run=run_command)
 
@@ -32,7 +37,7 @@ def run_command(args: argparse.Namespace) -> int:
     from experiments.runner import run_experiment, summary_lines
     from experiments.spec import load_experiment
 
-    experiment = load_experiment(args.experiment, quick=args.quick)  # the whole file, before anything runs
+    experiment = load_experiment(args.experiment, quick=args.quick, link_backend=args.link_backend)  # the whole file, before anything runs
     out = Path(args.out or f"runs/{experiment.name}{'-quick' if args.quick else ''}")
     check_output_dir(str(out), "--out")
     if args.ray:

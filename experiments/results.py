@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-FIELDS = ("cell", "experiment", "source", "model", "split", "mode", "size", "frames", "link", "codec", "defence",
+FIELDS = ("cell", "experiment", "source", "model", "split", "mode", "size", "frames", "link", "link_backend", "qdiscs",
+          "codec", "defence",
           "congestion", "attack", "seed", "device", "sent", "acked", "lost", "skipped", "tapped", "attacked", "fps",
           "latency_p50_ms", "bytes_per_frame", "psnr", "ssim", "success_rate", "seconds", "attack_seconds",
           "utility", "utility_metric", "epsilon", "delta", "status", "error", "cell_dir")

@@ -39,8 +39,10 @@ from splitleak.yamlfile import read_yaml
 
 AXES = ("sources", "models", "splits", "modes", "links", "codecs", "defences", "congestion", "attacks", "seeds")
 SCALARS = {"name": str, "device": str, "size": int, "frames": int, "threshold": float, "batch": int,
-           "max_pending": int, "timeout": float}
-KEYS = ("name", "device", "size", "frames", "threshold", "batch", "max_pending", "timeout", "prior", "quick") + AXES
+           "max_pending": int, "timeout": float, "link_backend": str}
+KEYS = ("name", "device", "size", "frames", "threshold", "batch", "max_pending", "timeout", "link_backend", "prior",
+        "quick") + AXES
+LINK_BACKENDS = ("emulator", "tc")  # the edge's application-level emulator, or the kernel's tc between namespaces
 ATTACK_KEYS = ("name", "iterations", "max_frames", "preset", "options")
 PRIOR_KEYS = ("source", "steps", "size", "latent", "vae_steps")
 QUICK_KEYS = ("frames", "iterations", "max_frames", "prior_steps") + AXES  # an axis there replaces the file's
@@ -95,10 +97,14 @@ class Cell:
     batch: int
     max_pending: int
     prior: str | None  # PriorSpec.key when the attack takes a prior
+    link_backend: str = "emulator"
 
     @property
     def id(self) -> str:
-        return digest(dataclasses.asdict(self))
+        config = dataclasses.asdict(self)
+        if self.link_backend == "emulator":  # cells from before there was a choice keep their hash
+            del config["link_backend"]
+        return digest(config)
 
 
 @dataclass(frozen=True)
@@ -114,12 +120,16 @@ def digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def load_experiment(path: str, *, quick: bool = False) -> Experiment:
-    """Read, check and expand `path`; SplitleakError (one line, naming the key) on any problem."""
+def load_experiment(path: str, *, quick: bool = False, link_backend: str | None = None) -> Experiment:
+    """Read, check and expand `path` (`link_backend`, when given, replaces the file's); SplitleakError
+    (one line, naming the key) on any problem."""
     tree = read_yaml(path, "experiment file")
     if not isinstance(tree, Mapping):
         raise SplitleakError(f"experiment file {path} must hold a mapping of keys (known: {', '.join(KEYS)})")
-    return expand(dict(tree), default_name=Path(path).stem, quick=quick)
+    tree = dict(tree)
+    if link_backend is not None:
+        tree["link_backend"] = link_backend
+    return expand(tree, default_name=Path(path).stem, quick=quick)
 
 
 def expand(tree: dict[str, Any], *, default_name: str = "experiment", quick: bool = False) -> Experiment:
@@ -144,6 +154,8 @@ def expand(tree: dict[str, Any], *, default_name: str = "experiment", quick: boo
     prior = prior_spec(tree.get("prior"), shrink.get("prior_steps"))
     axes = {axis: as_list(tree, axis) for axis in AXES}
     checks(axes)
+    backend = s.get("link_backend", "emulator")
+    check_link_backend(backend, axes["links"])
     attacks = [attack_spec(a, i, shrink, prior) for i, a in enumerate(axes.pop("attacks"))]
     cells = []
     for source, model, split, mode, link, codec, defence, congestion, seed, attack in itertools.product(
@@ -152,11 +164,28 @@ def expand(tree: dict[str, Any], *, default_name: str = "experiment", quick: boo
         cells.append(Cell(name, source, model, split, mode, s.get("size", 64), frames, canonical_link(link),
                           codec, defence, congestion, attack, seed, device, s.get("threshold", 20.0),
                           s.get("batch", 1), s.get("max_pending", 4),
-                          prior.key if prior and needs_prior(attack.name) else None))
+                          prior.key if prior and needs_prior(attack.name) else None, backend))
     unique = tuple(dict.fromkeys(cells))
     if any(needs_prior(c.attack.name) for c in unique) and prior is None:
         raise SplitleakError("prior: an attack takes a diffusion prior; give `prior: PATH` or `prior: {source: ..., steps: N}`")
     return Experiment(name, unique, prior, s.get("timeout", 900.0), quick)
+
+
+def check_link_backend(backend: str, links: list[str]) -> None:
+    """tc shapes rate, delay, jitter and loss in the kernel; it needs root and iproute2 here, now."""
+    from edge.link import LinkSpec
+    from splitleak.netns import check_tc_available
+
+    if backend not in LINK_BACKENDS:
+        raise SplitleakError(f"link_backend: expected {' or '.join(LINK_BACKENDS)}, got {backend!r}")
+    if backend != "tc":
+        return
+    check_tc_available()
+    for link in links:
+        spec = LinkSpec.parse(link)
+        if spec.drop or spec.rto != LinkSpec.rto or spec.window != LinkSpec.window:
+            raise SplitleakError(f"links: {link!r}: drop, rto and window are the emulator's; under link_backend tc "
+                                 "the kernel loses packets and TCP retransmits them")
 
 
 def scalar(tree: Mapping[str, Any], key: str, tp: type) -> Any:

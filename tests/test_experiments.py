@@ -2,6 +2,7 @@
 processes, reruns that skip finished cells, failed cells recorded, Ray giving the sequential rows."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> str:
     ("congestion: drop\nattacks: do", "congestion: unknown 'drop'"),
     ("attacks: dmb", "prior: an attack takes a diffusion prior"),
     ("frames: 0\nattacks: do", "frames: must be >= 1"),
+    ("link_backend: netem\nattacks: do", "link_backend: expected emulator or tc, got 'netem'"),
 ])
 def test_a_bad_file_is_one_line_naming_the_key_before_anything_runs(tmp_path, capsys, extra, message):
     out = tmp_path / "out"
@@ -140,3 +142,46 @@ def test_multi_frame_groups_break_at_gaps():
 
     frames = [("s", 0), ("s", 1), ("s", 3), ("s", 4), ("s", 5), ("s", 7)]  # 2 and 6 never tapped
     assert consecutive_groups(frames, 8) == [[0, 1], [2, 3, 4], [5]]
+
+
+def test_tc_refuses_the_emulators_own_link_keys_and_names_why_it_cannot_run(tmp_path, capsys, monkeypatch):
+    from splitleak import netns
+
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+    exp = write(tmp_path, "links: ['rate=1mbit', 'loss=10%,drop=1']\nattacks: do")
+    assert main(["run", exp, "--out", str(tmp_path / "a"), "--link-backend", "tc"]) == 2
+    assert "links: 'loss=10%,drop=1': drop, rto and window are the emulator's" in capsys.readouterr().err
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert main(["run", write(tmp_path, "link_backend: tc\nattacks: do"), "--out", str(tmp_path / "b")]) == 2
+    assert "--link-backend tc needs root" in capsys.readouterr().err
+
+
+def test_the_emulator_backend_keeps_the_cells_hash_and_tc_changes_it():
+    from experiments.spec import expand
+
+    tree = {"models": "lenet", "splits": "conv2", "attacks": "do"}
+    (plain,) = expand(dict(tree)).cells
+    (named,) = expand({**tree, "link_backend": "emulator"}).cells
+    assert plain.id == named.id and plain.link_backend == "emulator"
+    assert dataclasses.replace(plain, link_backend="tc").id != plain.id
+
+
+@pytest.mark.slow
+def test_a_cell_over_tc_streams_through_the_kernels_shaped_path(tmp_path):
+    from tests.test_netns import WHY_NOT, namespaces
+
+    if WHY_NOT is not None:
+        pytest.skip(WHY_NOT)
+    before = namespaces()
+    out = tmp_path / "out"
+    exp = write(tmp_path, "links: ['rate=20mbit']\nattacks: [{name: do, iterations: 2}]")
+    assert main(["run", exp, "--out", str(out), "--quiet", "--link-backend", "tc"]) == 0
+    (row,) = read_rows(out)
+    assert row["status"] == "ok", row["error"]
+    assert row["link_backend"] == "tc" and row["qdiscs"] == "tbf" and row["link"] == "rate=20mbit"
+    assert row["sent"] == row["tapped"] == 3 and row["psnr"] is not None
+    stream = next((out / "streams").iterdir())
+    assert json.loads((stream / "link.json").read_text())["qdiscs"] == ["tbf"]
+    assert "--link none" not in (stream / "edge.log").read_text()  # the edge's own emulator stays out of it
+    assert namespaces() == before
