@@ -34,9 +34,13 @@ def stream_key(cell: Cell) -> str:
 
 
 def run_group(cells: list[Cell], out: Path, prior_dir: str | None = None, timeout: float = 900.0,
-              on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> list[dict[str, Any]]:
-    """Stream once (out/streams/<key>, reused when complete), then attack it once per cell; each row is
-    handed to `on_row` as its cell completes. A cell's failure is its row; KeyboardInterrupt propagates."""
+              on_row: Callable[[dict[str, Any]], None] = lambda row: None, threads: int = 1) -> list[dict[str, Any]]:
+    """Stream once (out/streams/<key>, reused when complete), then attack it once per cell with `threads`
+    torch threads; each row is handed to `on_row` as its cell completes. A cell's failure is its row;
+    KeyboardInterrupt propagates."""
+    import torch
+
+    torch.set_num_threads(threads)
     rows = []
     shared = out / "streams" / stream_key(cells[0])
     started = time.time()

@@ -29,6 +29,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                           "emulator (default), or tc: cloud and edge in two network namespaces joined by a veth "
                           "pair, shaped by the kernel (tbf for rate, netem for delay/jitter/loss where the kernel "
                           "has it; needs root and iproute2)")
+    run.add_argument("--threads", type=positive_int, default=1,
+                     help="torch threads of each cell's attack (default 1; its cloud and edge run one each): "
+                          "with --ray, the CPUs each task asks for")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(run=run_command)
 
@@ -48,7 +51,7 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.workers:
         raise SplitleakError("--workers applies to --ray auto")
     rows = run_experiment(experiment, out, resume=args.resume, ray=args.ray, workers=args.workers,
-                          progress=not args.quiet, source_file=args.experiment)
+                          progress=not args.quiet, source_file=args.experiment, threads=args.threads)
     print("\n".join(summary_lines(rows)))
     failed = sum(r["status"] != "ok" for r in rows)
     print(f"{len(rows)} cells, {failed} failed; results in {out}/results.csv, plots in {out}/plots", file=sys.stderr)

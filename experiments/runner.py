@@ -22,8 +22,10 @@ Row = dict[str, Any]
 
 
 def run_experiment(experiment: Experiment, out: Path, *, resume: bool = False, ray: str | None = None,
-                   workers: int | None = None, progress: bool = True, source_file: str | None = None) -> list[Row]:
-    """Run the experiment's unfinished cells into `out`; return its rows in cell order."""
+                   workers: int | None = None, progress: bool = True, source_file: str | None = None,
+                   threads: int = 1) -> list[Row]:
+    """Run the experiment's unfinished cells into `out` (each cell's attack on `threads` torch threads, its
+    services on one each); return its rows in cell order."""
     out = out.resolve()  # the services run inside their folders: every path they get is absolute
     out.mkdir(parents=True, exist_ok=True)
     if source_file:
@@ -48,10 +50,10 @@ def run_experiment(experiment: Experiment, out: Path, *, resume: bool = False, r
     try:
         groups = list(grouped(todo).values())
         if ray:
-            run_on_ray(groups, out, prior_dir, experiment.timeout, ray, workers, record)
+            run_on_ray(groups, out, prior_dir, experiment.timeout, ray, workers, record, threads)
         else:
             for cells in groups:
-                run_group(cells, out, prior_dir, experiment.timeout, on_row=record)
+                run_group(cells, out, prior_dir, experiment.timeout, on_row=record, threads=threads)
     finally:
         bar.close()
     rows = results.rows()
@@ -69,20 +71,20 @@ def grouped(cells: list[Cell]) -> dict[str, list[Cell]]:
 
 
 def run_on_ray(groups: list[list[Cell]], out: Path, prior_dir: str | None, timeout: float, address: str,
-               workers: int | None, record: Callable[[Row], None]) -> None:
+               workers: int | None, record: Callable[[Row], None], threads: int = 1) -> None:
     """Each stream's cells a Ray task (a GPU requested where the device is cuda); rows recorded here as
     tasks finish, so the files are the same as a sequential run's."""
     import ray
 
-    env = {"env_vars": {"PYTHONPATH": environment()["PYTHONPATH"], "OMP_NUM_THREADS": "1"}}
+    env = {"env_vars": {"PYTHONPATH": environment()["PYTHONPATH"], "OMP_NUM_THREADS": str(threads)}}
     if address == "auto":  # a local instance of our own
         ray.init(num_cpus=workers, runtime_env=env, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(address=address, runtime_env=env, log_to_driver=False)
     try:
         task = ray.remote(run_group)
-        pending = [task.options(num_cpus=1, num_gpus=1 if cells[0].device == "cuda" else 0)
-                   .remote(cells, out.resolve(), prior_dir, timeout) for cells in groups]
+        pending = [task.options(num_cpus=threads, num_gpus=1 if cells[0].device == "cuda" else 0)
+                   .remote(cells, out.resolve(), prior_dir, timeout, threads=threads) for cells in groups]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for row in ray.get(done[0]):
