@@ -105,3 +105,15 @@ def test_chain_config_and_options_reach_their_stages(tmp_path):
     with pytest.raises(SplitleakError, match="takes no options"):
         assign_options(stages, [("enhance.scale", "2")], None)
     assert Stage("enhance:refs", "enhance", method="refs").folder_name == "enhance-refs"
+
+
+def test_recordings_keep_zero_dim_tensors_zero_dim(tmp_path):
+    """A BatchNorm tail's state has 0-d counters (num_batches_tracked): its replay needs them 0-d."""
+    import numpy as np
+
+    from splitleak.recording import RecordingWriter
+
+    with RecordingWriter(tmp_path / "rec") as writer:
+        writer.append("state", {"round": 0}, {"bn.num_batches_tracked": np.array(3), "w": np.ones((2, 3)).T})
+    (item,) = RecordingReader(tmp_path / "rec")
+    assert item.tensors["bn.num_batches_tracked"].shape == () and item.tensors["w"].shape == (3, 2)
