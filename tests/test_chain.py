@@ -117,3 +117,26 @@ def test_recordings_keep_zero_dim_tensors_zero_dim(tmp_path):
         writer.append("state", {"round": 0}, {"bn.num_batches_tracked": np.array(3), "w": np.ones((2, 3)).T})
     (item,) = RecordingReader(tmp_path / "rec")
     assert item.tensors["bn.num_batches_tracked"].shape == () and item.tensors["w"].shape == (3, 2)
+
+
+def test_fvi_then_dmb_multi_gets_the_stream_in_order(fedsgd, tmp_path, capsys):
+    from adversary.priors import make_tiny_prior, save_prior
+
+    rec, truth = fedsgd
+    prior = save_prior(make_tiny_prior(32, latent=True), tmp_path / "prior")
+    out = tmp_path / "chain"
+    code = main(["attack", "--recording", str(rec), "--chain", "fvi,dmb-multi", "--out", str(out), "--truth",
+                 str(truth), "--prior", str(prior), "--option", "fvi.iterations=2", "--option",
+                 "dmb-multi.iterations=2", "--option", "dmb-multi.sampler.steps=1", "--option",
+                 "dmb-multi.pixel.steps=0"])
+    assert code == 0, capsys.readouterr().err
+    chain = json.loads((out / "chain.json").read_text())
+    assert [s["folder"] for s in chain["stages"]] == ["1-fvi", "2-dmb-multi"]
+    assert chain["stages"][1]["scores"]["frames"] == FRAMES
+    # the hand-over holds the stream's frames in order: dmb-multi ties them into one group
+    from adversary.feature.groups import consecutive_groups
+
+    keys = [(it.meta["stream_id"], it.meta["seq"]) for it in RecordingReader(out / "1-fvi" / "recording")]
+    assert keys == [("edge0", i) for i in range(FRAMES)]
+    assert consecutive_groups(keys, window=8) == [list(range(FRAMES))]
+    assert all((out / "2-dmb-multi" / frame_name("edge0", i)).is_file() for i in range(FRAMES))

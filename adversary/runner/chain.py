@@ -137,7 +137,7 @@ def _run_stage(stage: Stage, source: str, folder: Path, run: ChainRun,
                          prior=run.prior if stage.family == "feature" and _takes_prior(stage) else None)
     summary = metrics["summary"]
     if stage.gives(image_updates) != FEATURES:
-        return {"scores": _pick(summary, FRAME_SCORES)}, str(folder)
+        return {"scores": {**_pick(summary, FRAME_SCORES), "frames": len(metrics["frames"])}}, str(folder)
     from adversary.runner.handover import features_to_recording
 
     handover = features_to_recording(source, folder, folder / HANDOVER, truth=run.truth, device=run.device,
