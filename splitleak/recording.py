@@ -87,7 +87,8 @@ class RecordingWriter:
             index = self.count
             name = f"{TENSORS}/{index:08d}.safetensors"
             tmp = self.folder / (name + ".tmp")
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+            # np.require keeps 0-d tensors 0-d (ascontiguousarray makes them (1,): BatchNorm's counters)
+            save_file({k: np.require(v, requirements="C") for k, v in tensors.items()}, str(tmp))
             os.replace(tmp, self.folder / name)
             line = json.dumps({"index": index, "kind": kind, "file": name, "meta": meta}, default=str)
             self._manifest.write(line + "\n")

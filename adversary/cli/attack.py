@@ -13,7 +13,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     attack = sub.add_parser("attack", help="reconstruct frames from a recording",
                             description="Run an attack on what the tap recorded; write PNGs and metrics.json.")
     attack.add_argument("--recording", required=True, metavar="DIR", help="a recording (cloud --record or tap)")
-    attack.add_argument("--attack", required=True, metavar="NAME", help="attack name, e.g. do")
+    what = attack.add_mutually_exclusive_group(required=True)
+    what.add_argument("--attack", metavar="NAME", help="attack name, e.g. do")
+    what.add_argument("--chain", metavar="STAGES",
+                      help="run attacks in a chain, each on what the one before recovered, e.g. "
+                           "fvi,dmb,enhance:refs (gradients -> features -> frames -> enhanced frames); "
+                           "OUT/<k>-<stage>/ per stage, OUT/chain.json scores them all (docs/chains.md). "
+                           "Options per stage: --option STAGE.KEY=VALUE (STAGE.preset=NAME), or --config FILE.yaml "
+                           "mapping each stage to its options")
     attack.add_argument("--out", required=True, metavar="DIR", help="output folder")
     attack.add_argument("--truth", metavar="DIR", help="ground-truth frames (edge --truth) to score against")
     attack.add_argument("--prior", metavar="DIR", help="a diffusion prior folder (train-prior) for db, dmb, dmb-multi")
@@ -91,6 +98,8 @@ def enhance_request(args: argparse.Namespace, device: str):
 def run_attack(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     check_output_file(args.video, "--video")
+    if args.chain is not None:
+        return run_chain(args)
     from adversary.runner.run import run_attack as attack
 
     options = dict(args.option)
@@ -119,4 +128,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_folders(args.recon, args.truth, args.out, size=args.size, threshold=args.threshold,
                                low_dir=args.low)
     print(json.dumps(metrics["summary"], indent=2))
+    return 0
+
+
+def run_chain(args: argparse.Namespace) -> int:
+    """`attack --chain`: the flags that configure one attack are per stage here (--option STAGE.KEY=V)."""
+    from adversary.runner.chain import ChainRun, run_chain as chain
+    from adversary.runner.chain_spec import read_chain_config
+    from adversary.runner.enhanced import EnhanceRequest
+    from splitleak.errors import SplitleakError
+
+    for flag, given in (("--preset", args.preset), ("--iterations", args.iterations), ("--text", args.text),
+                        ("--enhance", args.enhance)):
+        if given is not None:
+            hint = "an enhance:METHOD stage" if flag == "--enhance" else f"--option STAGE.{flag[2:]}=..."
+            raise SplitleakError(f"{flag} is per stage in a chain; use {hint}")
+    device = resolve_device(args.device)
+    request = EnhanceRequest(refs=args.refs, weights=args.enhance_weights, scale=args.scale, device=device,
+                             video=args.video, fps=args.fps)
+    run = ChainRun(args.recording, args.out, truth=args.truth, prior=args.prior, device=device, seed=args.seed,
+                   weights_path=args.weights, max_frames=args.max_frames, batch_size=args.batch, enhance=request)
+    tree = read_chain_config(args.config) if args.config else None
+    result = chain(args.chain, run, args.option, tree)
+    for stage in result["stages"]:
+        print(f"{stage['stage']}-{stage['name']} ({stage['takes']} -> {stage['gives']}): "
+              f"{json.dumps(stage['scores'])}")
     return 0
