@@ -69,7 +69,10 @@ def item_meta(item: RecordedItem) -> ItemMeta:
     index, kind, meta = item.index, item.kind, item.meta
     try:
         if kind == "frame":
-            return ItemMeta(index, kind, *_frame(meta), codec=_codec(meta))
+            frame = ItemMeta(index, kind, *_frame(meta), codec=_codec(meta))
+            if get_spec(frame.head.model).input_kind != "image":  # updates of clip models are attacked
+                raise SplitleakError(f"{frame.head.model} takes clips; the feature attacks invert images' features only")
+            return frame
         if kind == "update":
             return _update(index, meta)
         if kind == "state":
@@ -99,8 +102,6 @@ def _frame(meta: dict[str, Any]) -> tuple[str, int, HeadKey]:
 def _head(meta: dict[str, Any]) -> HeadKey:
     """The model behind an item, its size and classes resolved to the model's defaults (0: default)."""
     spec = get_spec(_text(meta, "model_id", MAX_TEXT))
-    if spec.input_kind != "image":
-        raise SplitleakError(f"{spec.name} takes clips; the attacks invert images and their features only")
     split = _text(meta, "split_point", MAX_TEXT) or NONE
     if split not in split_points(spec.name):
         raise SplitleakError(f"unknown split point {_show(split)} for {spec.name}; "
