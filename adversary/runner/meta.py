@@ -69,10 +69,10 @@ def item_meta(item: RecordedItem) -> ItemMeta:
     index, kind, meta = item.index, item.kind, item.meta
     try:
         if kind == "frame":
-            frame = ItemMeta(index, kind, *_frame(meta), codec=_codec(meta))
-            if get_spec(frame.head.model).input_kind != "image":  # updates of clip models are attacked
-                raise SplitleakError(f"{frame.head.model} takes clips; the feature attacks invert images' features only")
-            return frame
+            spec = get_spec(_text(meta, "model_id", MAX_TEXT))
+            if spec.input_kind != "image":  # (a clip model's updates are attacked, its frames not)
+                raise SplitleakError(f"{spec.name} takes clips; the feature attacks invert images' features only")
+            return ItemMeta(index, kind, *_frame(meta), codec=_codec(meta))
         if kind == "update":
             return _update(index, meta)
         if kind == "state":
