@@ -121,7 +121,7 @@ class Federation:
                    on_accept: Callable[[], None] = lambda: None) -> torch.Tensor:
         """Split learning: one SGD step of the tail on the edge's activations; return dL/dz (on the host)."""
         m = self.model
-        expected = feature_shape(m.name, m.split, size=m.size, num_classes=m.num_classes)
+        expected = feature_shape(m.name, m.split, size=m.size, num_classes=m.num_classes, clip_len=m.clip_len)
         if tuple(activations.shape[1:]) != expected or activations.shape[0] != labels.shape[0]:
             raise SplitleakError(f"activations {list(activations.shape)} with {labels.shape[0]} labels do not fit "
                                  f"{m.name}/{m.split}: expected [B, {', '.join(map(str, expected))}]")

@@ -1,6 +1,8 @@
 """Collaborative learning at the edge: FedSGD, FedAvg and split learning over the wire.
 
-Each step takes a batch of B frames with their labels. fedsgd sends the gradient of the
+Each step takes a batch of B samples with their labels: a sample is a frame, or for a clip model
+a clip of clip_len consecutive frames (grouped as for inference; its label is its first frame's,
+a partial clip at the end of the source is not trained on). fedsgd sends the gradient of the
 loss w.r.t. the trained parameters; fedavg runs E local SGD steps and sends the weight
 delta; split sends F1's activations and the labels and applies the dL/dz it gets back to
 its head. The cloud answers each update with the new global state (or dL/dz); a step whose
@@ -40,8 +42,10 @@ class EdgeTrainer(EdgeSession):
         if config.batch < 1 or config.local_steps < 1 or not config.lr > 0:
             raise SplitleakError("--batch and --local-steps must be >= 1 and --lr > 0")
         super().__init__(config)
-        if self.model.input_kind != "image":
-            raise SplitleakError(f"{config.model} takes clips; learning modes train on single frames")
+        self.per_sample = self.model.clip_len if self.model.input_kind == "clip" else 1
+        if config.frames is not None and config.frames < self.per_sample:
+            raise SplitleakError(f"{config.model} trains on clips of {self.per_sample} frames; "
+                                 f"--frames {config.frames} makes none")
         self.module = learning.trained_module(self.model)
         self.names = learning.parameter_names(self.module)
         self.labels = Labels(config.label, self.model.num_classes, config.labels)
@@ -51,38 +55,52 @@ class EdgeTrainer(EdgeSession):
         self._cosines: list[float] = []  # defended vs clean update, one per step (utility)
 
     def _expected_answers(self) -> int | None:
-        return None if self.config.frames is None else -(-self.config.frames // self.config.batch)
+        if self.config.frames is None:
+            return None
+        return -(-(self.config.frames // self.per_sample) // self.config.batch)
 
     def _produce(self) -> None:
-        batch: list[Any] = []
+        batch: list[list[Any]] = []
+        sample: list[Any] = []
         for frame in self.source:
-            batch.append(frame)
+            sample.append(frame)
+            if len(sample) < self.per_sample:
+                continue
+            batch.append(sample)
+            sample = []
             if len(batch) == self.config.batch:
                 if not self._step(batch):
                     return
                 batch = []
+        self.skipped += len(sample)  # the frames of a partial clip: captured, never trained on
         if batch:
             self._step(batch)
 
-    def _step(self, frames: list[Any]) -> bool:
-        """One update for a batch; False once the cloud is gone for good."""
+    def _input(self, sample: list[Any]) -> np.ndarray:
+        """A frame (3, H, W), or a clip (3, T, H, W); each frame is written to the truth folder."""
+        xs = [to_model_input(f.image, self.model.size) for f in sample]
+        if self.truth:
+            for f, xi in zip(sample, xs):
+                self.truth.write(self.config.stream_id, f.index, xi)
+        return xs[0] if self.per_sample == 1 else np.stack(xs, axis=1)
+
+    def _step(self, samples: list[list[Any]]) -> bool:
+        """One update for a batch of frames or clips; False once the cloud is gone for good."""
         if self.uplink.error:
             return False
-        seq = frames[0].index
-        x = torch.from_numpy(np.stack([to_model_input(f.image, self.model.size) for f in frames]))
-        if self.truth:
-            for f, xi in zip(frames, x.numpy()):
-                self.truth.write(self.config.stream_id, f.index, xi)
-        x = x.to(self.config.device)
-        y = torch.tensor([self.labels(f.index) for f in frames], dtype=torch.int64, device=self.config.device)
+        first = samples[0][0]
+        seq = first.index
+        x = torch.from_numpy(np.stack([self._input(sample) for sample in samples])).to(self.config.device)
+        y = torch.tensor([self.labels(sample[0].index) for sample in samples], dtype=torch.int64,
+                         device=self.config.device)
         update, z = self._update(x, y)
-        fill_frame_meta(update.meta.frame, self, seq, frames[0].capture_ts)
+        fill_frame_meta(update.meta.frame, self, seq, first.capture_ts)
         meta = update.meta
-        meta.mode, meta.round, meta.batch_size = self.config.mode, self.round, len(frames)
+        meta.mode, meta.round, meta.batch_size = self.config.mode, self.round, len(samples)
         meta.learning_rate, meta.local_steps = self.config.lr, self.config.local_steps
         update.codec.name = self.config.codec
         nbytes = update.ByteSize()
-        self.stats.on_sent(seq, frames[0].capture_ts, nbytes)
+        self.stats.on_sent(seq, first.capture_ts, nbytes)
         try:
             self.link.send(update, nbytes)
         except LinkClosed:

@@ -70,7 +70,7 @@ def test_head_then_tail_is_the_real_network(name, size, clip_len, norm, points):
 
 def test_registry_and_describe():
     assert model_names() == ["lenet", "cnn6", "simple", "moderate", "resnet18", "resnet50", "mobilenet_v3_small",
-                             "vit_b_16", "r3d_18"]
+                             "vit_b_16", "r3d_18", "clipnet", "frameavg"]
     assert split_points("resnet50") == ["none", "conv1", "layer1", "layer2", "layer3", "layer4"]
     assert split_points("mobilenet_v3_small")[-1] == "12" and split_points("vit_b_16")[-1] == "11"
     assert feature_shape("lenet", "conv2") == (12, 8, 8)

@@ -64,6 +64,14 @@ class StagnationConfig:
 
 
 @dataclass(frozen=True)
+class MatchConfig:
+    """How the dummy starts and what the loss is measured against."""
+
+    relative: bool = False  # the loss (and threshold, stop_loss) over the tapped gradient's squared norm
+    init: Literal["normal", "abs"] = "normal"  # abs: |N(0, 1)|, for features known to be >= 0 (after ReLU)
+
+
+@dataclass(frozen=True)
 class FVIConfig:
     """fvi's hyper-parameters; `lr` none: 0.01 for Adam, 1 for L-BFGS."""
 
@@ -74,12 +82,17 @@ class FVIConfig:
     threshold: float = 1e-5  # success: the final gradient loss is below it (and no more restarts)
     stop_loss: float = 1e-12  # a run ends once its best loss is below it (0: runs all its iterations)
     stagnation: StagnationConfig = field(default_factory=StagnationConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
 
     # the video-leakage paper's loop: 20,000 iterations, a stagnation check every 1,000 that adds
     # N(0, 0.001) noise and halves the learning rate, no early stop on a small loss
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
         "iterations": 20000, "restarts": 1, "threshold": 1e-5, "stop_loss": 0.0, "stagnation.check_every": 1000,
-        "stagnation.min_improvement": 1e-3, "stagnation.noise_std": 1e-3}}
+        "stagnation.min_improvement": 1e-3, "stagnation.noise_std": 1e-3},
+        # measured better on clip classifiers (docs/gradient-inversion.md, "Clip models"): L-BFGS on the
+        # scale-free loss, so a saturated model's tiny gradient is matched as well as a fresh one's
+        "clip": {"iterations": 300, "optimizer": "lbfgs", "restarts": 4, "match.relative": True,
+                 "match.init": "abs", "threshold": 1e-8, "stop_loss": 1e-14}}
 
     def check(self) -> None:
         require(self.iterations >= 1 and self.restarts >= 1,
@@ -105,9 +118,16 @@ class FeatureVectorInversion(GradientInversionAttack):
     def loss_threshold(self) -> float:
         return self.config.threshold
 
+    @property
+    def relative_loss(self) -> bool:
+        return self.config.match.relative
+
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "learning_rate": self.config.learning_rate, "init": "N(0, 1)",
-                "loss": "sum of squared gradient differences (L2)", "labels": "wire labels, else iDLG inference"}
+        init = "N(0, 1)" if self.config.match.init == "normal" else "|N(0, 1)|"
+        return {**super().describe(), "learning_rate": self.config.learning_rate, "init": init,
+                "loss": "sum of squared gradient differences (L2)"
+                + (" over the tapped gradient's squared norm" if self.config.match.relative else ""),
+                "labels": "wire labels, else iDLG inference"}
 
     def _make_opt(self, x: torch.Tensor, lr: float) -> torch.optim.Optimizer:
         if self.config.optimizer == "adam":
@@ -118,15 +138,17 @@ class FeatureVectorInversion(GradientInversionAttack):
     def _run(self, case: GradientCase, labels: torch.Tensor, seed: int,
              true: list[torch.Tensor]) -> tuple[torch.Tensor, float, int, int]:
         gen = torch.Generator().manual_seed(seed)
-        x = torch.randn((case.batch_size, *case.input_shape), generator=gen).to(case.device).requires_grad_(True)
+        x = torch.randn((case.batch_size, *case.input_shape), generator=gen)
+        x = (x.abs() if self.config.match.init == "abs" else x).to(case.device).requires_grad_(True)
         c, stag = self.config, self.config.stagnation
+        scale = 1.0 / max(float(case.gradient_norm2()), 1e-30) if c.match.relative else 1.0
         lr = c.learning_rate
         opt = self._make_opt(x, lr)
         best_x, best, at_check, kicks, step = x.detach().clone(), math.inf, math.inf, 0, 0
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            loss = gradient_distance_l2(dummy_gradients(case, x, labels), true)
+            loss = gradient_distance_l2(dummy_gradients(case, x, labels), true) * scale
             (x.grad,) = torch.autograd.grad(loss, x)
             return loss.detach()
 
@@ -153,7 +175,7 @@ class FeatureVectorInversion(GradientInversionAttack):
                     if not at_check - best > stag.min_improvement * at_check:
                         kick()
                     at_check = best
-            final = float(gradient_distance_l2(dummy_gradients(case, x, labels, create_graph=False), true))
+            final = float(gradient_distance_l2(dummy_gradients(case, x, labels, create_graph=False), true)) * scale
         if math.isfinite(final) and final < best:
             best, best_x = final, x.detach().clone()
         return best_x, best, step, kicks

@@ -48,7 +48,7 @@ def gradient_metrics(rows: Rows, results: list[tuple[GradientResult, int]], seco
     summary["frames"], summary["updates"] = len(frames), len(results)
     summary["seconds_per_frame"] = seconds / len(frames) if frames else None
     summary["mean_gradient_loss"] = float(np.mean([f["gradient_loss"] for f in frames])) if frames else None
-    for k in ("feature_mse", "feature_cosine"):
+    for k in ("feature_mse", "feature_cosine", "feature_rel_error"):
         vals = [f[k] for f in frames if f.get(k) is not None]
         summary[f"mean_{k}"] = float(np.mean(vals)) if vals else None
     return frames, summary

@@ -14,6 +14,7 @@ from adversary.evaluate import truth_index
 from adversary.gradient.base import GradientResult
 from adversary.gradient.features import feature_scores
 from adversary.metrics import psnr, resize_to
+from adversary.runner.clips import frames_per_sample, sample_seqs
 from adversary.runner.meta import ItemMeta
 from splitleak.models import SplitModel
 from splitleak.video import frame_name, load_png
@@ -47,15 +48,23 @@ class Truth:
             z = load_file(str(path))["features"].astype(np.float32)
             return [z[i] for i in range(update.batch)] if len(z) == update.batch else [None] * update.batch
         out: list[np.ndarray | None] = []
-        for i in range(update.batch):
-            x = self.image(update.stream, update.seq + i)
-            if x is None or x.shape[1:] != (update.head.size, update.head.size):
+        for seq in sample_seqs(update, model):
+            x = self.sample(update, model, seq)
+            if x is None:
                 out.append(None)
                 continue
             with torch.no_grad():
                 z = model.head(torch.from_numpy(x)[None].to(next(iter(model.tail.parameters())).device))
             out.append(z[0].float().cpu().numpy())
         return out
+
+    def sample(self, update: ItemMeta, model: SplitModel, seq: int) -> np.ndarray | None:
+        """The model's input starting at frame `seq`: a frame (3, H, W), or a clip (3, T, H, W) of the
+        next clip_len frames; None if any frame is missing or of another size."""
+        frames = [self.image(update.stream, seq + t) for t in range(frames_per_sample(model))]
+        if any(x is None or x.shape[1:] != (update.head.size, update.head.size) for x in frames):
+            return None
+        return frames[0] if len(frames) == 1 else np.stack(frames, axis=1)  # type: ignore[arg-type]
 
 
 def order_by_truth(result: GradientResult, truths: list[np.ndarray | None], image: bool) -> list[int]:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from adversary.gradient.base import GradientCase, GradientResult
 from adversary.gradient.features import feature_scores
 from adversary.runner.gradient_report import gradient_config, gradient_metrics
+from adversary.runner.clips import sample_seqs
 from adversary.runner.gradient_truth import Truth, features_name, order_by_truth
 from adversary.runner.heads import check_weights_path
 from adversary.runner.meta import ItemMeta
@@ -143,8 +144,9 @@ class GradientRunner:
         inputs = result.inputs.detach().float().cpu()[order]
         found = result.labels.detach().cpu()[order]
         rows = []
+        seqs = sample_seqs(update, model)  # a clip model's sample is a clip: seq is its first frame
         for i in range(update.batch):
-            row: dict[str, Any] = {"stream": update.stream, "seq": update.seq + i, "update": update.index,
+            row: dict[str, Any] = {"stream": update.stream, "seq": seqs[i], "update": update.index,
                                    "round": update.round, "state": "recorded" if state is not None else "initial",
                                    **loss_fields(float(result.loss[order[i]]), norm2, self.attack.relative_loss),
                                    "attack_success": bool(result.success[order[i]]), "label": int(found[i]),
@@ -152,13 +154,21 @@ class GradientRunner:
             if image:
                 save_png(self.out / frame_name(update.stream, update.seq + i), inputs[i].numpy())
             elif truths[i] is not None:
-                mse, cos = feature_scores(inputs[i][None], torch.from_numpy(truths[i])[None])  # type: ignore[arg-type]
-                row.update(feature_mse=float(mse[0]), feature_cosine=float(cos[0]))
+                true = torch.from_numpy(truths[i])  # type: ignore[arg-type]
+                mse, cos = feature_scores(inputs[i][None], true[None])
+                row.update(feature_mse=float(mse[0]), feature_cosine=float(cos[0]),
+                           feature_rel_error=relative_error(inputs[i], true))
             rows.append(row)
         if not image:
             save_file({"features": inputs.numpy(), LABELS: found.numpy()},
                       str(self.out / features_name(update.stream, update.seq)))
         return Outcome(update, result, rows, seconds)
+
+
+def relative_error(recovered: torch.Tensor, truth: torch.Tensor) -> float:
+    """||recovered - truth|| / ||truth||: 0 for an exact recovery, ~1.4 for an unrelated one of the same norm."""
+    r, t = recovered.detach().double().flatten(), truth.detach().double().flatten()
+    return float((r - t).norm() / t.norm().clamp_min(1e-30))
 
 
 def loss_fields(loss: float, norm2: float, relative: bool) -> dict[str, float]:

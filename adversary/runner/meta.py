@@ -69,6 +69,9 @@ def item_meta(item: RecordedItem) -> ItemMeta:
     index, kind, meta = item.index, item.kind, item.meta
     try:
         if kind == "frame":
+            spec = get_spec(_text(meta, "model_id", MAX_TEXT))
+            if spec.input_kind != "image":  # (a clip model's updates are attacked, its frames not)
+                raise SplitleakError(f"{spec.name} takes clips; the feature attacks invert images' features only")
             return ItemMeta(index, kind, *_frame(meta), codec=_codec(meta))
         if kind == "update":
             return _update(index, meta)
@@ -99,8 +102,6 @@ def _frame(meta: dict[str, Any]) -> tuple[str, int, HeadKey]:
 def _head(meta: dict[str, Any]) -> HeadKey:
     """The model behind an item, its size and classes resolved to the model's defaults (0: default)."""
     spec = get_spec(_text(meta, "model_id", MAX_TEXT))
-    if spec.input_kind != "image":
-        raise SplitleakError(f"{spec.name} takes clips; the attacks invert images and their features only")
     split = _text(meta, "split_point", MAX_TEXT) or NONE
     if split not in split_points(spec.name):
         raise SplitleakError(f"unknown split point {_show(split)} for {spec.name}; "

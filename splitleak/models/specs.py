@@ -11,6 +11,7 @@ from torch import nn
 from splitleak.errors import SplitleakError
 import splitleak.models.stages as st
 from splitleak.models.classifiers import Moderate, Simple
+from splitleak.models.clipnet import SEGMENTS, ClipNet, FrameAvg, clipnet_stages, frameavg_stages
 from splitleak.models.cnn6 import CNN6
 from splitleak.models.lenet import LeNet
 
@@ -30,6 +31,7 @@ class ModelSpec:
     default_size: int = 224
     default_classes: int = 1000
     clip_len: int | None = None
+    clip_multiple: int = 1  # a clip's length must be a multiple of it (clipnet: its segments)
     mean: tuple[float, ...] | None = IMAGENET_MEAN
     std: tuple[float, ...] | None = IMAGENET_STD
     size_multiple: int = 1
@@ -71,6 +73,13 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("r3d_18", partial(_tv, "r3d_18"), st.r3d_stages, ("stem",) + _RESNET_POINTS[1:],
               input_kind="clip", default_size=112, default_classes=400, clip_len=8,
               mean=KINETICS_MEAN, std=KINETICS_STD),
+    # the video paper's clip pipelines (splitleak/models/clipnet.py): split at `pool` / `mean`, the
+    # frozen extractor is the head and only the small classifier trains
+    ModelSpec("clipnet", lambda size, nc: ClipNet(nc), clipnet_stages, ("extract", "pool"),
+              input_kind="clip", default_size=112, default_classes=10, clip_len=2 * SEGMENTS,
+              clip_multiple=SEGMENTS, mean=KINETICS_MEAN, std=KINETICS_STD, torchvision=False),
+    ModelSpec("frameavg", lambda size, nc: FrameAvg(nc), frameavg_stages, ("extract", "mean"),
+              input_kind="clip", default_size=112, default_classes=10, clip_len=8, torchvision=False),
 ]}
 
 

@@ -68,6 +68,9 @@ def _resolve(spec: ModelSpec, split: str, size: int | None, num_classes: int,
         clip_len = spec.clip_len if clip_len is None else clip_len
         if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
             raise SplitleakError(f"clip_len must be a positive integer, got {clip_len!r}")
+        if clip_len % spec.clip_multiple:
+            raise SplitleakError(f"{spec.name} cuts a clip into {spec.clip_multiple} segments: its length must be "
+                                 f"a multiple of {spec.clip_multiple}, got {clip_len}")
     return size, num_classes or spec.default_classes, clip_len
 
 
