@@ -103,7 +103,8 @@ def test_several_steps_are_not_one_gradient():
     single = learning.gradients(case.module, x, case.labels)
     miss = sum(float((single[n] - t).pow(2).sum()) for n, t in zip(case.names, truth))
     hit = sum(float((s - t).pow(2).sum()) for s, t in zip(simulated, truth))
-    assert hit < 1e-9 and miss > 0.1 * sum(float(t.pow(2).sum()) for t in truth)
+    norm2 = sum(float(t.pow(2).sum()) for t in truth)
+    assert hit < 1e-8 * norm2 and miss > 0.1 * norm2  # hit: the edge's float32 rounding of w_E - w_0 only
 
 
 @pytest.mark.parametrize("labels,steps,lr", [([7], 10, 10.0), ([3], 2, 0.01), ([2, 2], 2, 0.01), ([1, 6], 3, 0.1)])

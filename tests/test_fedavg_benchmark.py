@@ -14,7 +14,8 @@ def test_the_full_plan_covers_steps_batches_and_attacks():
     assert {(c.local_steps, c.batch) for c in cells} == {(e, b) for e in (1, 2, 5, 10) for b in (1, 4)}
     assert {c.attack for c in cells if c.batch == 1} == {"idlg-batched", "idlg", "ig"}
     # the batched engine takes batch-1 updates only; batch 4 goes to the joint attacks, whole updates
-    assert {c.attack for c in cells if c.batch == 4} == {"idlg", "ig"} and {c.frames for c in cells if c.batch == 4} == {8}
+    assert {c.attack for c in cells if c.batch == 4} == {"idlg", "ig"}
+    assert {c.frames for c in cells if c.batch == 4} == {8}
     assert all(c.iterations is None and c.options == () for c in cells)  # the CLI's defaults
     quick = fedavg.plan(quick=True)
     assert [(c.attack, c.local_steps, c.batch, c.frames) for c in quick] == [("idlg-batched", 1, 1, 3),

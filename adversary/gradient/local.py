@@ -49,8 +49,8 @@ class LocalTraining:
 def local_steps(step_gradients: Callable[[Weights], Weights], start: Weights, local: LocalTraining) -> Weights:
     """The weights after `local.steps` SGD steps from `start`, in the edge's own arithmetic
     (w <- w - lr * g in the weights' dtype), so a replay at the true batch gives back the recorded
-    delta w_E - w_0 up to float rounding. `step_gradients(weights)` is the loss's gradient at `weights`
-    on the batch (autograd with create_graph, or torch.func.grad: both stay differentiable in the batch)."""
+    delta w_E - w_0 exactly (tests/test_fedavg_attacks.py). `step_gradients(weights)` is the loss's gradient
+    at `weights` on the batch (autograd with create_graph, or torch.func.grad: both stay differentiable in it)."""
     weights = dict(start)
     for _ in range(local.steps):
         grads = step_gradients(weights)
@@ -60,11 +60,20 @@ def local_steps(step_gradients: Callable[[Weights], Weights], start: Weights, lo
 
 def pseudo_gradients(step_gradients: Callable[[Weights], Weights], start: Weights,
                      local: LocalTraining | None) -> Weights:
-    """-delta / lr of the local training from `start`; the gradient itself when `local` is None (one step)."""
+    """-delta / lr of the local training from `start`; the gradient itself when `local` is None (one step).
+
+    Summed as the steps' gradients, g_1 + ... + g_E, which -delta / lr is in exact arithmetic: (w_E - w_0) / lr
+    in float32 cancels ~|w| / lr x 2^-24 per entry, noise that changed with the dummy and stalled L-BFGS near
+    the optimum (saturated rounds ended at ~1e-5 instead of ~5e-7); the sum has none."""
     if local is None:
         return step_gradients(start)
-    end = local_steps(step_gradients, start, local)
-    return {n: (end[n] - start[n]) / -local.lr for n in start}
+    weights, total = dict(start), None
+    for _ in range(local.steps):
+        grads = step_gradients(weights)
+        total = grads if total is None else {n: total[n] + grads[n] for n in total}
+        weights = {n: weights[n] - local.lr * grads[n] for n in weights}
+    assert total is not None
+    return total
 
 
 def autograd_steps(module: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,

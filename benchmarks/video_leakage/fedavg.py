@@ -49,9 +49,11 @@ class Cell:
 
 
 def plan(quick: bool, steps: tuple[int, ...] | None = None, batches: tuple[int, ...] | None = None,
-         attacks: tuple[str, ...] | None = None, frames: int | None = None) -> list[Cell]:
+         attacks: tuple[str, ...] | None = None, frames: int | None = None, iterations: int | None = None,
+         restarts: int | None = None) -> list[Cell]:
     """The cells to measure: quick is idlg-batched at E = 1, 2 on 3 frames with 30 L-BFGS steps and 2 starts;
-    full is every attack at CLI defaults (idlg-batched at batch 1 only)."""
+    full is every attack at CLI defaults (idlg-batched at batch 1 only). `iterations` / `restarts` override
+    every attack's budget (restarts: the L-BFGS attacks')."""
     if quick:
         steps, batches, attacks = steps or (1, 2), batches or (1,), attacks or ("idlg-batched",)
         budget: dict[str, tuple[int | None, tuple[tuple[str, Any], ...]]] = {
@@ -59,6 +61,10 @@ def plan(quick: bool, steps: tuple[int, ...] | None = None, batches: tuple[int, 
     else:
         steps, batches, attacks = steps or (1, 2, 5, 10), batches or (1, 4), attacks or ("idlg-batched", "idlg", "ig")
         budget = {a: (None, ()) for a in attacks}
+    if iterations is not None or restarts is not None:
+        budget = {a: (iterations if iterations is not None else budget.get(a, (None, ()))[0],
+                      (("restarts", restarts),) if restarts is not None and a != "ig" else budget.get(a, (None, ()))[1])
+                  for a in attacks}
     cells = []
     for e in steps:
         for b in batches:
@@ -124,9 +130,10 @@ def attack_row(cell: Cell, rec: Path, truth: Path, out: Path, first: int, labels
 
 
 def rows(quick: bool, steps: tuple[int, ...] | None = None, batches: tuple[int, ...] | None = None,
-         attacks: tuple[str, ...] | None = None, frames: int | None = None, labels: str = "one") -> list[dict[str, Any]]:
+         attacks: tuple[str, ...] | None = None, frames: int | None = None, labels: str = "one",
+         iterations: int | None = None, restarts: int | None = None) -> list[dict[str, Any]]:
     """Measure every cell of `plan`: one recording per (local steps, batch), each of its attacks on it."""
-    cells = plan(quick, steps, batches, attacks, frames)
+    cells = plan(quick, steps, batches, attacks, frames, iterations, restarts)
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fedavg-bench-") as tmp:
         work = Path(tmp)
@@ -156,16 +163,21 @@ def main() -> None:
                    help="attacks (default idlg-batched,idlg,ig; --quick idlg-batched)")
     p.add_argument("--frames", type=int, help="frames per recording (default 10 at batch 1, 8 at batch 4; --quick 3)")
     p.add_argument("--labels", choices=("one", "cycle"), default="one",
-                   help="one: the edge's default (every frame class 0, the model saturates); cycle: frame i class i mod 10")
+                   help="one: the edge's default (every frame class 0: the model saturates); "
+                        "cycle: frame i class i mod 10")
+    p.add_argument("--iterations", type=int, help="every attack's iterations (default: the CLI's; --quick 30, ig 200)")
+    p.add_argument("--restarts", type=int, help="the L-BFGS attacks' starts (default: the CLI's 10; --quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    found = rows(args.quick, args.steps, args.batches, args.attacks, args.frames, args.labels)
+    found = rows(args.quick, args.steps, args.batches, args.attacks, args.frames, args.labels, args.iterations,
+                 args.restarts)
     print_table(found, COLUMNS)
     write(args.json, found, {"quick": args.quick, "model": MODEL, "size": SIZE, "source": CLIP,
-                             "success_db": SUCCESS_DB, "labels": args.labels})
+                             "success_db": SUCCESS_DB, "labels": args.labels, "iterations": args.iterations,
+                             "restarts": args.restarts})
 
 
 if __name__ == "__main__":
