@@ -320,14 +320,14 @@ def _reshape(tensors):
     tensors["classifier.1.weight"] = tensors["classifier.1.weight"][:, :100].copy()
 
 
-@pytest.mark.parametrize("tamper,mode,message", [
-    (_rename, "fedsgd", "param_names and tensors differ"),
-    (_reshape, "fedsgd", r"has shape \[10, 100\]"),
-    (None, "fedavg", "fedavg updates of 3 local steps are not attacked yet"),
-    (None, "split", "split updates are not attacked"),
+@pytest.mark.parametrize("tamper,mode,local_steps,message", [
+    (_rename, "fedsgd", 1, "param_names and tensors differ"),
+    (_reshape, "fedsgd", 1, r"has shape \[10, 100\]"),
+    (None, "fedavg", 101, "a fedavg update needs 1..100 local steps"),
+    (None, "split", 1, "split updates are not attacked"),
 ])
-def test_runner_refuses_bad_updates(frames, tmp_path, tamper, mode, message):
-    rec, truth = write_recording(tmp_path, frames[:1], [1], mode=mode, tamper=tamper, local_steps=3)
+def test_runner_refuses_bad_updates(frames, tmp_path, tamper, mode, local_steps, message):
+    rec, truth = write_recording(tmp_path, frames[:1], [1], mode=mode, tamper=tamper, local_steps=local_steps)
     with pytest.raises(SplitleakError, match=message) as err:
         run_gradient_attack(str(rec), "dlg", str(tmp_path / "out"), iterations=1, progress=False)
     assert "\n" not in str(err.value)

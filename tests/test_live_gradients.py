@@ -107,7 +107,8 @@ def test_updates_it_cannot_invert_are_counted_and_the_stream_goes_on(start_cloud
     out, truth = tmp_path / "out", tmp_path / "truth"
     config = LiveConfig(cloud=f"127.0.0.1:{cloud.port}", attack="idlg-batched", out=str(out), max_frames=2,
                         iterations=1, progress=False, options=OPTIONS)
-    result = live_while_training(cloud, LiveAttack(config).run, 2, truth, mode="fedavg", local_steps=2)
+    result = live_while_training(cloud, LiveAttack(config).run, 2, truth, mode="fedavg",
+                                 local_steps=101)  # more local steps than an attack unrolls
     assert result["edge"]["acked"] == 2
     assert result["config"]["skipped"]["not_attackable"] == 2 and result["frames"] == []
     assert result["summary"]["frames"] == 0 and (out / "metrics.json").is_file()

@@ -3,7 +3,10 @@
 Following breaching, the case (who holds what) is kept apart from the attack: the attack gets
 the gradient that crossed the wire plus what the case grants (the trained module with the
 round's weights, the batch size, the input shape), nothing else. Gradients of dummy inputs
-are taken with `splitleak.learning.gradients`, the one definition the edge also uses.
+are taken with `splitleak.learning.gradients`, the one definition the edge also uses. A FedAvg update
+of several local steps carries its local training (`case.local`): its `gradients` are the recorded
+delta over -lr, and the dummy gradients are the same pseudo-gradient of the local training simulated
+on the dummy batch (adversary/gradient/local.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 
 from adversary.attack import Attack
+from adversary.gradient.local import LocalTraining, unrolled_gradients
 from adversary.losses import cosine_distance, gradient_distance_l2, total_variation
 from splitleak import learning
 from splitleak.errors import SplitleakError
@@ -33,6 +37,9 @@ class GradientCase:
     `gradients` maps parameter names to float32 gradients in the order they crossed the wire;
     `input_shape` is one input's shape: (3, H, W) images for split `none`, the head's feature
     shape otherwise; `labels` are class ids (B,) if the update carried them.
+    `local`: the FedAvg local training behind the update when it took several steps; then `gradients`
+    hold the update's delta over -lr (the pseudo-gradient). None: a gradient (fedsgd, or one step,
+    whose delta over -lr is its gradient): the attacks' fast path, exactly as on fedsgd.
     """
 
     module: nn.Module
@@ -45,9 +52,11 @@ class GradientCase:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     grants: frozenset[str] = frozenset({"gradients", "model_weights", "model_architecture", "batch_size"})
+    local: LocalTraining | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
+        self._check_local()
         if self.input_kind not in INPUT_KINDS:
             raise SplitleakError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
@@ -67,6 +76,17 @@ class GradientCase:
                 raise SplitleakError(f"gradient {name!r} has shape {list(grad.shape)}, the parameter has "
                                      f"{list(params[name].shape)}")
             params[name].requires_grad_(True)
+
+    def _check_local(self) -> None:
+        if self.local is not None and not isinstance(self.local, LocalTraining):
+            raise SplitleakError(f"local must be a LocalTraining or None, got {type(self.local).__name__}")
+        if self.local is not None and self.local.steps == 1:
+            self.local = None  # one step: the pseudo-gradient is the gradient (fast path)
+
+    @property
+    def local_steps(self) -> int:
+        """The SGD steps the update's local training took (1 for a gradient)."""
+        return 1 if self.local is None else self.local.steps
 
     @property
     def names(self) -> list[str]:
@@ -113,6 +133,17 @@ class GradientInversionAttack(Attack):
         """True when the attack's loss is the L2 distance divided by the tapped gradient's squared norm."""
         return False
 
+    # whether the attack matches through dummy_gradients, which simulates a multi-step FedAvg update's
+    # local training; a closed-form attack (R-GAP) reads one gradient and sets it False
+    unrolls_local_steps: ClassVar[bool] = True
+
+    def check_access(self, case: Any) -> None:
+        super().check_access(case)
+        steps = getattr(case, "local_steps", 1)
+        if steps > 1 and not self.unrolls_local_steps:
+            raise SplitleakError(f"attack {self.name!r} inverts single gradients; this update is a FedAvg delta of "
+                                 f"{steps} local steps (dlg, idlg, ig, fvi and the batched engine simulate them)")
+
     def reconstruct(self, case: GradientCase) -> GradientResult:
         """Recover the batch behind `case.gradients`."""
         raise NotImplementedError
@@ -147,8 +178,12 @@ def dummy_gradients(case: GradientCase, inputs: torch.Tensor, labels: torch.Tens
     """Gradients of the case's module at (inputs, labels) for the case's parameters, in wire order.
 
     `labels` are class ids (B,) or soft labels (B, C); with create_graph the result is
-    differentiable w.r.t. inputs (and soft labels).
+    differentiable w.r.t. inputs (and soft labels). For a multi-step FedAvg case: the pseudo-gradient
+    -delta / lr of its local training unrolled on (inputs, labels) from the round's weights.
     """
+    if case.local is not None:
+        grads = unrolled_gradients(case.module, inputs, labels, case.names, case.local, create_graph)
+        return [grads[n] for n in case.names]
     grads = learning.gradients(case.module, inputs, labels, names=case.names, create_graph=create_graph)
     return [grads[n] for n in case.names]
 
@@ -194,6 +229,10 @@ def infer_labels_idlg(case: GradientCase) -> torch.Tensor:
     repeated). Without a bias the same greedy runs on the row sums, the unit being the most
     negative row sum's magnitude (one occurrence). Order is sorted: a batch's order is not
     recoverable from its gradient.
+    FedAvg of E local steps: the pseudo-gradient -delta / lr is the sum of the E steps' gradients, each
+    step's bias gradient softmax(z_k) - onehot(y) (batch 1) with its only negative entry at y, so the
+    sign rule holds at any lr and any E; at batch B the label counts are E per occurrence, so the scores
+    are divided by E.
     """
     weight, bias = last_layer_gradients(case)
     if weight is None:
@@ -201,7 +240,7 @@ def infer_labels_idlg(case: GradientCase) -> torch.Tensor:
                              f"cannot infer labels (names: {', '.join(case.names)})")
     b = case.batch_size
     if bias is not None:
-        scores, unit = bias * b, 1.0
+        scores, unit = bias * b / case.local_steps, 1.0
     else:
         scores = weight.sum(1) * b
         unit = float(-scores.min()) if float(scores.min()) < 0 else 1.0

@@ -20,6 +20,10 @@ Input: a `BatchedGradientCase`, whose `gradients` values carry a leading frame d
 optionally `frame_params` (N, *param.shape) when the frames were taken at different weights
 (different rounds). `BatchedGradientCase.from_cases([...])` stacks batch-1 `GradientCase`s;
 `reconstruct_many(cases)` does that and splits the result back per case.
+
+FedAvg updates of several local steps (`case.local`, the same for every frame of a case): each row's
+objective unrolls the local training from that row's weights inside the vmapped function (E
+torch.func.grad steps, then -delta / lr), so rows stay independent and no Python loop runs over frames.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from adversary.configs import require
 from adversary.gradient.base import GradientCase, GradientInversionAttack, GradientResult, infer_labels_idlg
 from adversary.gradient.dlg import DLGConfig, LbfgsConfig, StopRules, dummy_start, label_accuracy
 from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
+from adversary.gradient.local import LocalTraining, pseudo_gradients
 from adversary.registry import register
 from splitleak import learning
 from splitleak.errors import SplitleakError
@@ -59,6 +64,7 @@ class BatchedGradientCase(GradientCase):
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
+        self._check_local()
         if self.batch_size != 1:
             raise SplitleakError(f"the batched engine attacks batch-1 updates (one frame each), "
                                  f"got batch {self.batch_size}")
@@ -115,7 +121,7 @@ class BatchedGradientCase(GradientCase):
                         p.copy_(self.frame_params[name][i])
         return GradientCase(module, {k: v[i] for k, v in self.gradients.items()}, 1, self.input_shape,
                             self.num_classes, None if self.labels is None else self.labels[i:i + 1],
-                            self.input_kind, self.device, self.frame_seed(i), self.grants)
+                            self.input_kind, self.device, self.frame_seed(i), self.grants, self.local)
 
     @classmethod
     def from_cases(cls, cases: list[GradientCase], weights: list[dict[str, torch.Tensor]] | None = None
@@ -130,9 +136,10 @@ class BatchedGradientCase(GradientCase):
         for c in cases:
             if c.batch_size != 1:
                 raise SplitleakError(f"the batched engine attacks batch-1 updates, got batch {c.batch_size}")
-            if (c.names, c.input_shape, c.num_classes, c.input_kind, c.device) != (
-                    first.names, first.input_shape, first.num_classes, first.input_kind, first.device):
-                raise SplitleakError("cases to stack must share parameters, input shape, classes, kind and device")
+            if (c.names, c.input_shape, c.num_classes, c.input_kind, c.device, c.local) != (
+                    first.names, first.input_shape, first.num_classes, first.input_kind, first.device, first.local):
+                raise SplitleakError("cases to stack must share parameters, input shape, classes, kind, device and "
+                                     "local training (FedAvg steps and lr)")
         labels = None if any(c.labels is None for c in cases) else torch.cat([c.labels for c in cases])
         frame_params = None
         if weights is not None:
@@ -144,33 +151,35 @@ class BatchedGradientCase(GradientCase):
             frame_params = {n: torch.stack([p[n].detach() for p in per]) for n in first.names}
         return cls(first.module, {n: torch.stack([c.gradients[n] for c in cases]) for n in first.names}, 1,
                    first.input_shape, first.num_classes, labels, first.input_kind, first.device, first.seed,
-                   first.grants, frame_params=frame_params, frame_seeds=tuple(c.seed for c in cases))
+                   first.grants, first.local, frame_params=frame_params, frame_seeds=tuple(c.seed for c in cases))
 
 
-def _functional(module: torch.nn.Module, names: list[str]):
-    """(frame_grads(trained, x, label) -> dict, fixed params and buffers) for torch.func."""
+def _functional(module: torch.nn.Module, names: list[str], local: LocalTraining | None = None):
+    """frame_grads(trained, x, label) -> dict for torch.func: the gradient at `trained`, or with `local`
+    the pseudo-gradient of the local training unrolled from `trained` (E torch.func.grad steps)."""
     fixed = {n: p.detach() for n, p in module.named_parameters() if n not in names}
     buffers = dict(module.named_buffers())
 
     def frame_grads(trained: dict[str, torch.Tensor], x: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         def loss(tr: dict[str, torch.Tensor]) -> torch.Tensor:
             return learning.loss(functional_call(module, ({**fixed, **tr}, buffers), (x,)), label)
-        return grad(loss)(trained)
+        return pseudo_gradients(grad(loss), trained, local)
 
     return frame_grads
 
 
 def frame_gradients(module: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-                    names: list[str] | None = None, frame_params: dict[str, torch.Tensor] | None = None
-                    ) -> dict[str, torch.Tensor]:
+                    names: list[str] | None = None, frame_params: dict[str, torch.Tensor] | None = None,
+                    local: LocalTraining | None = None) -> dict[str, torch.Tensor]:
     """Per-frame gradients, vectorised: frame i's entry equals
     `learning.gradients(module, inputs[i:i+1], labels[i:i+1], names)`; inputs (N, *shape), labels
-    (N,) ids or (N, C) soft; result[name] is (N, *param.shape)."""
+    (N,) ids or (N, C) soft; result[name] is (N, *param.shape). With `local`: each frame's
+    pseudo-gradient -delta / lr of that local training on it alone."""
     names = list(names) if names is not None else learning.parameter_names(module)
     if labels.dim() == 1:  # class ids as one-hot soft labels: the same loss, vmapped without nll_loss
         logits_size = int(module(inputs[:1]).shape[-1])
         labels = F.one_hot(labels.long(), logits_size).to(inputs.dtype)
-    frame_grads = _functional(module, names)
+    frame_grads = _functional(module, names, local)
     shared = {n: p.detach() for n, p in module.named_parameters() if n in names}
     trained, dim = (shared, None) if frame_params is None else (frame_params, 0)
     per_frame = vmap(lambda tr, x, y: frame_grads(tr, x[None], y[None]), in_dims=(dim, 0, 0))
@@ -200,7 +209,8 @@ class FrameMatching:
         params = dict(case.module.named_parameters())
         self._fixed = {n: p.detach() for n, p in params.items() if n not in self.names}
         self._shared = {n: params[n].detach() for n in self.names}
-        frame_grads = _functional(case.module, self.names)
+        self.local = case.local
+        frame_grads = _functional(case.module, self.names, case.local)
         # per-frame parameter gradients under vmap; the matching loss and its gradient w.r.t. z are
         # taken outside it by plain autograd (frames are independent, so d sum / d z_i = d loss_i / d z_i),
         # about 10% faster than an outer vmap(grad_and_value) level on CPU
@@ -238,11 +248,18 @@ class FrameMatching:
             trained = {n: t.detach().requires_grad_(True) for n, t in source.items()}
             x = zi[: self.n_x].view(1, *self.shape)
             y = torch.softmax(zi[self.n_x:], -1)[None] if self.joint else pick(self.labels)[None]
-            logits = functional_call(self._module, ({**self._fixed, **trained}, self._buffers), (x,))
-            grads = torch.autograd.grad(learning.loss(logits, y), list(trained.values()), create_graph=True)
-            loss = sum(((g - pick(self.targets[n])) ** 2).sum() for n, g in zip(trained, grads)) * pick(self.scale)
+            grads = pseudo_gradients(self._autograd_steps(x, y), trained, self.local)
+            loss = sum(((g - pick(self.targets[n])) ** 2).sum() for n, g in grads.items()) * pick(self.scale)
             (gz,) = torch.autograd.grad(loss, zi)
         return loss.detach().reshape(1), gz.detach()[None]
+
+    def _autograd_steps(self, x: torch.Tensor, y: torch.Tensor):
+        """step_gradients for one frame by autograd (create_graph: differentiable in x)."""
+        def step_gradients(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            logits = functional_call(self._module, ({**self._fixed, **weights}, self._buffers), (x,))
+            grads = torch.autograd.grad(learning.loss(logits, y), list(weights.values()), create_graph=True)
+            return dict(zip(weights, grads))
+        return step_gradients
 
 
 @dataclass(frozen=True)

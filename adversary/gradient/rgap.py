@@ -325,6 +325,7 @@ class RGAP(GradientInversionAttack):
 
     name: ClassVar[str] = "rgap"
     Config = RGAPConfig
+    unrolls_local_steps: ClassVar[bool] = False  # its closed form reads one gradient (g x^T), not a sum of steps
 
     @property
     def loss_threshold(self) -> float:

@@ -73,8 +73,9 @@ def gradient_fields(name: str, method: Any, seed: int, device: str, updates: lis
     models = head_groups(counts, counts, "updates")
     config: dict[str, Any] = {
         **attack_fields(name, method, seed, device), "family": "gradient",
-        "threat_model": "honest-but-curious server: the FedSGD gradient, the model's architecture and the "
-                        "round's weights, the batch size",
+        "threat_model": "honest-but-curious server: the FedSGD gradient or FedAvg delta (with its learning rate "
+                        "and local steps), the model's architecture and the round's weights, the batch size",
+        "local_training": local_training_fields(updates),
         "success_criterion": criterion, "success_loss_below": threshold, "success_psnr_db": SUCCESS_DB,
         "success_rate_loss": "fraction of frames whose update's gradient loss is below the attack's threshold",
         "success_rate_loss_l2": "the same rule on the absolute L2 gradient distance (the paper's)",
@@ -90,6 +91,18 @@ def gradient_fields(name: str, method: Any, seed: int, device: str, updates: lis
     single_head(config, models)
     config.update(base_config(EVAL_SIZE, SUCCESS_DB), native_size="the truth frame's own size")
     return config
+
+
+def local_training_fields(updates: list[ItemMeta]) -> list[dict[str, Any]]:
+    """How many updates of each kind were attacked: fedsgd, and fedavg per (local steps, lr); what was matched."""
+    counts: dict[tuple[str, int, float | None], int] = {}
+    for u in updates:
+        key = ("fedsgd", 1, None) if u.mode != "fedavg" else ("fedavg", u.local_steps, u.lr)
+        counts[key] = counts.get(key, 0) + 1
+    matched = {"fedsgd": "the gradient", "fedavg": "the delta over -lr against the same of the local training "
+                                                   "simulated on the dummy batch (one step: the gradient)"}
+    return [{"mode": mode, "local_steps": steps, "lr": lr, "updates": n, "matched": matched[mode]}
+            for (mode, steps, lr), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0))]
 
 
 def gradient_config(recording: str, name: str, method: Any, plan: Plan, seed: int, device: str,

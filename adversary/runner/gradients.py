@@ -1,13 +1,15 @@
-"""Gradient attacks over a recording: replay every FedSGD update against its round's state.
+"""Gradient attacks over a recording: replay every FedSGD / FedAvg update against its round's state.
 
 A recording holds "update" items (a gradient with its LearningMeta) and "state" items (the
 trained module's state_dict each round starts from). Each FedSGD update is replayed against
 the state of its round (the model's own weights tag where the recording has no state for the
-round), the attack recovers the batch, and the output folder gets one PNG per frame (split
+round), the attack recovers the batch (a FedAvg delta of several local steps by simulating them,
+adversary/gradient/local.py), and the output folder gets one PNG per frame (split
 `none`) or one safetensors file of recovered features per update (a split point), then
 metrics.json and config.json in the contract's shape. An attack with a batched engine
 (`reconstruct_many`: dlg-batched, idlg-batched) gets every batch-1 update of the recording in one
-optimisation, per model, each frame with its own round's weights; the others get one update at a time.
+optimisation, per model and local training, each frame with its own round's weights; the others get one
+update at a time.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from adversary.runner.gradient_truth import Truth, features_name, order_by_truth
 from adversary.runner.heads import check_weights_path
 from adversary.runner.meta import ItemMeta
 from adversary.runner.output import finish, recording_output
-from adversary.runner.updates import Models, Plan, plan_recording, wire_gradients, wire_labels
+from adversary.runner.updates import Models, Plan, local_training, plan_recording, wire_gradients, wire_labels
 from splitleak.errors import SplitleakError
 from splitleak.learning import LABELS
 from splitleak.models import SplitModel, feature_shape
@@ -84,10 +86,11 @@ class GradientRunner:
         self._finished([prepared], [result], self._elapsed(start, prepared.case.device))
 
     def flush(self) -> None:
-        """Attack every held update: one optimisation per model, frames of different rounds together."""
+        """Attack every held update: one optimisation per model and local training (FedAvg steps, lr),
+        frames of different rounds together."""
         groups: dict[Any, list[Prepared]] = {}
         for p in self.pending:
-            groups.setdefault(p.update.head, []).append(p)
+            groups.setdefault((p.update.head, p.case.local), []).append(p)
         self.pending = []
         for group in groups.values():
             rounds = {p.state.index if p.state is not None else None for p in group}
@@ -107,7 +110,7 @@ class GradientRunner:
         labels = wire_labels(update, item, model.num_classes)
         case = GradientCase(module, wire_gradients(update, module, item), update.batch, shape, model.num_classes,
                             labels, "image" if image else "features", torch.device(self.device),
-                            self.seed + update.index)
+                            self.seed + update.index, local=local_training(update))
         self.attack.check_access(case)
         weights = ({n: p.detach().clone() for n, p in module.named_parameters() if n in case.gradients}
                    if self.batched else {})
@@ -205,7 +208,7 @@ def _stream_updates(recording: str, plan: Plan, runner: GradientRunner) -> None:
 def run_gradient_attack(recording: str, name: str, method: Any, out: str, *, truth: str | None, device: str,
                         seed: int, weights_path: str | None, max_frames: int | None,
                         progress: bool) -> dict[str, Any]:
-    """Invert every FedSGD update of `recording` with gradient attack `method`; write outputs to `out`.
+    """Invert every FedSGD / FedAvg update of `recording` with gradient attack `method`; write outputs to `out`.
 
     Split `none`: one PNG per frame, scored with `truth` at 128 px (psnr, ssim) and at the truth's
     size (psnr_native, ssim_native). A split point: one `*.features.safetensors` per update, scored

@@ -29,7 +29,7 @@ KEEP_ROUNDS = 4  # states kept per model behind its newest round: a late update 
 
 
 class LiveGradients:
-    """Attacks the tap's gradient updates (fedsgd; fedavg deltas of one local step)."""
+    """Attacks the tap's gradient updates (fedsgd gradients; fedavg deltas)."""
 
     kinds = frozenset({"update", "state"})
 

@@ -15,7 +15,7 @@ def run_attack(recording: str, attack: str, out: str, *, truth: str | None = Non
                max_frames: int | None = None, batch_size: int = 8, progress: bool = True,
                options: dict[str, Any] | None = None, prior: str | None = None, preset: str | None = None,
                config_file: str | None = None, enhance: EnhanceRequest | None = None) -> dict[str, Any]:
-    """Attack the recording's frames (feature attacks) or FedSGD updates (gradient attacks); write the
+    """Attack the recording's frames (feature attacks) or FedSGD / FedAvg updates (gradient attacks); write the
     reconstructions, metrics.json and config.json to `out`; return the metrics dict.
 
     `prior`: a prior folder (diffusers format) or hub name, for attacks that need one (db, dmb, ...).

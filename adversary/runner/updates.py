@@ -1,5 +1,7 @@
-"""The gradient path's reading of a recording: which FedSGD updates to attack, each round's state,
-and each update's gradients and labels checked against the model they claim."""
+"""The gradient path's reading of a recording: which updates to attack (FedSGD gradients, FedAvg deltas),
+each round's state, and each update's gradients and labels checked against the model they claim.
+A FedAvg delta is handed to the attacks as its pseudo-gradient -delta / lr with its local training
+(`local_training`): one step is its gradient; several are simulated by the attack."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from adversary.gradient.local import MAX_LOCAL_STEPS, LocalTraining
 from adversary.runner.clips import check_clip_update
 from adversary.runner.heads import build_head
 from adversary.runner.meta import HeadKey, ItemMeta, item_meta
@@ -32,7 +35,7 @@ class Plan:
 
 
 def plan_recording(folder: str, max_frames: int | None) -> Plan:
-    """First pass, tensors unread: FedSGD updates to attack (whole updates, until max_frames frames;
+    """First pass, tensors unread: FedSGD / FedAvg updates to attack (whole updates, until max_frames frames;
     reading stops there) and the state of each round (recorded before the round's updates)."""
     if max_frames is not None and max_frames < 1:
         raise SplitleakError(f"max_frames must be >= 1, got {max_frames}")
@@ -61,17 +64,25 @@ def plan_recording(folder: str, max_frames: int | None) -> Plan:
 
 
 def check_attackable(update: ItemMeta) -> None:
-    """SplitleakError unless the update is a gradient, or a FedAvg delta of one local SGD step
-    (delta = -lr * gradient exactly; several steps are not inverted yet)."""
+    """SplitleakError unless the update is a gradient, or a FedAvg delta of 1..MAX_LOCAL_STEPS local SGD
+    steps at a learning rate > 0 (the attack simulates those steps from the round's weights)."""
     where = f"recording item {update.index}"
     if update.mode == "fedavg":
-        if update.local_steps != 1 or not update.lr:
-            raise SplitleakError(f"{where}: fedavg updates of {update.local_steps} local steps are not attacked "
-                                 f"yet; one local step at a learning rate > 0 is (its delta is -lr x the gradient)")
+        if not 1 <= update.local_steps <= MAX_LOCAL_STEPS or not update.lr:
+            raise SplitleakError(f"{where}: a fedavg update needs 1..{MAX_LOCAL_STEPS} local steps and a learning "
+                                 f"rate > 0 to be simulated, got {update.local_steps} steps at lr {update.lr}")
         return
     if update.mode != "fedsgd":
         raise SplitleakError(f"{where}: {update.mode or 'unknown-mode'} updates are not attacked; "
-                             f"gradient attacks invert fedsgd gradients and one-step fedavg deltas")
+                             f"gradient attacks invert fedsgd gradients and fedavg deltas")
+
+
+def local_training(update: ItemMeta) -> LocalTraining | None:
+    """The local training an attack must simulate: None for a gradient (fedsgd, or one fedavg step)."""
+    if update.mode != "fedavg" or update.local_steps == 1:
+        return None
+    assert update.lr is not None, "check_attackable refuses a fedavg update without a learning rate"
+    return LocalTraining(update.local_steps, update.lr)
 
 
 def check_state(update: ItemMeta, module: torch.nn.Module, state: RecordedItem) -> None:
@@ -108,7 +119,7 @@ def wire_gradients(update: ItemMeta, module: torch.nn.Module, item: RecordedItem
     if not shapes:
         raise SplitleakError(f"recording item {update.index}: the update carries no gradient tensors")
     grads = {n: np.asarray(item.tensors[n], dtype=np.float32) for n in params if n in shapes}
-    if update.mode == "fedavg":  # one SGD step: w' - w = -lr * g (check_attackable refused the rest)
+    if update.mode == "fedavg":  # the pseudo-gradient -delta / lr: one SGD step's is its gradient
         grads = {n: d / np.float32(-update.lr) for n, d in grads.items()}
     for name, g in grads.items():
         if not np.isfinite(g).all():
