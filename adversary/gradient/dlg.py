@@ -22,11 +22,11 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from adversary.gradient.base import (
+    LOSS_UNIT,
     GradientCase,
     GradientInversionAttack,
     GradientResult,
     best_of_restarts,
-    LOSS_UNIT,
     dummy_gradients,
     error_gradients,
     gradient_distance_l2,
