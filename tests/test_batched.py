@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import adversary.gradient  # noqa: F401  (registers the attacks)
-from adversary.gradient.base import GradientCase, dummy_gradients, gradient_distance_l2
+from adversary.gradient.base import LOSS_UNIT, GradientCase, dummy_gradients, gradient_distance_l2
 from adversary.gradient.batched import BatchedGradientCase, FrameMatching, frame_gradients
 from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
 from adversary.metrics import psnr
@@ -313,7 +313,8 @@ def test_batched_presets_drive_the_engine():
     assert (paper.stop_every, paper.patience) == (20, 40)  # tested per dlg step; two steps without progress
     best = get_attack("idlg-batched")().options()  # today's defaults: polish every frame, as dlg does
     assert (best.stop, best.line_search, best.slow_patience, best.min_progress) == (0.0, "strong_wolfe", 1000, 0.0)
-    assert (best.threshold, best.check_every, best.max_rows, best.sync_free) == (1e-5, None, 256, None)  # success rule kept
+    # success rule kept, on the relative loss, which the engine sees in LOSS_UNITs
+    assert (best.threshold, best.check_every, best.max_rows, best.sync_free) == (1e-8 * LOSS_UNIT, None, 256, None)
     assert get_attack("dlg-batched")(rows=0).options().max_rows is None
     custom = get_attack("dlg-batched")(max_iter=5, patience=0, stop_loss=0.0, slow_steps=None).options()
     assert (custom.max_iter, custom.stop_every, custom.patience, custom.stop, custom.slow_patience) == (
@@ -335,7 +336,7 @@ def test_batched_idlg_reaches_the_sequential_quality():
     y = torch.tensor([0, 3, 7])
     module = lenet(size=8)
     case = stacked_case(module, x, y)
-    options = dict(iterations=10, restarts=2, stop_loss=1e-5)
+    options = dict(iterations=10, restarts=2, stop_loss=1e-8)  # stop at success (the relative threshold)
     batched = get_attack("idlg-batched")(**options).reconstruct(case)
     sequential = [get_attack("idlg")(**options).reconstruct(case.frame(i)) for i in range(3)]
     assert batched.inputs.shape == (3, 3, 8, 8)

@@ -293,7 +293,7 @@ def test_runner_images_end_to_end(frames, tmp_path):
     for key in ("mean_psnr", "mean_ssim", "success_rate", "seconds", "label_accuracy", "success_rate_loss"):
         assert key in summary
     assert summary["label_accuracy"] == 1.0
-    assert "gradient loss < 1e-05" in saved["config"]["success_criterion"]
+    assert "gradient loss over the tapped gradient's squared norm < 1e-08" in saved["config"]["success_criterion"]
     assert (out / frame_name("cam0", 10)).is_file() and (out / "config.json").is_file()
     assert psnr(load_png(out / frame_name("cam0", 10)), load_png(truth / frame_name("cam0", 10))) == pytest.approx(
         row["psnr_native"], abs=1e-6)

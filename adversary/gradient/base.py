@@ -23,10 +23,16 @@ from adversary.losses import cosine_distance, gradient_distance_l2, total_variat
 from splitleak import learning
 from splitleak.errors import SplitleakError
 
-__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "adam", "best_of_restarts", "cosine_distance",
-           "dummy_gradients", "gradient_distance_l2", "infer_labels_idlg", "last_layer_gradients", "total_variation"]
+__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "LOSS_UNIT", "adam", "best_of_restarts",
+           "cosine_distance", "dummy_gradients", "error_gradients", "gradient_distance_l2", "infer_labels_idlg",
+           "last_layer_gradients", "last_layer_names", "output_error", "total_variation"]
 
 INPUT_KINDS = ("image", "features")
+# The L-BFGS optimisers see a relative loss (over the tapped gradient's squared norm) times LOSS_UNIT: torch's
+# L-BFGS drops curvature pairs with s'y < 1e-10 and ends a search on changes below tolerance_change, absolute
+# constants that bind near relative losses of 1e-10, where an unsaturated frame is still gaining decibels
+# (frame 0 of the saturated stream: 27.1 dB at unit 1, 45.5 dB at 1e4). Every reported loss is in relative units.
+LOSS_UNIT = 1e6
 
 
 @dataclass
@@ -188,22 +194,47 @@ def dummy_gradients(case: GradientCase, inputs: torch.Tensor, labels: torch.Tens
     return [grads[n] for n in case.names]
 
 
-def last_layer_gradients(case: GradientCase) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(weight gradient (C, D), bias gradient (C,) or None) of the last layer that outputs C classes.
+def error_gradients(case: GradientCase, inputs: torch.Tensor, error: torch.Tensor,
+                    create_graph: bool = True) -> list[torch.Tensor]:
+    """Gradients of the case's module at `inputs` (batch 1) when the output error dL/dlogits is held at
+    `error` (C,) instead of the dummy's own softmax(logits) - y: the gradient of <error, logits>."""
+    params = dict(case.module.named_parameters())
+    value = (case.module(inputs) * error).sum()
+    return list(torch.autograd.grad(value, [params[n] for n in case.names], create_graph=create_graph))
 
-    The last layer is the last wire parameter whose first dimension is num_classes and that is
-    a matrix; its bias is a (C,) gradient named like it with `bias`.
-    """
-    c = case.num_classes
-    weight_name = next((n for n in reversed(case.names)
-                        if case.gradients[n].dim() == 2 and case.gradients[n].shape[0] == c), None)
+
+def output_error(case: GradientCase) -> torch.Tensor | None:
+    """The output error dL/dlogits = softmax(logits) - onehot(y) of a batch-1 update, read exactly off the
+    last layer's bias gradient (iDLG's / R-GAP's analytic step); None at batch > 1, without that bias, or
+    for a FedAvg update of several local steps.
+
+    With it the dummy's gradient can be taken with the true error held fixed (`error_gradients`): at a
+    saturated model the error's scale 1 - p_y moves exponentially with the dummy's logits, and holding it
+    removes that factor from the landscape; at the true input both gradients agree exactly."""
+    if case.local is not None:  # several local steps: each step's error differs; the bias holds their sum
+        return None
+    _, bias = last_layer_gradients(case)
+    return None if bias is None or case.batch_size != 1 else bias
+
+
+def last_layer_names(case: GradientCase) -> tuple[str | None, str | None]:
+    """(weight name, bias name or None) of the last layer that outputs C classes: the last wire
+    parameter that is a (C, D) matrix, and its (C,) bias named like it with `bias`."""
+    c, shapes = case.num_classes, {n: tuple(p.shape) for n, p in case.module.named_parameters()}
+    weight_name = next((n for n in reversed(case.names) if len(shapes[n]) == 2 and shapes[n][0] == c), None)
     if weight_name is None:
         return None, None
     bias_name = weight_name.rsplit(".", 1)[0] + ".bias" if "." in weight_name else "bias"
-    bias = case.gradients.get(bias_name)
-    if bias is not None and tuple(bias.shape) != (c,):
-        bias = None
-    return case.gradients[weight_name], bias
+    return weight_name, (bias_name if bias_name in case.gradients and shapes[bias_name] == (c,) else None)
+
+
+def last_layer_gradients(case: GradientCase) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(weight gradient (C, D), bias gradient (C,) or None) of the last layer that outputs C classes
+    (`last_layer_names`); a BatchedGradientCase gives them with the frames first."""
+    weight_name, bias_name = last_layer_names(case)
+    if weight_name is None:
+        return None, None
+    return case.gradients[weight_name], (None if bias_name is None else case.gradients[bias_name])
 
 
 def _greedy_counts(scores: torch.Tensor, batch: int, unit: float) -> torch.Tensor:

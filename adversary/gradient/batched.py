@@ -40,7 +40,8 @@ from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
 from adversary.configs import require
-from adversary.gradient.base import GradientCase, GradientInversionAttack, GradientResult, infer_labels_idlg
+from adversary.gradient.base import (LOSS_UNIT, GradientCase, GradientInversionAttack, GradientResult,
+                                     infer_labels_idlg, output_error)
 from adversary.gradient.dlg import DLGConfig, LbfgsConfig, StopRules, dummy_start, label_accuracy
 from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
 from adversary.gradient.local import LocalTraining, pseudo_gradients
@@ -154,15 +155,23 @@ class BatchedGradientCase(GradientCase):
                    first.grants, first.local, frame_params=frame_params, frame_seeds=tuple(c.seed for c in cases))
 
 
-def _functional(module: torch.nn.Module, names: list[str], local: LocalTraining | None = None):
-    """frame_grads(trained, x, label) -> dict for torch.func: the gradient at `trained`, or with `local`
-    the pseudo-gradient of the local training unrolled from `trained` (E torch.func.grad steps)."""
+def frame_loss(logits: torch.Tensor, label: torch.Tensor, linear: bool) -> torch.Tensor:
+    """The edge's loss (`learning.loss`), or with `linear` <label, logits>: its gradient holds the output
+    error dL/dlogits at `label` (base.output_error), whatever the logits."""
+    return (logits * label).sum() if linear else learning.loss(logits, label)
+
+
+def _functional(module: torch.nn.Module, names: list[str], local: LocalTraining | None = None,
+                linear: bool = False):
+    """frame_grads(trained, x, label) -> dict for torch.func: the gradient at `trained` (with `linear`, of
+    <label, logits>: the output error held at `label`), or with `local` the pseudo-gradient of the local
+    training unrolled from `trained` (E torch.func.grad steps; the error is then the dummy's own)."""
     fixed = {n: p.detach() for n, p in module.named_parameters() if n not in names}
     buffers = dict(module.named_buffers())
 
     def frame_grads(trained: dict[str, torch.Tensor], x: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         def loss(tr: dict[str, torch.Tensor]) -> torch.Tensor:
-            return learning.loss(functional_call(module, ({**fixed, **tr}, buffers), (x,)), label)
+            return frame_loss(functional_call(module, ({**fixed, **tr}, buffers), (x,)), label, linear)
         return pseudo_gradients(grad(loss), trained, local)
 
     return frame_grads
@@ -189,13 +198,16 @@ def frame_gradients(module: torch.nn.Module, inputs: torch.Tensor, labels: torch
 class FrameMatching:
     """The per-frame L2 gradient-matching objective over packed variables z (k, D): the first
     prod(input_shape) entries of a row are the frame's dummy input, the rest (joint labels only)
-    its label logits. `objective(z, rows) -> (loss (k,), d loss / d z (k, D))` for frames `rows`."""
+    its label logits. `objective(z, rows) -> (loss (k,), d loss / d z (k, D))` for frames `rows`.
+    `relative`: each frame's loss over its tapped gradient's squared norm, times `unit` (LOSS_UNIT);
+    `errors` (N, C): match with each frame's output error held there (base.output_error) instead of
+    taking the dummy's own at `labels`."""
 
-    def __init__(self, case: BatchedGradientCase, labels: torch.Tensor | None, relative: bool = False) -> None:
+    def __init__(self, case: BatchedGradientCase, labels: torch.Tensor | None, relative: bool = False,
+                 unit: float = 1.0, errors: torch.Tensor | None = None) -> None:
         self.names, self.shape = case.names, case.input_shape
-        # relative: each frame's loss over its tapped gradient's squared norm (scale-free rules)
         norm2 = case.gradient_norm2()
-        self.scale = norm2.clamp_min(1e-30).reciprocal() if relative else torch.ones_like(norm2)
+        self.scale = (norm2.clamp_min(1e-30).reciprocal() if relative else torch.ones_like(norm2)) * unit
         self.n_x = math.prod(self.shape)
         self.joint = labels is None
         self.dim = self.n_x + (case.num_classes if self.joint else 0)
@@ -203,6 +215,9 @@ class FrameMatching:
         # fixed class ids enter as one-hot soft labels: the same cross-entropy, without the
         # nll_loss decomposition that vmap runs in Python on every call
         self.labels = None if labels is None else F.one_hot(labels.long(), case.num_classes).to(torch.float32)
+        self.linear = errors is not None and not self.joint
+        if self.linear:
+            self.labels = errors.to(case.device, torch.float32)
         self.frame_params = case.frame_params
         self._all = torch.arange(case.frames, device=case.device)
         self._module, self._buffers = case.module, dict(case.module.named_buffers())
@@ -210,7 +225,7 @@ class FrameMatching:
         self._fixed = {n: p.detach() for n, p in params.items() if n not in self.names}
         self._shared = {n: params[n].detach() for n in self.names}
         self.local = case.local
-        frame_grads = _functional(case.module, self.names, case.local)
+        frame_grads = _functional(case.module, self.names, case.local, self.linear)
         # per-frame parameter gradients under vmap; the matching loss and its gradient w.r.t. z are
         # taken outside it by plain autograd (frames are independent, so d sum / d z_i = d loss_i / d z_i),
         # about 10% faster than an outer vmap(grad_and_value) level on CPU
@@ -257,7 +272,8 @@ class FrameMatching:
         """step_gradients for one frame by autograd (create_graph: differentiable in x)."""
         def step_gradients(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             logits = functional_call(self._module, ({**self._fixed, **weights}, self._buffers), (x,))
-            grads = torch.autograd.grad(learning.loss(logits, y), list(weights.values()), create_graph=True)
+            grads = torch.autograd.grad(frame_loss(logits, y, self.linear), list(weights.values()),
+                                        create_graph=True)
             return dict(zip(weights, grads))
         return step_gradients
 
@@ -266,7 +282,8 @@ class FrameMatching:
 class BatchedStopConfig:
     """Per frame: success, when a frame is frozen, and when a start ends early.
 
-    `threshold` is the paper's success rule (loss < 1e-5): a start that ends below it is a success
+    `threshold` is the success rule (the relative loss < 1e-8; the paper's absolute 1e-5 in its preset):
+    a start that ends below it is a success
     (no more restarts), and the success figures count it. `stop_loss` freezes a frame once its
     loss is below it: 0 (the default, and dlg's): never, every frame is polished to the end of its
     start, which gains ~8 dB over stopping at the threshold; None: at the threshold. It is tested
@@ -278,13 +295,13 @@ class BatchedStopConfig:
     `patience`; None / 0: never).
     """
 
-    threshold: float = 1e-5
+    threshold: float = 1e-8  # as dlg's stop.threshold (relative); the paper preset: 1e-5 absolute
     stop_loss: float | None = 0.0
     stop_every: int | None = None
     patience: int | None = None
     min_progress: float = 0.0
     slow_steps: int | None = 50
-    relative: bool = False  # as dlg's stop.relative: loss over the tapped gradient's squared norm
+    relative: bool = True  # as dlg's stop.relative: loss over the tapped gradient's squared norm
 
     def check(self) -> None:
         require(self.threshold >= 0 and (self.stop_loss is None or self.stop_loss >= 0) and self.min_progress >= 0,
@@ -325,6 +342,7 @@ class BatchedConfig:
     restarts: int = 10
     init: Literal["normal", "uniform"] = "normal"
     progress: bool = False
+    known_error: bool = True  # as dlg's: fixed labels match with the output error read off the wire
     engine: EngineConfig = field(default_factory=EngineConfig)
     lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
     stop: BatchedStopConfig = field(default_factory=BatchedStopConfig)
@@ -333,7 +351,7 @@ class BatchedConfig:
     # its start (no freezing on success, no abandoning a slow start)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": {
         **DLGConfig.PRESETS["paper"], "stop.stop_loss": 0.0, "stop.stop_every": None, "stop.patience": None,
-        "stop.min_progress": 0.0, "stop.slow_steps": None, "stop.relative": False}}
+        "stop.min_progress": 0.0, "stop.slow_steps": None, "stop.relative": False, "known_error": False}}
 
     def check(self) -> None:
         require(self.iterations >= 1 and self.restarts >= 1,
@@ -352,8 +370,10 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
         """The engine's settings for this config."""
         c, lb, st, en = self.config, self.config.lbfgs, self.config.stop, self.config.engine
         slow = st.slow_steps * lb.max_iter if st.slow_steps else None
-        return LBFGSOptions(max_iter=c.iterations * lb.max_iter, restarts=c.restarts - 1, threshold=st.threshold,
-                            stop=st.threshold if st.stop_loss is None else st.stop_loss, history=lb.history_size,
+        unit = self.unit  # the objective is in these units (base.LOSS_UNIT), so are its thresholds
+        return LBFGSOptions(max_iter=c.iterations * lb.max_iter, restarts=c.restarts - 1, threshold=st.threshold * unit,
+                            stop=(st.threshold if st.stop_loss is None else st.stop_loss) * unit,
+                            history=lb.history_size,
                             lr=lb.lr, line_search=lb.line_search or "fixed", tolerance_change=1e-12,
                             patience=(2 * lb.max_iter if st.patience is None else st.patience) or None,
                             min_progress=st.min_progress,
@@ -364,7 +384,11 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
         o = self.options()
         return {**super().describe(), "optimizer": "lbfgs", "joint_labels": self.joint_labels,
                 "engine": "batched (torch.func vmap, per-frame L-BFGS)",
-                "loss": "sum of squared gradient differences (L2)",
+                "loss": "sum of squared gradient differences (L2)"
+                        + (" over the tapped gradient's squared norm" if self.relative_loss else ""),
+                "known_error": "fixed labels: each frame's dummy gradient is taken with the output error held at "
+                               "its last layer's bias gradient (reported loss: its own gradient's)"
+                               if self.config.known_error and not self.joint_labels else None,
                 "iteration": f"{self.config.lbfgs.max_iter} L-BFGS iterations (dlg's step of up to "
                              f"{self.config.lbfgs.max_iter} evaluations)",
                 "engine_options": {"max_iter": o.max_iter, "stop": o.stop, "stop_every": o.stop_every,
@@ -375,6 +399,11 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
                               "none between where sync_free (None: on CUDA)",
                 "slow_rule": "a start ends when its best loss has not halved within slow_steps steps of its "
                              "last halving (dlg's patience rule)"}
+
+    @property
+    def unit(self) -> float:
+        """What one unit of the reported loss is worth to the optimiser (LOSS_UNIT where relative)."""
+        return LOSS_UNIT if self.config.stop.relative else 1.0
 
     def batch_labels(self, case: BatchedGradientCase) -> torch.Tensor | None:
         """Per-frame class ids to hold fixed, or None for joint soft labels."""
@@ -387,7 +416,9 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
         self.check_access(case)
         start = time.perf_counter()
         labels = self.batch_labels(case)
-        objective = FrameMatching(case, labels, self.config.stop.relative)
+        relative, unit = self.config.stop.relative, self.unit
+        errors = output_error(case) if self.config.known_error and labels is not None else None
+        objective = FrameMatching(case, labels, relative, unit, errors)
         n = case.frames
 
         def init(rows: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -409,14 +440,17 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
             bar.close()
         x = out.z[:, : objective.n_x].reshape(n, *case.input_shape)
         found = out.z[:, objective.n_x:].argmax(-1) if labels is None else labels
+        loss = out.loss / unit
+        if errors is not None:  # the reported loss is the dummy's own gradient's distance, at the labels
+            loss = FrameMatching(case, labels, relative)(out.z, torch.arange(n, device=out.z.device))[0]
+        success = loss < self.config.stop.threshold
         extra: dict[str, Any] = {"restarts_used": out.starts.tolist(), "iterations": out.iterations.tolist(),
                                  "evaluations": out.evaluations.tolist(), "batched_calls": out.calls,
                                  "seconds": time.perf_counter() - start, "frames": n}
         if case.labels is not None:
             extra["label_accuracy"] = float((found == case.labels).float().mean())
         inputs = x.clamp(0, 1) if case.is_image else x
-        return GradientResult(inputs.detach(), found.detach().to(torch.long), out.loss.detach(),
-                              out.converged.detach(), extra)
+        return GradientResult(inputs.detach(), found.detach().to(torch.long), loss.detach(), success.detach(), extra)
 
     def reconstruct_many(self, cases: list[GradientCase], weights: list[dict[str, torch.Tensor]] | None = None
                          ) -> list[GradientResult]:

@@ -64,7 +64,8 @@ def gradient_fields(name: str, method: Any, seed: int, device: str, updates: lis
     """config.json's fields of every gradient run (recording or live): the attack, the success rule,
     the threat model, and the updates attacked (per model, per round)."""
     threshold = method.loss_threshold
-    loss_rule = f"gradient loss < {threshold:g}" if threshold is not None else None
+    reading = " over the tapped gradient's squared norm" if method.relative_loss else ""
+    loss_rule = f"gradient loss{reading} < {threshold:g}" if threshold is not None else None
     criterion = " and ".join(x for x in (loss_rule, f"PSNR at {EVAL_SIZE}px >= {SUCCESS_DB:g} dB where the truth "
                                                     f"is given") if x)
     counts: dict[HeadKey, int] = {}
