@@ -60,6 +60,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       "fp32 -> fp16 -> int8 by the measured delivery rate)")
     edge.add_argument("--max-pending", type=positive_int, default=4,
                       help="frames awaiting an answer that count as congestion (default 4)")
+    edge.add_argument("--realtime", action="store_true",
+                      help="deliver frames as a live camera would: at the source's frame rate (30 when it has "
+                           "none), once the cloud answered the first; default: as fast as they decode")
     edge.add_argument("--truth", metavar="DIR", help="save the preprocessed input frames here (never sent)")
     edge.add_argument("--stats", metavar="FILE", help="write the summary as JSON")
     edge.add_argument("--weights", default="seed:0", help="seed:N, a state-dict PATH, or a torchvision weight name")
@@ -90,7 +93,7 @@ def run_edge(args: argparse.Namespace) -> int:
                         stream_id=args.stream_id, token=args.token, tls=tls, retry_for=args.retry_for,
                         progress=not args.quiet, mode=args.mode, batch=args.batch, local_steps=args.local_steps,
                         lr=args.lr, label=args.label, labels=args.labels, defence=args.defence,
-                        on_congestion=args.on_congestion, max_pending=args.max_pending)
+                        on_congestion=args.on_congestion, max_pending=args.max_pending, realtime=args.realtime)
     summary = (EdgeStreamer if args.mode == "infer" else EdgeTrainer)(config).run()
     print(json.dumps(summary, indent=2))
     return 0

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from tqdm import tqdm
 from edge.congestion import make_policy
 from edge.defences import ClipNoise, parse_defence
 from edge.link import LinkEmulator, LinkSpec
+from edge.pacing import paced, source_fps
 from edge.stats import StreamStats
 from edge.uplink import Method, Uplink
 from splitleak import codecs
@@ -57,6 +60,7 @@ class EdgeConfig:
     defence: str = "none"
     on_congestion: str = "block"
     max_pending: int = 4
+    realtime: bool = False  # pace frames at the source's rate once the cloud answered the first (edge.pacing)
 
 
 class EdgeSession:
@@ -90,6 +94,7 @@ class EdgeSession:
         self.model = build_split_model(config.model, config.split, size=config.size, weights=config.weights,
                                        num_classes=config.num_classes, device=config.device)
         self.source = open_source(config.source, frames=config.frames, seed=config.seed)
+        self.answered = threading.Event()  # the cloud answered a first message: its pipeline is up
         self.truth = TruthWriter(config.truth) if config.truth else None
         self.stats = StreamStats()
         self.link = LinkEmulator(self.spec, seed=config.seed,
@@ -133,7 +138,19 @@ class EdgeSession:
         raise NotImplementedError
 
     def _on_answer(self, answer: Any) -> None:
+        self.answered.set()
         self.bar.update(1)
+
+    def frames(self) -> Iterable[Any]:
+        """The source's frames; with `realtime`, at its frame rate once the first has been answered."""
+        if not self.config.realtime:
+            return self.source
+        return paced(self.source, source_fps(self.source), self._wait_first_answer)
+
+    def _wait_first_answer(self) -> None:
+        """Until the first message is answered, lost (nothing awaits an answer) or the uplink gave up."""
+        while not self.answered.wait(0.05) and not self.uplink.error and self.stats.pending():
+            pass
 
     def summary(self) -> dict[str, Any]:
         out = self.stats.summary()

@@ -30,7 +30,7 @@ class EdgeStreamer(EdgeSession):
         """One message per frame, or per clip of clip_len frames for a clip model (seq = first frame)."""
         per_message = self.model.clip_len if self.model.input_kind == "clip" else 1
         pending: list = []
-        for frame in self.source:
+        for frame in self.frames():
             if self.uplink.error:
                 return
             if per_message == 1 and not self._admit(frame):

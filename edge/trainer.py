@@ -62,7 +62,7 @@ class EdgeTrainer(EdgeSession):
     def _produce(self) -> None:
         batch: list[list[Any]] = []
         sample: list[Any] = []
-        for frame in self.source:
+        for frame in self.frames():
             sample.append(frame)
             if len(sample) < self.per_sample:
                 continue

@@ -158,6 +158,8 @@ def edge_args(cell: Cell, folder: Path, address: str, link: str) -> list[str]:
             "--truth", str(folder / "truth"), "--stats", str(folder / "stats.json"), "--quiet", "--threads", "1"]
     if cell.mode != "infer":
         args += ["--batch", str(cell.batch)]
+    if cell.realtime:
+        args.append("--realtime")
     return args
 
 

@@ -40,8 +40,8 @@ from splitleak.yamlfile import read_yaml
 AXES = ("sources", "models", "splits", "modes", "links", "codecs", "defences", "congestion", "attacks", "seeds")
 SCALARS = {"name": str, "device": str, "size": int, "frames": int, "threshold": float, "batch": int,
            "max_pending": int, "timeout": float, "link_backend": str}
-KEYS = ("name", "device", "size", "frames", "threshold", "batch", "max_pending", "timeout", "link_backend", "prior",
-        "quick") + AXES
+KEYS = ("name", "device", "size", "frames", "threshold", "batch", "max_pending", "timeout", "link_backend",
+        "realtime", "prior", "quick") + AXES
 LINK_BACKENDS = ("emulator", "tc")  # the edge's application-level emulator, or the kernel's tc between namespaces
 ATTACK_KEYS = ("name", "iterations", "max_frames", "preset", "options")
 PRIOR_KEYS = ("source", "steps", "size", "latent", "vae_steps")
@@ -98,6 +98,7 @@ class Cell:
     max_pending: int
     prior: str | None  # PriorSpec.key when the attack takes a prior
     link_backend: str = "emulator"
+    realtime: bool = True  # the edge paces frames as a live camera (edge --realtime)
 
     @property
     def id(self) -> str:
@@ -156,6 +157,9 @@ def expand(tree: dict[str, Any], *, default_name: str = "experiment", quick: boo
     checks(axes)
     backend = s.get("link_backend", "emulator")
     check_link_backend(backend, axes["links"])
+    realtime = tree.get("realtime", True)
+    if not isinstance(realtime, bool):
+        raise SplitleakError(f"realtime: expected true or false, got {realtime!r}")
     attacks = [attack_spec(a, i, shrink, prior) for i, a in enumerate(axes.pop("attacks"))]
     cells = []
     for source, model, split, mode, link, codec, defence, congestion, seed, attack in itertools.product(
@@ -164,7 +168,7 @@ def expand(tree: dict[str, Any], *, default_name: str = "experiment", quick: boo
         cells.append(Cell(name, source, model, split, mode, s.get("size", 64), frames, canonical_link(link),
                           codec, defence, congestion, attack, seed, device, s.get("threshold", 20.0),
                           s.get("batch", 1), s.get("max_pending", 4),
-                          prior.key if prior and needs_prior(attack.name) else None, backend))
+                          prior.key if prior and needs_prior(attack.name) else None, backend, realtime))
     unique = tuple(dict.fromkeys(cells))
     if any(needs_prior(c.attack.name) for c in unique) and prior is None:
         raise SplitleakError("prior: an attack takes a diffusion prior; give `prior: PATH` or `prior: {source: ..., steps: N}`")
