@@ -25,11 +25,9 @@ LISTENING = re.compile(r"cloud listening on (\S+:\d+)")
 
 def stream_key(cell: Cell) -> str:
     """Cells that differ only in the attack share one stream: the same tapped frames for every attack."""
-    config = dataclasses.asdict(cell)
+    config = cell.hashed()
     for key in ("attack", "prior", "threshold"):
         config.pop(key)
-    if cell.link_backend == "emulator":  # as Cell.id: keys from before there was a choice stay
-        config.pop("link_backend")
     return digest(config)
 
 

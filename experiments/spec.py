@@ -100,12 +100,17 @@ class Cell:
     link_backend: str = "emulator"
     realtime: bool = True  # the edge paces frames as a live camera (edge --realtime)
 
+    def hashed(self) -> dict[str, Any]:
+        """What identifies the cell (and, less its attack, its stream): its fields, less an emulator backend,
+        so cells from before there was a choice keep their hash."""
+        config = dataclasses.asdict(self)
+        if self.link_backend == "emulator":
+            del config["link_backend"]
+        return config
+
     @property
     def id(self) -> str:
-        config = dataclasses.asdict(self)
-        if self.link_backend == "emulator":  # cells from before there was a choice keep their hash
-            del config["link_backend"]
-        return digest(config)
+        return digest(self.hashed())
 
 
 @dataclass(frozen=True)
