@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,15 +87,17 @@ def measure(cells: list[Cell], size: int = SIZE, log: Any = print) -> list[dict[
             sources[footage] = write_source(footage, Path(tmp) / "source" / footage, count)
         for (model, footage, batch, frames), members in groups.items():
             work = Path(tmp) / f"{model}-{footage}-b{batch}"
+            started = time.perf_counter()
             try:
                 rec, truth = record(model, size, sources[footage][0], work, batch, frames)
             except Exception as err:  # noqa: BLE001  (the stream failed: every attack of it says why)
                 for i in members:
                     rows[i] = {**refused_row(cells[i], f"recording: {type(err).__name__}: {err}"), "status": "failed"}
                 continue
+            recorded = time.perf_counter() - started
             for i in members:
                 row = attack_row(cells[i], rec, truth, work / f"out-{cells[i].attack}")
-                rows[i] = {**row, "first_frame": sources[footage][1]}
+                rows[i] = {**row, "first_frame": sources[footage][1], "record_seconds": round(recorded, 2)}
                 log(line(rows[i]))
             _remove(work)
     return [rows[i] for i in range(len(cells))]

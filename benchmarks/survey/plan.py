@@ -20,7 +20,7 @@ SIZE = 32
 # up to 20 evaluations x 10 restarts, ig 2,000 Adam steps, rgap closed form). Sized from
 # benchmarks.survey.probe (seconds per evaluation, 1 thread): see the package docstring.
 Budget = tuple[int | None, tuple[tuple[str, Any], ...]]
-SMALL_BUDGET: dict[str, Budget] = {"dlg": (100, (("restarts", 2),)), "idlg": (100, (("restarts", 2),)),
+SMALL_BUDGET: dict[str, Budget] = {"dlg": (100, (("restarts", 1),)), "idlg": (100, (("restarts", 1),)),
                                    "ig": (None, ()), "rgap": (None, ())}
 # large models: about 40 s of attack per update (~100 evaluations at resnet18's 0.34 s)
 LARGE_BUDGET: dict[str, dict[str, Budget]] = {

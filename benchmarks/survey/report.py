@@ -53,7 +53,8 @@ def heatmap(rows: list[dict[str, Any]], key: str, path: Path, title: str, unit: 
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto", norm=norm)
     for (i, j), v in np.ndenumerate(values):
         text = "n/a" if math.isnan(v) else (f"{v:.0f}" if v >= 10 else f"{v:.2g}")
-        ax.text(j, i, text, ha="center", va="center", fontsize=6, color="black" if math.isnan(v) else "white")
+        bright = math.isnan(v) or image.norm(v) > 0.6  # viridis is light at its top end
+        ax.text(j, i, text, ha="center", va="center", fontsize=6, color="black" if bright else "white")
     ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
     ax.set_yticks(range(len(models)), models, fontsize=8)
     ax.set_title(title, fontsize=9)
