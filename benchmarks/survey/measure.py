@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._dynamo  # noqa: F401  (torch.func imports it on first use: seconds that are not attack time)
 import torch.nn.functional as F
 from torch import nn
 

@@ -1,7 +1,7 @@
 """The survey's cells: every (model, footage, attack, batch), each with its budget or the reason it is not run."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -46,7 +46,6 @@ class Cell:
     iterations: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
     reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def runs(self) -> bool:

@@ -8,13 +8,6 @@ from benchmarks.common import CloudProcess
 from benchmarks.enhance_dlg import labels_csv
 
 STREAM = "survey"
-# vit_b_16's fp32 gradient (86 M parameters, 346 MB) exceeds the wire's 256 MB message limit
-# (splitleak/wire/channel.py); fp16 halves it. Every other model ships fp32.
-CODECS = {"vit_b_16": "fp16"}
-
-
-def codec_of(model: str) -> str:
-    return CODECS.get(model, "fp32")
 
 
 def record(model: str, size: int, source: Path, work: Path, batch: int, frames: int) -> tuple[Path, Path]:
@@ -26,10 +19,10 @@ def record(model: str, size: int, source: Path, work: Path, batch: int, frames: 
     rec, truth = work / "rec", work / "truth"
     work.mkdir(parents=True, exist_ok=True)
     with CloudProcess("--threads", "1", "--record", str(rec)) as cloud:
-        summary = EdgeTrainer(EdgeConfig(cloud=cloud.target, source=str(source), model=model, split="none",
-                                         size=size, mode="fedsgd", frames=frames, batch=batch, codec=codec_of(model),
-                                         stream_id=STREAM, truth=str(truth), labels=labels_csv(frames, work / "labels.csv"),
-                                         progress=False)).run()
+        config = EdgeConfig(cloud=cloud.target, source=str(source), model=model, split="none", size=size,
+                            mode="fedsgd", frames=frames, batch=batch, stream_id=STREAM, truth=str(truth),
+                            labels=labels_csv(frames, work / "labels.csv"), progress=False)
+        summary = EdgeTrainer(config).run()
     if summary["acked"] * batch < frames:
         raise RuntimeError(f"the cloud acknowledged {summary['acked']} of {frames // batch} updates")
     return rec, truth
