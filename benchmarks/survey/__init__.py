@@ -37,8 +37,8 @@ measured; IG one per step; small models add ~1.5x Python overhead to the probe):
 rgap: the closed form (CLI default), a few seconds per frame. The CLI defaults are dlg/idlg 300 steps x 10
 starts and ig 2,000 steps: kept for ig on the small models; cut for the rest so the full matrix fits.
 Estimate of the full matrix (upper bound, every step its ~21.5 evaluations, every start used): small models
-~830 s per footage, large ~1,100 s per footage, 56 recordings ~10 s each: ~8,300 s = 2.3 h on a quiet
-machine (< 3 h). --quick (dlg/idlg 30 steps, ig 300 on the small models; 1 step / ig 20 on the large; 14
+~830 s per footage, large ~1,100 s per footage, 56 recordings ~10-16 s each (the quick run spent 221 s
+outside the attacks for its 14, under load): ~8,300-8,600 s = 2.3-2.4 h on a quiet machine (< 3 h). --quick (dlg/idlg 30 steps, ig 300 on the small models; 1 step / ig 20 on the large; 14
 recordings): ~6 min quiet. Timing figures are provisional (the machine is shared).
 
 Full: `python -m benchmarks.survey --out runs/survey` (writes runs/survey/survey.json, survey.csv, psnr.png,
