@@ -90,6 +90,14 @@ def test_bad_classifiers_at_the_edge_are_refused_before_streaming(capsys, argv, 
     assert reason in err[-1], err
 
 
+def test_the_operator_bounds_the_classifiers_size(start_cloud):
+    shape = feature_shape("lenet", "conv2", size=32)
+    cloud = start_cloud(max_classifier_params=classifier_params("simple", shape, 10))
+    answers = call(cloud.port, INFER, [frame(1, classifier="moderate"), frame(2, classifier="simple")])
+    assert answers[0].error.code == INVALID and "more than the" in answers[0].error.message
+    assert answers[1].HasField("prediction")
+
+
 def test_the_cloud_refuses_bad_or_oversized_classifiers_and_builds_a_good_one(start_cloud):
     cloud = start_cloud()
     bad = [frame(1, classifier="nope"), frame(2, classifier="simple", split_point="none"),
