@@ -38,6 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="largest num_classes an edge may ask for (default 1000)")
     cloud.add_argument("--max-input-size", type=positive_int, default=512,
                        help="largest input size in pixels an edge may ask for (default 512)")
+    cloud.add_argument("--max-classifier-params", type=positive_int, default=2**26,
+                       help="largest classifier (edge --classifier) an edge may ask for, in parameters "
+                       "(default 2^26: 256 MB of fp32)")
     cloud.add_argument("--allow-downloads", action="store_true",
                        help="fetch torchvision weights an edge names (tv:NAME) at request time (default: only cached)")
     cloud.add_argument("--build-timeout", type=positive_seconds, default=60.0,
@@ -61,7 +64,8 @@ def run_cloud(args: argparse.Namespace) -> int:
                          weights=tuple(args.weights), token=args.token, tap_token=args.tap_token, tls=tls,
                          round_size=args.round_size, round_timeout=args.round_timeout,
                          allow_models=args.allow_models, max_classes=args.max_classes,
-                         max_input_size=args.max_input_size, allow_downloads=args.allow_downloads,
+                         max_input_size=args.max_input_size, max_classifier_params=args.max_classifier_params,
+                         allow_downloads=args.allow_downloads,
                          build_timeout=args.build_timeout)
     server = CloudServer(config)
     host = args.listen.rpartition(":")[0]

@@ -148,6 +148,7 @@ class LearningService:
         meta = pb.ModelState(round=round_)
         meta.model.model_id, meta.model.split_point, meta.model.weights = m.name, m.split, m.weights
         meta.model.input_size, meta.model.num_classes = m.size, m.num_classes
+        meta.model.classifier = m.classifier or ""
         self.tap.publish(TapEvent("state", "", meta, None, arrays(state)))
 
 

@@ -1,7 +1,7 @@
 """What a peer may ask the cloud to build: checked against the operator's limits before any work.
 
-A frame's metadata names a model, a split point, an input size, a weights tag and a class
-count; every one of them is bounded here, so a 65 KB message cannot make the cloud allocate
+A frame's metadata names a model, a split point, an input size, a weights tag, a class
+count and a classifier (the tail over the head's features); every one of them is bounded here, so a 65 KB message cannot make the cloud allocate
 gigabytes or reach the network. Weights tags: `seed:N` (N a decimal int64), `file:<16 hex>`
 (a file the operator gave with --weights), `tv:NAME` (a torchvision weight name, only where
 the file is already in torch's hub cache or the operator passed --allow-downloads).
@@ -15,7 +15,8 @@ from urllib.parse import urlparse
 
 from cloud.errors import Refused
 from splitleak.errors import SplitleakError
-from splitleak.models import get_spec, split_points
+from splitleak.models import CLASSIFIERS, NONE, feature_shape, get_spec, split_points
+from splitleak.models.classifiers import classifier_params
 from splitleak.v1 import splitleak_pb2 as pb
 
 SEED = re.compile(r"seed:(\d{1,19})")
@@ -31,6 +32,7 @@ class ModelLimits:
     max_input_size: int = 512
     allow_downloads: bool = False  # fetch torchvision weights at request time
     build_timeout: float = 60.0  # seconds a request waits for its model to be built
+    max_classifier_params: int = 2**26  # a classifier over large features is large: 256 MB of fp32 at most
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class ModelKey:
     size: int
     weights: str  # canonical tag: seed:N, file:<16 hex>, tv:NAME
     num_classes: int
+    classifier: str = ""  # "" (the model's own tail), "simple" or "moderate"
 
 
 def resolve(meta: pb.FrameMeta, limits: ModelLimits, files: dict[str, str]) -> ModelKey:
@@ -63,8 +66,29 @@ def resolve(meta: pb.FrameMeta, limits: ModelLimits, files: dict[str, str]) -> M
     classes = meta.num_classes or spec.default_classes
     if not 1 <= classes <= limits.max_classes:
         raise Refused(f"num_classes {meta.num_classes} ({model}: {classes}) outside [1, {limits.max_classes}]")
+    classifier = _classifier(meta, classes, limits)
     weights = _weights_tag(meta.weights or "seed:0", model, spec.torchvision, limits, files)
-    return ModelKey(model, split, meta.input_size, weights, classes)
+    return ModelKey(model, split, meta.input_size, weights, classes, classifier)
+
+
+def _classifier(meta: pb.FrameMeta, classes: int, limits: ModelLimits) -> str:
+    """The classifier a frame asks for ("" for none), once its size is within the limits."""
+    name = meta.classifier
+    if not name:
+        return ""
+    if name not in CLASSIFIERS:
+        raise Refused(f"unknown classifier {name[:64]!r}; choose one of: {', '.join(CLASSIFIERS)}")
+    if meta.split_point == NONE:
+        raise Refused(f"classifier {name!r} needs a split point (the frozen feature extractor)")
+    try:
+        shape = feature_shape(meta.model_id, meta.split_point, size=meta.input_size, num_classes=classes)
+    except SplitleakError as err:
+        raise Refused(str(err)) from None
+    params = classifier_params(name, shape, classes)
+    if params > limits.max_classifier_params:
+        raise Refused(f"classifier {name!r} over {meta.model_id}/{meta.split_point} at {meta.input_size}px has "
+                      f"{params} parameters, more than the {limits.max_classifier_params} allowed")
+    return name
 
 
 def build_source(key: ModelKey, files: dict[str, str]) -> str:

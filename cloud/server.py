@@ -45,6 +45,7 @@ class CloudConfig:
     allow_models: tuple[str, ...] = ()  # empty: every model of the zoo
     max_classes: int = 1000
     max_input_size: int = 512
+    max_classifier_params: int = ModelLimits.max_classifier_params
     allow_downloads: bool = False
     build_timeout: float = 60.0
     first_message_timeout: float = 10.0  # a streaming call that sends nothing this long is cancelled
@@ -52,7 +53,7 @@ class CloudConfig:
     @property
     def limits(self) -> ModelLimits:
         return ModelLimits(tuple(self.allow_models), self.max_classes, self.max_input_size, self.allow_downloads,
-                           self.build_timeout)
+                           self.build_timeout, self.max_classifier_params)
 
 
 class CloudServer:
@@ -115,7 +116,8 @@ def _check_config(config: CloudConfig) -> None:
     unknown = sorted(set(config.allow_models) - set(model_names()))
     if unknown:
         raise SplitleakError(f"--allow-models: unknown model {unknown[0]!r}; known: {', '.join(model_names())}")
-    for name, value in (("--max-classes", config.max_classes), ("--max-input-size", config.max_input_size)):
+    for name, value in (("--max-classes", config.max_classes), ("--max-input-size", config.max_input_size),
+                        ("--max-classifier-params", config.max_classifier_params)):
         if value < 1:
             raise SplitleakError(f"{name} must be at least 1, got {value}")
     for name, value in (("--build-timeout", config.build_timeout),
@@ -158,4 +160,5 @@ def _public(config: CloudConfig) -> dict:
     return {"listen": config.listen, "device": config.device, "weights": list(config.weights),
             "token": bool(config.token), "tls": config.tls.enabled, "round_size": config.round_size,
             "round_timeout": config.round_timeout, "allow_models": list(config.allow_models),
-            "max_classes": config.max_classes, "max_input_size": config.max_input_size}
+            "max_classes": config.max_classes, "max_input_size": config.max_input_size,
+            "max_classifier_params": config.max_classifier_params}

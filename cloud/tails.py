@@ -40,4 +40,4 @@ class TailCache:
     def split_model(self, key: ModelKey) -> SplitModel:
         """A fresh split model as a checked key names it (slow: call it on a build thread)."""
         return build_split_model(key.model, key.split, size=key.size, weights=build_source(key, self.files),
-                                 num_classes=key.num_classes, device=self.device)
+                                 num_classes=key.num_classes, device=self.device, classifier=key.classifier or None)

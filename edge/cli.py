@@ -22,6 +22,8 @@ from splitleak.cli.common import (
 )
 from splitleak.codecs import NAMES as CODECS
 
+CLASSIFIERS = ("simple", "moderate")  # splitleak.models.CLASSIFIERS, without importing torch to parse arguments
+
 LINK_HELP = ("network conditions, e.g. 'rate=10mbit,delay=20ms,jitter=5ms,loss=1%%'; keys: rate, delay, jitter, "
              "loss, drop (0: a lost frame is retransmitted after rto; 1: it is dropped and counted lost), "
              "rto (default 200ms), window (frames in flight, default 64)")
@@ -66,6 +68,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     edge.add_argument("--truth", metavar="DIR", help="save the preprocessed input frames here (never sent)")
     edge.add_argument("--stats", metavar="FILE", help="write the summary as JSON")
     edge.add_argument("--weights", default="seed:0", help="seed:N, a state-dict PATH, or a torchvision weight name")
+    edge.add_argument("--classifier", choices=CLASSIFIERS,
+                      help="replace the model's remaining stages by the video paper's Table II classifier over the "
+                      "head's flattened features (the head is the frozen extractor; needs a split point)")
     edge.add_argument("--stream-id", default="edge0", help="stream id (default edge0)")
     edge.add_argument("--seed", type=seed, default=0, help="seed for the link emulator and synthetic source")
     edge.add_argument("--token", help="bearer token for the cloud")
@@ -90,6 +95,7 @@ def run_edge(args: argparse.Namespace) -> int:
     config = EdgeConfig(cloud=args.cloud, source=args.source, model=args.model, split=args.split,
                         frames=args.frames, size=args.size, codec=args.codec, link=args.link, truth=args.truth,
                         stats=args.stats, device=resolve_device(args.device), seed=args.seed, weights=args.weights,
+                        classifier=args.classifier,
                         stream_id=args.stream_id, token=args.token, tls=tls, retry_for=args.retry_for,
                         progress=not args.quiet, mode=args.mode, batch=args.batch, local_steps=args.local_steps,
                         lr=args.lr, label=args.label, labels=args.labels, defence=args.defence,

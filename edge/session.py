@@ -44,6 +44,7 @@ class EdgeConfig:
     seed: int = 0
     weights: str = "seed:0"
     num_classes: int = 0
+    classifier: str | None = None  # "simple" | "moderate": the tail is that classifier over the head's features
     stream_id: str = "edge0"
     token: str | None = None
     tls: TlsFiles = field(default_factory=TlsFiles)
@@ -92,7 +93,8 @@ class EdgeSession:
         self.congestion = make_policy(config.on_congestion, config.codec, lambda: len(self.stats.pending()),
                                       config.max_pending)
         self.model = build_split_model(config.model, config.split, size=config.size, weights=config.weights,
-                                       num_classes=config.num_classes, device=config.device)
+                                       num_classes=config.num_classes, device=config.device,
+                                       classifier=config.classifier)
         self.source = open_source(config.source, frames=config.frames, seed=config.seed)
         self.answered = threading.Event()  # the cloud answered a first message: its pipeline is up
         self.truth = TruthWriter(config.truth) if config.truth else None

@@ -89,4 +89,4 @@ def fill_frame_meta(meta: pb.FrameMeta, session: EdgeSession, seq: int, capture_
     m = session.model
     meta.stream_id, meta.seq, meta.capture_ts = session.config.stream_id, seq, capture_ts
     meta.model_id, meta.split_point, meta.weights = m.name, m.split, m.weights
-    meta.input_size, meta.num_classes = m.size, m.num_classes
+    meta.input_size, meta.num_classes, meta.classifier = m.size, m.num_classes, m.classifier or ""

@@ -29,7 +29,7 @@ def frame_meta(stream: str, seq: int, head: HeadKey) -> dict[str, Any]:
     """A tapped frame's metadata (FrameMeta's wire names, as the cloud's recorder writes them)."""
     return {"stream_id": stream, "seq": seq, "model_id": head.model, "split_point": head.split,
             "weights": head.weights, "input_size": head.size, "num_classes": head.num_classes,
-            "codec": {"name": "fp32"}}
+            "classifier": head.classifier, "codec": {"name": "fp32"}}
 
 
 def features_to_recording(recording: str, features_dir: Path, out: Path, *, truth: str | None, device: str,

@@ -28,7 +28,7 @@ def build_head(key: HeadKey, device: str, weights_path: str | None = None) -> Sp
     source = weights_source(key.weights, weights_path)
     try:
         model = build_split_model(key.model, key.split, size=key.size, weights=source,
-                                  num_classes=key.num_classes, device=device)
+                                  num_classes=key.num_classes, device=device, classifier=key.classifier or None)
     except SplitleakError as err:
         raise SplitleakError(f"cannot rebuild the head {key.model}/{key.split} at {key.size}px: {err}") from None
     if model.weights != key.weights:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitleak.errors import SplitleakError
-from splitleak.models import NONE, get_spec, split_points
+from splitleak.models import CLASSIFIERS, NONE, get_spec, split_points
 from splitleak.recording import RecordedItem, show as _show
 from splitleak.video import frame_name, sanitise_stream
 
@@ -39,6 +39,7 @@ class HeadKey:
     size: int
     weights: str
     num_classes: int
+    classifier: str = ""  # "" (the model's own tail), or the Table II classifier over the head's features
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,16 @@ def _head(meta: dict[str, Any]) -> HeadKey:
     weights = _text(meta, "weights", MAX_TEXT) or "seed:0"
     if not _WEIGHTS.fullmatch(weights) or (weights.startswith("seed:") and int(weights[5:]) > U64):
         raise SplitleakError(f"bad weights tag {_show(weights)}: expected seed:N, file:<16 hex> or tv:NAME")
-    return HeadKey(spec.name, split, size, weights, classes)
+    return HeadKey(spec.name, split, size, weights, classes, _classifier(meta, split))
+
+
+def _classifier(meta: dict[str, Any], split: str) -> str:
+    name = _text(meta, "classifier", MAX_TEXT)
+    if name and name not in CLASSIFIERS:
+        raise SplitleakError(f"unknown classifier {_show(name)}; choose one of: {', '.join(CLASSIFIERS)}")
+    if name and split == NONE:
+        raise SplitleakError(f"classifier {name!r} needs a split point (the frozen feature extractor)")
+    return name
 
 
 def _uint(meta: dict[str, Any], key: str, default: int, high: int, low: int = 0) -> int:

@@ -86,7 +86,7 @@ def iterations_of(config: Any) -> int | None:
 def head_groups(keys: Iterable[HeadKey], counts: dict[HeadKey, int], what: str) -> list[dict[str, Any]]:
     """One config entry per model (head), with how many `what` (frames, updates) it made."""
     return [{"model": k.model, "split": k.split, "size": k.size, "weights": k.weights, "num_classes": k.num_classes,
-             what: counts.get(k, 0)} for k in sorted(keys, key=str)]
+             "classifier": k.classifier or None, what: counts.get(k, 0)} for k in sorted(keys, key=str)]
 
 
 def single_head(config: dict[str, Any], groups: list[dict[str, Any]]) -> None:

@@ -1,13 +1,15 @@
 """Attack chains for the video-leakage benchmark: gradients -> features (fvi) -> frames (dmb).
 
-A fedsgd stream of resnet18 cut at a split point (frozen head, the rest trains) is recorded through a
-real loopback cloud and edge on held-out frames of the bundled clip (benchmarks.footage: frames the
-prior never saw); `splitleak attack --chain fvi,dmb` inverts its gradients to features and the
-features to frames. The upper bound is dmb, with the same options, on the TRUE features: an
-infer-mode recording of the same frames through the same head.
+The video paper's feature setting: a classifier (its Table II `moderate`: FC-sigmoid 256, FC-sigmoid
+128, FC) trained by fedsgd over resnet18's frozen layer2 / layer3 features. The stream is recorded
+through a real loopback cloud and edge (`--classifier moderate`) on held-out frames of the bundled
+clip (benchmarks.footage: frames the prior never saw); `splitleak attack --chain fvi,dmb` inverts its
+gradients to features and the features to frames. The upper bound is dmb, with the same options, on
+the TRUE features: an infer-mode recording of the same frames through the same head. The full run
+adds resnet18's own tail (layer4 + fc trained over frozen layer3) as the classifier.
 
-    rows(quick=True)   layer3 at 64 px, 2 frames, tiny budgets (a few minutes on a CPU)
-    rows(quick=False)  layer2 and layer3 at 64 px, 4 frames; fvi 2,000 Adam steps, dmb 300 steps
+    rows(quick=True)   layer2 and layer3, 2 frames, tiny dmb (a few minutes on a CPU)
+    rows(quick=False)  4 frames, dmb 50 steps (docs/chains.md's table), and the own-tail row
 """
 
 from __future__ import annotations
@@ -21,37 +23,51 @@ from benchmarks import footage
 from splitleak.video import save_png
 
 SIZE = 64
+CLASSIFIER = "moderate"  # the video paper's classifier with non-linearities (Table II)
+FVI_MODERATE = {"optimizer": "lbfgs", "iterations": 20}
+FVI_OWN_TAIL = {"optimizer": "lbfgs", "iterations": 5}  # layer4 + fc: 5 iterations reach cosine 0.999 at layer3
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: the split point, the classifier over its features (None: resnet18's own tail), fvi's options."""
+
+    split: str
+    classifier: str | None
+    fvi: dict[str, Any]
+    frames: int | None = None  # fewer frames than the budget's (a slow tail)
 
 
 @dataclass(frozen=True)
 class Budget:
-    splits: tuple[str, ...]
+    cases: tuple[Case, ...]
     frames: int
-    fvi: dict[str, Any]
     dmb: dict[str, Any]
     prior_steps: tuple[int, int, int]  # UNet, VAE, decoder-only steps of the cached prior
 
 
 def budget(quick: bool) -> Budget:
+    moderate = (Case("layer2", CLASSIFIER, FVI_MODERATE), Case("layer3", CLASSIFIER, FVI_MODERATE))
     if quick:
-        return Budget(("layer3",), 2, {"optimizer": "lbfgs", "iterations": 5},
-                      {"iterations": 10, "sampler.steps": 5, "start.restarts": 1, "pixel.steps": 20}, (150, 60, 20))
-    return Budget(("layer2", "layer3"), 4, {"iterations": 2000},
-                  {"iterations": 300, "sampler.steps": 10, "start.restarts": 2, "pixel.steps": 200}, (3000, 1500, 2000))
+        return Budget(moderate, 2, {"iterations": 10, "sampler.steps": 5, "start.restarts": 1, "pixel.steps": 20},
+                      (150, 60, 20))
+    return Budget(moderate + (Case("layer3", None, FVI_OWN_TAIL, frames=1),), 4,
+                  {"iterations": 50, "sampler.steps": 10, "start.restarts": 1, "pixel.steps": 100}, (3000, 1500, 2000))
 
 
-def record(folder: Path, source: Path, split: str, mode: str, frames: int) -> Path:
-    """What the cloud's recorder writes for resnet18/`split` in `mode` on `source`'s frames (loopback gRPC)."""
+def record(folder: Path, source: Path, case: Case, mode: str, frames: int) -> Path:
+    """What the cloud's recorder writes for resnet18/`split` (+ classifier) in `mode` on `source`'s frames."""
     from cloud.server import CloudConfig, CloudServer
     from edge.session import EdgeConfig
     from edge.streamer import EdgeStreamer
     from edge.trainer import EdgeTrainer
 
-    rec = folder / f"rec-{split}-{mode}"
+    rec = folder / f"rec-{mode}"
     server = CloudServer(CloudConfig(listen="127.0.0.1:0", record=str(rec)))
     try:
         config = EdgeConfig(cloud=f"127.0.0.1:{server.port}", source=str(source), model="resnet18", size=SIZE,
-                            split=split, mode=mode, frames=frames, truth=str(folder / f"truth-{mode}"), progress=False)
+                            split=case.split, mode=mode, frames=frames, truth=str(folder / f"truth-{mode}"),
+                            classifier=case.classifier, progress=False)
         (EdgeStreamer if mode == "infer" else EdgeTrainer)(config).run()
     finally:
         server.stop(1)
@@ -72,33 +88,38 @@ def held_out_folder(folder: Path, frames: int) -> Path:
     return src
 
 
-def chain_row(folder: Path, split: str, b: Budget, prior: Path) -> dict[str, Any]:
+def chain_row(folder: Path, case: Case, b: Budget, prior: Path) -> dict[str, Any]:
     from adversary.runner.chain import ChainRun, run_chain
 
-    source = held_out_folder(folder, b.frames)
-    gradients = record(folder, source, split, "fedsgd", b.frames)
-    features = record(folder, source, split, "infer", b.frames)
+    frames = case.frames or b.frames
+    source = held_out_folder(folder, frames)
+    gradients = record(folder, source, case, "fedsgd", frames)
+    features = record(folder, source, case, "infer", frames)
     dmb = [(f"dmb.{k}", str(v)) for k, v in b.dmb.items()]
-    fvi = [(f"fvi.{k}", str(v)) for k, v in b.fvi.items()]
+    fvi = [(f"fvi.{k}", str(v)) for k, v in case.fvi.items()]
     truth = str(folder / "truth-fedsgd")
-    chain = run_chain("fvi,dmb", ChainRun(str(gradients), str(folder / f"chain-{split}"), truth=truth,
-                                          prior=str(prior), progress=False), fvi + dmb)
-    bound = run_chain("dmb", ChainRun(str(features), str(folder / f"bound-{split}"), truth=truth, prior=str(prior),
+    chain = run_chain("fvi,dmb", ChainRun(str(gradients), str(folder / "chain"), truth=truth, prior=str(prior),
+                                          progress=False), fvi + dmb)
+    bound = run_chain("dmb", ChainRun(str(features), str(folder / "bound"), truth=truth, prior=str(prior),
                                       progress=False), dmb)
-    inverted, frames = chain["stages"]
+    inverted, recovered = chain["stages"]
     seconds = sum(s["scores"].get("seconds") or 0.0 for s in chain["stages"])
-    return {"setting": "frame", "model": f"resnet18/{split}@{SIZE}", "attack": None, "chain": "fvi,dmb",
-            "local_steps": 1, "batch": 1, "feature_cos": inverted["scores"]["mean_feature_cosine"],
+    tail = case.classifier or "own tail"
+    return {"setting": "frame", "model": f"resnet18/{case.split}+{tail}@{SIZE}", "attack": None,
+            "chain": "fvi,dmb", "local_steps": 1, "batch": 1, "feature_cos": inverted["scores"]["mean_feature_cosine"],
             "feature_rel_error": inverted["scores"]["mean_feature_rel_error"],
-            "psnr": frames["scores"]["mean_psnr"], "ssim": frames["scores"]["mean_ssim"],
-            "seconds_per_frame": seconds / b.frames, "upper_bound_psnr": bound["stages"][0]["scores"]["mean_psnr"],
-            "upper_bound_ssim": bound["stages"][0]["scores"]["mean_ssim"], "frames": b.frames}
+            "psnr": recovered["scores"]["mean_psnr"], "ssim": recovered["scores"]["mean_ssim"],
+            "seconds_per_frame": seconds / frames, "upper_bound_psnr": bound["stages"][0]["scores"]["mean_psnr"],
+            "upper_bound_ssim": bound["stages"][0]["scores"]["mean_ssim"], "frames": frames,
+            "fvi": case.fvi, "dmb": b.dmb}
 
 
-def rows(quick: bool, cache: str = "runs/feature_inversion_cache") -> list[dict[str, Any]]:
-    """One row per split point: the chain's feature cosine and PSNR beside dmb's on the true features."""
+def rows(quick: bool, cache: str = "runs/feature_inversion_cache", prior: str | None = None) -> list[dict[str, Any]]:
+    """One row per case: the chain's feature cosine and PSNR beside dmb's on the true features.
+    `prior`: a train-prior folder to invert with instead of the cached one (trained here when missing)."""
     b = budget(quick)
-    unet, vae, decoder = b.prior_steps
-    prior, _ = footage.cached_prior(Path(cache), SIZE, unet, vae, 8, decoder_steps=decoder)
+    if prior is None:
+        unet, vae, decoder = b.prior_steps
+        prior = str(footage.cached_prior(Path(cache), SIZE, unet, vae, 8, decoder_steps=decoder)[0])
     with tempfile.TemporaryDirectory(prefix="chains-") as work:
-        return [chain_row(Path(work) / split, split, b, prior) for split in b.splits]
+        return [chain_row(Path(work) / f"{c.split}-{c.classifier or 'own'}", c, b, Path(prior)) for c in b.cases]

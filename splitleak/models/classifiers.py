@@ -32,6 +32,12 @@ def moderate_head(in_features: int, num_classes: int) -> nn.Sequential:
                          nn.Linear(a, b), nn.Sigmoid(), nn.Linear(b, num_classes))
 
 
+def classifier_params(kind: str, feature_shape: tuple[int, ...], num_classes: int) -> int:
+    """Parameters of the `kind` classifier over features of `feature_shape` (to bound it before building)."""
+    widths = [math.prod(feature_shape), *(HIDDEN if kind == "moderate" else ()), num_classes]
+    return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+
+
 def feature_classifier(kind: str, feature_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
     """The `kind` ("simple" | "moderate") classifier over features of `feature_shape`."""
     build = {"simple": simple_head, "moderate": moderate_head}[kind]

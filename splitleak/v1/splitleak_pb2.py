@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csplitleak/v1/splitleak.proto\x12\x0csplitleak.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x05\x43odec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x01\x12\x12\n\nzero_point\x18\x03 \x01(\x05\"\xa0\x01\n\tFrameMeta\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x12\n\ncapture_ts\x18\x03 \x01(\x01\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bsplit_point\x18\x05 \x01(\t\x12\x0f\n\x07weights\x18\x06 \x01(\t\x12\x12\n\ninput_size\x18\x07 \x01(\x05\x12\x13\n\x0bnum_classes\x18\x08 \x01(\x05\"\x81\x01\n\x0c\x46\x65\x61tureFrame\x12%\n\x04meta\x18\x01 \x01(\x0b\x32\x17.splitleak.v1.FrameMeta\x12\"\n\x05\x63odec\x18\x02 \x01(\x0b\x32\x13.splitleak.v1.Codec\x12&\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x14.splitleak.v1.Tensor\"-\n\nPrediction\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa0\x01\n\x0b\x46rameResult\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x10\n\x08\x63loud_ts\x18\x03 \x01(\x01\x12.\n\nprediction\x18\x04 \x01(\x0b\x32\x18.splitleak.v1.PredictionH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.splitleak.v1.ErrorH\x00\x42\t\n\x07outcome\"e\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.splitleak.v1.Tensor\x12\"\n\x05\x63odec\x18\x03 \x01(\x0b\x32\x13.splitleak.v1.Codec\"\xa8\x01\n\x0cLearningMeta\x12&\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x17.splitleak.v1.FrameMeta\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x15\n\rlearning_rate\x18\x05 \x01(\x01\x12\x13\n\x0blocal_steps\x18\x06 \x01(\r\x12\x13\n\x0bparam_names\x18\x07 \x03(\t\"\xad\x01\n\x0bModelUpdate\x12(\n\x04meta\x18\x01 \x01(\x0b\x32\x1a.splitleak.v1.LearningMeta\x12\"\n\x05\x63odec\x18\x02 \x01(\x0b\x32\x13.splitleak.v1.Codec\x12*\n\x07tensors\x18\x03 \x03(\x0b\x32\x19.splitleak.v1.NamedTensor\x12$\n\x06labels\x18\x04 \x01(\x0b\x32\x14.splitleak.v1.Tensor\"\x96\x01\n\tUpdateAck\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05round\x18\x03 \x01(\r\x12)\n\x05state\x18\x04 \x01(\x0b\x32\x18.splitleak.v1.ModelStateH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.splitleak.v1.ErrorH\x00\x42\t\n\x07outcome\"o\n\nModelState\x12\r\n\x05round\x18\x01 \x01(\r\x12*\n\x07tensors\x18\x02 \x03(\x0b\x32\x19.splitleak.v1.NamedTensor\x12&\n\x05model\x18\x03 \x01(\x0b\x32\x17.splitleak.v1.FrameMeta\"4\n\nTapRequest\x12\x12\n\nstream_ids\x18\x01 \x03(\t\x12\x12\n\nqueue_size\x18\x02 \x01(\r\"\xc2\x01\n\x07TapItem\x12+\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x1a.splitleak.v1.FeatureFrameH\x00\x12+\n\x06update\x18\x02 \x01(\x0b\x32\x19.splitleak.v1.ModelUpdateH\x00\x12)\n\x05state\x18\x04 \x01(\x0b\x32\x18.splitleak.v1.ModelStateH\x00\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x04\x12\x16\n\x0erecorder_error\x18\x05 \x01(\tB\t\n\x07payload2T\n\x0eSplitInference\x12\x42\n\x05Infer\x12\x1a.splitleak.v1.FeatureFrame\x1a\x19.splitleak.v1.FrameResult(\x01\x30\x01\x32K\n\x08Learning\x12?\n\x05Train\x12\x19.splitleak.v1.ModelUpdate\x1a\x17.splitleak.v1.UpdateAck(\x01\x30\x01\x32\x45\n\x03Tap\x12>\n\tSubscribe\x12\x18.splitleak.v1.TapRequest\x1a\x15.splitleak.v1.TapItem0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csplitleak/v1/splitleak.proto\x12\x0csplitleak.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x05\x43odec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x01\x12\x12\n\nzero_point\x18\x03 \x01(\x05\"\xb4\x01\n\tFrameMeta\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x12\n\ncapture_ts\x18\x03 \x01(\x01\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bsplit_point\x18\x05 \x01(\t\x12\x0f\n\x07weights\x18\x06 \x01(\t\x12\x12\n\ninput_size\x18\x07 \x01(\x05\x12\x13\n\x0bnum_classes\x18\x08 \x01(\x05\x12\x12\n\nclassifier\x18\t \x01(\t\"\x81\x01\n\x0c\x46\x65\x61tureFrame\x12%\n\x04meta\x18\x01 \x01(\x0b\x32\x17.splitleak.v1.FrameMeta\x12\"\n\x05\x63odec\x18\x02 \x01(\x0b\x32\x13.splitleak.v1.Codec\x12&\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x14.splitleak.v1.Tensor\"-\n\nPrediction\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa0\x01\n\x0b\x46rameResult\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x10\n\x08\x63loud_ts\x18\x03 \x01(\x01\x12.\n\nprediction\x18\x04 \x01(\x0b\x32\x18.splitleak.v1.PredictionH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.splitleak.v1.ErrorH\x00\x42\t\n\x07outcome\"e\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.splitleak.v1.Tensor\x12\"\n\x05\x63odec\x18\x03 \x01(\x0b\x32\x13.splitleak.v1.Codec\"\xa8\x01\n\x0cLearningMeta\x12&\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x17.splitleak.v1.FrameMeta\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x15\n\rlearning_rate\x18\x05 \x01(\x01\x12\x13\n\x0blocal_steps\x18\x06 \x01(\r\x12\x13\n\x0bparam_names\x18\x07 \x03(\t\"\xad\x01\n\x0bModelUpdate\x12(\n\x04meta\x18\x01 \x01(\x0b\x32\x1a.splitleak.v1.LearningMeta\x12\"\n\x05\x63odec\x18\x02 \x01(\x0b\x32\x13.splitleak.v1.Codec\x12*\n\x07tensors\x18\x03 \x03(\x0b\x32\x19.splitleak.v1.NamedTensor\x12$\n\x06labels\x18\x04 \x01(\x0b\x32\x14.splitleak.v1.Tensor\"\x96\x01\n\tUpdateAck\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05round\x18\x03 \x01(\r\x12)\n\x05state\x18\x04 \x01(\x0b\x32\x18.splitleak.v1.ModelStateH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.splitleak.v1.ErrorH\x00\x42\t\n\x07outcome\"o\n\nModelState\x12\r\n\x05round\x18\x01 \x01(\r\x12*\n\x07tensors\x18\x02 \x03(\x0b\x32\x19.splitleak.v1.NamedTensor\x12&\n\x05model\x18\x03 \x01(\x0b\x32\x17.splitleak.v1.FrameMeta\"4\n\nTapRequest\x12\x12\n\nstream_ids\x18\x01 \x03(\t\x12\x12\n\nqueue_size\x18\x02 \x01(\r\"\xc2\x01\n\x07TapItem\x12+\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x1a.splitleak.v1.FeatureFrameH\x00\x12+\n\x06update\x18\x02 \x01(\x0b\x32\x19.splitleak.v1.ModelUpdateH\x00\x12)\n\x05state\x18\x04 \x01(\x0b\x32\x18.splitleak.v1.ModelStateH\x00\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x04\x12\x16\n\x0erecorder_error\x18\x05 \x01(\tB\t\n\x07payload2T\n\x0eSplitInference\x12\x42\n\x05Infer\x12\x1a.splitleak.v1.FeatureFrame\x1a\x19.splitleak.v1.FrameResult(\x01\x30\x01\x32K\n\x08Learning\x12?\n\x05Train\x12\x19.splitleak.v1.ModelUpdate\x1a\x17.splitleak.v1.UpdateAck(\x01\x30\x01\x32\x45\n\x03Tap\x12>\n\tSubscribe\x12\x18.splitleak.v1.TapRequest\x1a\x15.splitleak.v1.TapItem0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,33 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CODEC']._serialized_start=100
   _globals['_CODEC']._serialized_end=156
   _globals['_FRAMEMETA']._serialized_start=159
-  _globals['_FRAMEMETA']._serialized_end=319
-  _globals['_FEATUREFRAME']._serialized_start=322
-  _globals['_FEATUREFRAME']._serialized_end=451
-  _globals['_PREDICTION']._serialized_start=453
-  _globals['_PREDICTION']._serialized_end=498
-  _globals['_ERROR']._serialized_start=500
-  _globals['_ERROR']._serialized_end=538
-  _globals['_FRAMERESULT']._serialized_start=541
-  _globals['_FRAMERESULT']._serialized_end=701
-  _globals['_NAMEDTENSOR']._serialized_start=703
-  _globals['_NAMEDTENSOR']._serialized_end=804
-  _globals['_LEARNINGMETA']._serialized_start=807
-  _globals['_LEARNINGMETA']._serialized_end=975
-  _globals['_MODELUPDATE']._serialized_start=978
-  _globals['_MODELUPDATE']._serialized_end=1151
-  _globals['_UPDATEACK']._serialized_start=1154
-  _globals['_UPDATEACK']._serialized_end=1304
-  _globals['_MODELSTATE']._serialized_start=1306
-  _globals['_MODELSTATE']._serialized_end=1417
-  _globals['_TAPREQUEST']._serialized_start=1419
-  _globals['_TAPREQUEST']._serialized_end=1471
-  _globals['_TAPITEM']._serialized_start=1474
-  _globals['_TAPITEM']._serialized_end=1668
-  _globals['_SPLITINFERENCE']._serialized_start=1670
-  _globals['_SPLITINFERENCE']._serialized_end=1754
-  _globals['_LEARNING']._serialized_start=1756
-  _globals['_LEARNING']._serialized_end=1831
-  _globals['_TAP']._serialized_start=1833
-  _globals['_TAP']._serialized_end=1902
+  _globals['_FRAMEMETA']._serialized_end=339
+  _globals['_FEATUREFRAME']._serialized_start=342
+  _globals['_FEATUREFRAME']._serialized_end=471
+  _globals['_PREDICTION']._serialized_start=473
+  _globals['_PREDICTION']._serialized_end=518
+  _globals['_ERROR']._serialized_start=520
+  _globals['_ERROR']._serialized_end=558
+  _globals['_FRAMERESULT']._serialized_start=561
+  _globals['_FRAMERESULT']._serialized_end=721
+  _globals['_NAMEDTENSOR']._serialized_start=723
+  _globals['_NAMEDTENSOR']._serialized_end=824
+  _globals['_LEARNINGMETA']._serialized_start=827
+  _globals['_LEARNINGMETA']._serialized_end=995
+  _globals['_MODELUPDATE']._serialized_start=998
+  _globals['_MODELUPDATE']._serialized_end=1171
+  _globals['_UPDATEACK']._serialized_start=1174
+  _globals['_UPDATEACK']._serialized_end=1324
+  _globals['_MODELSTATE']._serialized_start=1326
+  _globals['_MODELSTATE']._serialized_end=1437
+  _globals['_TAPREQUEST']._serialized_start=1439
+  _globals['_TAPREQUEST']._serialized_end=1491
+  _globals['_TAPITEM']._serialized_start=1494
+  _globals['_TAPITEM']._serialized_end=1688
+  _globals['_SPLITINFERENCE']._serialized_start=1690
+  _globals['_SPLITINFERENCE']._serialized_end=1774
+  _globals['_LEARNING']._serialized_start=1776
+  _globals['_LEARNING']._serialized_end=1851
+  _globals['_TAP']._serialized_start=1853
+  _globals['_TAP']._serialized_end=1922
 # @@protoc_insertion_point(module_scope)

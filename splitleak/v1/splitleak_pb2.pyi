@@ -27,7 +27,7 @@ class Codec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ...) -> None: ...
 
 class FrameMeta(_message.Message):
-    __slots__ = ("stream_id", "seq", "capture_ts", "model_id", "split_point", "weights", "input_size", "num_classes")
+    __slots__ = ("stream_id", "seq", "capture_ts", "model_id", "split_point", "weights", "input_size", "num_classes", "classifier")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_TS_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class FrameMeta(_message.Message):
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     seq: int
     capture_ts: float
@@ -44,7 +45,8 @@ class FrameMeta(_message.Message):
     weights: str
     input_size: int
     num_classes: int
-    def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., capture_ts: _Optional[float] = ..., model_id: _Optional[str] = ..., split_point: _Optional[str] = ..., weights: _Optional[str] = ..., input_size: _Optional[int] = ..., num_classes: _Optional[int] = ...) -> None: ...
+    classifier: str
+    def __init__(self, stream_id: _Optional[str] = ..., seq: _Optional[int] = ..., capture_ts: _Optional[float] = ..., model_id: _Optional[str] = ..., split_point: _Optional[str] = ..., weights: _Optional[str] = ..., input_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., classifier: _Optional[str] = ...) -> None: ...
 
 class FeatureFrame(_message.Message):
     __slots__ = ("meta", "codec", "features")
