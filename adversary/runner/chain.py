@@ -79,7 +79,7 @@ def recording_kind(recording: str, max_frames: int | None) -> tuple[str, bool]:
         raise SplitleakError(f"recording folder not found: {recording}")
     kinds = {item.kind for item in RecordingReader(recording)}
     if "update" in kinds:
-        plan = plan_recording(recording, max_frames)  # refuses updates no attack takes (fedavg, split)
+        plan = plan_recording(recording, max_frames)  # refuses updates no attack takes (split mode, a malformed fedavg)
         return GRADIENTS, all(u.head.split == "none" for u in plan.updates)
     if "frame" in kinds:
         return FEATURES, False
