@@ -6,12 +6,9 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from benchmarks.survey.cli import main, survey
 from benchmarks.survey.footage import FOOTAGE, held_out_range
-from benchmarks.survey.measure import second_order
 from benchmarks.survey.plan import ATTACKS, BATCHES, MODELS, plan
 from benchmarks.survey.report import grid, heatmap, summary_table
 from splitleak.errors import SplitleakError
@@ -56,22 +53,6 @@ def test_held_out_stills_are_the_last_30_percent():
     assert held_out_range("stills", 4) == (10, 14)
     with pytest.raises(ValueError, match="cannot take 5"):
         held_out_range("stills", 5)
-
-
-def test_second_order_lets_hardsigmoid_be_differentiated_twice_and_restores_it():
-    def second_derivative() -> torch.Tensor:
-        x = torch.tensor([0.5], requires_grad=True)
-        (g,) = torch.autograd.grad(nn.Hardsigmoid()(x).sum() ** 2, x, create_graph=True)
-        return torch.autograd.grad(g.sum(), x)[0]
-
-    with pytest.raises(RuntimeError, match="hardsigmoid_backward"):
-        second_derivative()
-    with second_order():
-        x = torch.linspace(-4, 4, 9)
-        assert torch.equal(nn.Hardsigmoid()(x), F.hardsigmoid(x))
-        assert second_derivative().item() == pytest.approx(2 / 36)  # d2/dx2 of ((x + 3) / 6)^2
-    with pytest.raises(RuntimeError):
-        second_derivative()
 
 
 def test_heatmap_marks_a_refused_cell_and_the_table_averages_over_footage(tmp_path):

@@ -2,18 +2,14 @@
 `run_attack` (the code `splitleak attack` runs), one row per cell."""
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch._dynamo  # noqa: F401  (torch.func imports it on first use: seconds that are not attack time)
-import torch.nn.functional as F
-from torch import nn
 
 from adversary.runner.run import run_attack
 from benchmarks.survey.footage import write_source
@@ -21,24 +17,6 @@ from benchmarks.survey.plan import SIZE, Cell
 from benchmarks.survey.record import record
 
 SUCCESS_DB = 30.0  # the project's rule: a frame is recovered at >= 30 dB PSNR (128 px)
-
-
-def _hardsigmoid(self: nn.Hardsigmoid, x: torch.Tensor) -> torch.Tensor:
-    return F.relu6(x + 3) / 6  # the same function, twice differentiable
-
-
-@contextlib.contextmanager
-def second_order() -> Iterator[None]:
-    """Let gradient attacks run on mobilenet_v3_small: torch has no derivative of hardsigmoid's backward
-    (RuntimeError "derivative for aten::hardsigmoid_backward is not implemented"), which every attack
-    needs; within this block nn.Hardsigmoid computes relu6(x + 3) / 6, the same values, through ops
-    that have one. Only the attacker's process is patched; the edge takes first-order gradients."""
-    original = nn.Hardsigmoid.forward
-    nn.Hardsigmoid.forward = _hardsigmoid  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Hardsigmoid.forward = original  # type: ignore[method-assign]
 
 
 def refused_row(cell: Cell, reason: str) -> dict[str, Any]:
@@ -55,9 +33,8 @@ def base(cell: Cell) -> dict[str, Any]:
 def attack_row(cell: Cell, rec: Path, truth: Path, out: Path) -> dict[str, Any]:
     """Attack the recording as `splitleak attack` does and summarise it as one row (a failure: its reason)."""
     try:
-        with second_order():
-            metrics = run_attack(str(rec), cell.attack, str(out), truth=str(truth), iterations=cell.iterations,
-                                 options=dict(cell.options), progress=False, seed=0)
+        metrics = run_attack(str(rec), cell.attack, str(out), truth=str(truth), iterations=cell.iterations,
+                             options=dict(cell.options), progress=False, seed=0)
     except Exception as err:  # noqa: BLE001  (any failure is the cell's stated reason; the matrix goes on)
         traceback.print_exc()
         return {**refused_row(cell, f"{cell.attack}: {type(err).__name__}: {err}"), "status": "failed"}
