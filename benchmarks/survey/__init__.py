@@ -41,10 +41,11 @@ Estimate of the full matrix (upper bound, every step its ~21.5 evaluations, ever
 outside the attacks for its 14, under load): ~8,300-8,600 s = 2.3-2.4 h on a quiet machine, plus vit_b_16
 ~240 s of attack and ~100 s of recording (two 330 MiB streams) per footage: ~1,400 s, 2.7-2.8 h in all (< 3 h).
 Resumable: each finished cell's row is saved under --out/cells/ as it finishes; `--resume` skips those and
-reuses a kept recording, so the matrix can be finished across sessions (store.py). --quick (dlg/idlg 30 steps, ig 300 on the small models; 1 step / ig 20 on the large; 14
-recordings): ~6 min quiet. Timing figures are provisional (the machine is shared).
+reuses a kept recording, so the matrix can be finished across sessions (store.py).
+--quick (dlg/idlg 30 steps, ig 300 on the small models; 1 step / ig 20 on the large; 16 recordings): ~9-10 min
+quiet (vit_b_16's two 330 MiB streams and attacks add ~4). Timing figures are provisional (the machine is shared).
 
-Full: `python -m benchmarks.survey --out runs/survey --resume` (run it again after a killed session; writes runs/survey/survey.json, survey.csv, psnr.png,
-time.png). Quick: `python -m benchmarks.survey --quick --out runs/survey-quick`. Timing probes:
-`python -m benchmarks.survey.probe`.
+Full: `python -m benchmarks.survey --out runs/survey --resume` (again after a killed session, same --out; writes
+runs/survey/survey.json, survey.csv, psnr.png, time.png). Quick: `python -m benchmarks.survey --quick --out
+runs/survey-quick`. Timing probes: `python -m benchmarks.survey.probe`.
 """

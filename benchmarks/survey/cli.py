@@ -72,5 +72,5 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    survey(Path(args.out), args.quick, args.json, args.resume, models=args.models, footage=args.footage, attacks=args.attacks,
-           batches=args.batches, frames=args.frames, iterations=args.iterations, size=args.size)
+    survey(Path(args.out), args.quick, args.json, args.resume, models=args.models, footage=args.footage,
+           attacks=args.attacks, batches=args.batches, frames=args.frames, iterations=args.iterations, size=args.size)
