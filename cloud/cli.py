@@ -45,6 +45,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="fetch torchvision weights an edge names (tv:NAME) at request time (default: only cached)")
     cloud.add_argument("--build-timeout", type=positive_seconds, default=60.0,
                        help="seconds a request waits for its model to be built (default 60)")
+    cloud.add_argument("--max-message-mb", type=positive_int, default=256,
+                       help="largest gRPC message in MiB, either way (default 256): what one peer's message may "
+                       "make the cloud hold; raise it on cloud and edges for models whose fedsgd state is larger "
+                       "(vit_b_16: 330 MiB fp32)")
     add_device(cloud)
     add_threads(cloud)
     add_tls(cloud, server=True)
@@ -52,10 +56,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_cloud(args: argparse.Namespace) -> int:
-    from splitleak.wire.channel import check_target
+    from splitleak.wire.channel import check_target, message_limit
 
     tls = tls_files(args, server=True)  # before torch loads: a bad file is one line, never gRPC's abort
     check_target(args.listen)
+    max_message_bytes = message_limit(args.max_message_mb)
     check_output_dir(args.record, "--record")
     from cloud.server import CloudConfig, CloudServer
 
@@ -66,7 +71,7 @@ def run_cloud(args: argparse.Namespace) -> int:
                          allow_models=args.allow_models, max_classes=args.max_classes,
                          max_input_size=args.max_input_size, max_classifier_params=args.max_classifier_params,
                          allow_downloads=args.allow_downloads,
-                         build_timeout=args.build_timeout)
+                         build_timeout=args.build_timeout, max_message_bytes=max_message_bytes)
     server = CloudServer(config)
     host = args.listen.rpartition(":")[0]
     print(f"cloud listening on {host}:{server.port}" + (f", recording to {args.record}" if args.record else ""),

@@ -15,17 +15,18 @@ import numpy as np
 import torch
 
 from cloud.builds import Builds
-from cloud.errors import code_of
+from cloud.errors import Refused, code_of
 from cloud.federation import ACTIVATIONS, GRAD, Federation
 from cloud.inference import always_open
 from cloud.limits import ModelKey
 from cloud.tails import TailCache
 from cloud.tap import TapBus, TapEvent
-from splitleak import codecs
+from splitleak import codecs, learning
 from splitleak.errors import SplitleakError
 from splitleak.tensors import arrays, to_numpy
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.wire import serde
+from splitleak.wire.channel import MAX_MESSAGE_BYTES, over_limit
 from splitleak.wire.ids import SeqWindow, check_frame_ids
 from splitleak.wire.tapitems import LABELS, add_named
 from splitleak.wire.tolerant import Malformed
@@ -33,6 +34,7 @@ from splitleak.wire.tolerant import Malformed
 log = logging.getLogger(__name__)
 MODES = ("fedsgd", "fedavg", "split")
 MAX_BATCH, MAX_LR = 1024, 100.0
+ANSWER_OVERHEAD = 1 << 16  # an answer's bytes besides its tensors' (names, shapes, dtypes), generously
 MAX_FEDERATIONS = 8  # global models trained at once; each holds a model that must not be evicted
 
 
@@ -40,8 +42,9 @@ class LearningService:
     """One Federation per checked ModelKey; every accepted update is tapped."""
 
     def __init__(self, models: TailCache, tap: TapBus, round_size: int = 1, round_timeout: float = 10.0,
-                 gate: Callable[[], None] = always_open):
+                 gate: Callable[[], None] = always_open, max_message_bytes: int = MAX_MESSAGE_BYTES):
         self.models, self.tap, self.gate = models, tap, gate
+        self.max_message_bytes = max_message_bytes  # the answer carries the whole state: it must fit the wire
         self.round_size, self.round_timeout = round_size, round_timeout
         self._federations: Builds[Federation] = Builds("federation", models.limits.build_timeout, MAX_FEDERATIONS,
                                                        evict=False)
@@ -130,8 +133,16 @@ class LearningService:
             add_named(ack.state.tensors, {GRAD: to_numpy(dz)})
             ack.round = ack.state.round = federation.round
             return
+        self._check_answer_fits(federation)  # before the update is applied: a refused one changes nothing
         ack.round = ack.state.round = federation.submit(meta.mode, tensors, meta.learning_rate, on_accept)
         add_named(ack.state.tensors, arrays(federation.state()))
+
+    def _check_answer_fits(self, federation: Federation) -> None:
+        """SplitleakError (RESOURCE_EXHAUSTED) when the answer, the whole state, would exceed the message limit."""
+        nbytes = sum(t.numel() * t.element_size() for t in learning.state(federation.module).values())
+        if nbytes + ANSWER_OVERHEAD > self.max_message_bytes:
+            raise Refused(over_limit("the cloud's answer (the new global state)", nbytes + ANSWER_OVERHEAD,
+                                     self.max_message_bytes), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def _publish_update(self, request: pb.ModelUpdate, tensors, labels) -> None:
         if not self.tap.active:

@@ -18,7 +18,15 @@ from cloud.tap import TapBus
 from cloud.tap_service import TapService
 from splitleak.errors import SplitleakError
 from splitleak.v1 import splitleak_pb2 as pb
-from splitleak.wire.channel import OPTIONS, TlsFiles, check_target, server_credentials
+from splitleak.wire.channel import (
+    MAX_MESSAGE_BYTES,
+    NO_REUSEPORT,
+    TlsFiles,
+    check_message_bytes,
+    check_target,
+    message_options,
+    server_credentials,
+)
 from splitleak.wire.tolerant import tolerant
 
 MAX_WORKERS = 64  # one per open stream or tap subscription
@@ -49,6 +57,7 @@ class CloudConfig:
     allow_downloads: bool = False
     build_timeout: float = 60.0
     first_message_timeout: float = 10.0  # a streaming call that sends nothing this long is cancelled
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # gRPC's limit both ways; the learning answer is checked against it
 
     @property
     def limits(self) -> ModelLimits:
@@ -70,13 +79,14 @@ class CloudServer:
         gate = self.recorder.admit if self.recorder else always_open
         models = TailCache(config.device, config.weights, config.limits)
         self.inference = InferenceService(models, self.bus, config.device, gate=gate)
-        self.learning = LearningService(models, self.bus, config.round_size, config.round_timeout, gate=gate)
+        self.learning = LearningService(models, self.bus, config.round_size, config.round_timeout, gate=gate,
+                                        max_message_bytes=config.max_message_bytes)
         tap = TapService(self.bus, status=lambda: self.recorder.failure if self.recorder else None)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="cloud"),
             handlers=[_handlers(self.inference, self.learning, tap, config.first_message_timeout)],
             interceptors=[TokenInterceptor(config.token, config.tap_token)],
-            options=tuple(OPTIONS) + SERVER_OPTIONS,
+            options=message_options(config.max_message_bytes) + NO_REUSEPORT + SERVER_OPTIONS,
             maximum_concurrent_rpcs=MAX_WORKERS,
         )
         self.port = self._bind()
@@ -116,6 +126,7 @@ def _check_config(config: CloudConfig) -> None:
     unknown = sorted(set(config.allow_models) - set(model_names()))
     if unknown:
         raise SplitleakError(f"--allow-models: unknown model {unknown[0]!r}; known: {', '.join(model_names())}")
+    check_message_bytes(config.max_message_bytes)
     for name, value in (("--max-classes", config.max_classes), ("--max-input-size", config.max_input_size),
                         ("--max-classifier-params", config.max_classifier_params)):
         if value < 1:

@@ -77,6 +77,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     edge.add_argument("--retry-for", type=seconds, default=30.0,
                       help="give up after the cloud is unreachable this long (s)")
     edge.add_argument("--quiet", action="store_true", help="no progress bar")
+    edge.add_argument("--max-message-mb", type=positive_int, default=256,
+                      help="largest gRPC message in MiB, either way (default 256); match the cloud's")
     add_device(edge)
     add_threads(edge)
     add_tls(edge, server=False)
@@ -87,6 +89,9 @@ def run_edge(args: argparse.Namespace) -> int:
     tls = tls_files(args)  # before torch loads: a bad file is one line, never gRPC's abort
     check_output_dir(args.truth, "--truth")
     check_output_file(args.stats, "--stats")
+    from splitleak.wire.channel import message_limit
+
+    max_message_bytes = message_limit(args.max_message_mb)
     from edge.session import EdgeConfig
     from edge.streamer import EdgeStreamer
     from edge.trainer import EdgeTrainer
@@ -99,7 +104,8 @@ def run_edge(args: argparse.Namespace) -> int:
                         stream_id=args.stream_id, token=args.token, tls=tls, retry_for=args.retry_for,
                         progress=not args.quiet, mode=args.mode, batch=args.batch, local_steps=args.local_steps,
                         lr=args.lr, label=args.label, labels=args.labels, defence=args.defence,
-                        on_congestion=args.on_congestion, max_pending=args.max_pending, realtime=args.realtime)
+                        on_congestion=args.on_congestion, max_pending=args.max_pending, realtime=args.realtime,
+                        max_message_bytes=max_message_bytes)
     summary = (EdgeStreamer if args.mode == "infer" else EdgeTrainer)(config).run()
     print(json.dumps(summary, indent=2))
     return 0

@@ -23,7 +23,14 @@ from splitleak.checks import MAX_SIZE_PX, check_output_dir, check_output_file
 from splitleak.errors import SplitleakError
 from splitleak.models import build_split_model
 from splitleak.video import TruthWriter, open_source
-from splitleak.wire.channel import TlsFiles, check_target, check_tls
+from splitleak.wire.channel import (
+    MAX_MESSAGE_BYTES,
+    TlsFiles,
+    check_message_bytes,
+    check_target,
+    check_tls,
+    over_limit,
+)
 from splitleak.wire.ids import check_stream_id
 
 
@@ -62,6 +69,7 @@ class EdgeConfig:
     on_congestion: str = "block"
     max_pending: int = 4
     realtime: bool = False  # pace frames at the source's rate once the cloud answered the first (edge.pacing)
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # gRPC's limit both ways (--max-message-mb)
 
 
 class EdgeSession:
@@ -79,6 +87,7 @@ class EdgeSession:
             raise SplitleakError(f"--size must be 1..{MAX_SIZE_PX} pixels per side, got {config.size}")
         if not (math.isfinite(config.retry_for) and config.retry_for >= 0):
             raise SplitleakError(f"--retry-for must be a finite number of seconds >= 0, got {config.retry_for}")
+        check_message_bytes(config.max_message_bytes)
         check_tls(config.tls, server=False)  # here, not on the uplink's thread where it would go unreported
         check_output_dir(config.truth, "--truth")
         check_output_file(config.stats, "--stats")
@@ -109,7 +118,7 @@ class EdgeSession:
                         disable=not self.config.progress, leave=False)
         self.uplink = Uplink(self.config.cloud, self.link, self.stats, method=self.method, tls=self.config.tls,
                              token=self.config.token, retry_for=self.config.retry_for,
-                             on_answer=self._on_answer).start()
+                             on_answer=self._on_answer, max_message_bytes=self.config.max_message_bytes).start()
         try:
             with self.source:
                 self._produce()
@@ -138,6 +147,11 @@ class EdgeSession:
 
     def _produce(self) -> None:
         raise NotImplementedError
+
+    def check_message_size(self, nbytes: int, what: str) -> None:
+        """SplitleakError, before sending, for a message the wire's limit would refuse."""
+        if nbytes > self.config.max_message_bytes:
+            raise SplitleakError(over_limit(what, nbytes, self.config.max_message_bytes))
 
     def _on_answer(self, answer: Any) -> None:
         self.answered.set()

@@ -79,6 +79,7 @@ class EdgeStreamer(EdgeSession):
         codec = self.congestion.codec()
         message.codec.CopyFrom(codecs.encode(codec, z.float().cpu().numpy(), message.features))
         nbytes = message.ByteSize()
+        self.check_message_size(nbytes, f"frame {seq}")
         self.stats.on_sent(seq, capture_ts, nbytes)
         self.congestion.on_sent(seq, nbytes, codec)
         self.link.send(message, nbytes)

@@ -100,6 +100,7 @@ class EdgeTrainer(EdgeSession):
         meta.learning_rate, meta.local_steps = self.config.lr, self.config.local_steps
         update.codec.name = self.config.codec
         nbytes = update.ByteSize()
+        self.check_message_size(nbytes, f"update {seq} ({meta.mode})")
         self.stats.on_sent(seq, first.capture_ts, nbytes)
         try:
             self.link.send(update, nbytes)

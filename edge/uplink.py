@@ -18,7 +18,7 @@ import grpc
 from edge.link import LinkClosed, LinkEmulator
 from edge.stats import StreamStats
 from splitleak.v1 import splitleak_pb2 as pb
-from splitleak.wire.channel import TlsFiles, auth_metadata, open_channel
+from splitleak.wire.channel import MAX_MESSAGE_BYTES, TlsFiles, auth_metadata, open_channel
 from splitleak.wire.diagnose import why_unreachable
 
 FATAL = {
@@ -50,8 +50,9 @@ class Uplink:
 
     def __init__(self, target: str, link: LinkEmulator, stats: StreamStats, *, method: Method = INFER,
                  tls: TlsFiles = TlsFiles(), token: str | None = None, retry_for: float = 30.0,
-                 on_answer: Callable[[Any], None] = lambda answer: None):
+                 on_answer: Callable[[Any], None] = lambda answer: None, max_message_bytes: int = MAX_MESSAGE_BYTES):
         self.target, self.link, self.stats, self.method = target, link, stats, method
+        self.max_message_bytes = max_message_bytes
         self.tls, self.token, self.retry_for = tls, token, retry_for
         self.on_answer = on_answer
         self.error: str | None = None  # why the uplink gave up, if it did
@@ -71,7 +72,7 @@ class Uplink:
         down_since: float | None = None  # reset only by a call the cloud answered: connecting is not enough
         attempts, backoff, answered = 0, BACKOFF_START_S, 0
         while True:
-            channel = open_channel(self.target, self.tls)
+            channel = open_channel(self.target, self.tls, self.max_message_bytes)
             try:
                 grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
                 if attempts:
@@ -82,6 +83,11 @@ class Uplink:
             except grpc.FutureTimeoutError:
                 pass
             except grpc.RpcError as err:
+                if too_large(err):  # resending cannot help: the limit is the operator's to raise
+                    self._drop_handed()
+                    return self._give_up(f"a message to or from cloud {self.target} is over a message limit "
+                                         f"({err.details()}): raise --max-message-mb on both splitleak edge and "
+                                         f"splitleak cloud")
                 if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     self._requeue_handed()
                 else:
@@ -153,6 +159,12 @@ class Uplink:
     def _give_up(self, reason: str) -> None:
         self.error = reason
         self.link.close()
+
+
+def too_large(err: grpc.RpcError) -> bool:
+    """gRPC refused a message over a send or receive limit (either end's)."""
+    details = (err.details() or "").lower()
+    return err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
 
 
 class _CallState:

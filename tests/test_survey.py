@@ -6,13 +6,10 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from benchmarks.survey.cli import main, survey
 from benchmarks.survey.footage import FOOTAGE, held_out_range
-from benchmarks.survey.measure import second_order
-from benchmarks.survey.plan import ATTACKS, BATCHES, MODELS, plan
+from benchmarks.survey.plan import ATTACKS, BATCHES, MODELS, message_mb, plan
 from benchmarks.survey.report import grid, heatmap, summary_table
 from splitleak.errors import SplitleakError
 
@@ -25,10 +22,10 @@ def test_plan_enumerates_every_cell_and_says_why_one_does_not_run():
     assert all(c.reason for c in cells if not c.runs)
     assert "batch size 1 only" in by["lenet", "bikes", "rgap", 4].reason
     assert "BatchNorm2d" in by["resnet18", "bikes", "rgap", 1].reason
-    assert all("message limit" in c.reason for c in cells if c.model == "vit_b_16")
+    assert message_mb("vit_b_16") > 330 and message_mb("lenet") == 256  # vit_b_16 streams at a raised limit
     for model in ("lenet", "cnn6", "simple", "moderate"):  # R-GAP's own models: its chain takes them
         assert by[model, "stills", "rgap", 1].runs
-    assert all(c.runs for c in cells if c.attack != "rgap" and c.model != "vit_b_16")
+    assert all(c.runs for c in cells if c.attack != "rgap")
     assert {c.frames for c in cells if c.batch == 4} == {4} and {c.frames for c in cells if c.batch == 1} == {2}
 
 
@@ -58,22 +55,6 @@ def test_held_out_stills_are_the_last_30_percent():
         held_out_range("stills", 5)
 
 
-def test_second_order_lets_hardsigmoid_be_differentiated_twice_and_restores_it():
-    def second_derivative() -> torch.Tensor:
-        x = torch.tensor([0.5], requires_grad=True)
-        (g,) = torch.autograd.grad(nn.Hardsigmoid()(x).sum() ** 2, x, create_graph=True)
-        return torch.autograd.grad(g.sum(), x)[0]
-
-    with pytest.raises(RuntimeError, match="hardsigmoid_backward"):
-        second_derivative()
-    with second_order():
-        x = torch.linspace(-4, 4, 9)
-        assert torch.equal(nn.Hardsigmoid()(x), F.hardsigmoid(x))
-        assert second_derivative().item() == pytest.approx(2 / 36)  # d2/dx2 of ((x + 3) / 6)^2
-    with pytest.raises(RuntimeError):
-        second_derivative()
-
-
 def test_heatmap_marks_a_refused_cell_and_the_table_averages_over_footage(tmp_path):
     rows = [{"model": "lenet", "footage": f, "attack": "idlg", "batch": 1, "psnr": p, "success": s,
              "seconds_per_frame": 2.0} for f, p, s in (("bikes", 20.0, 0.0), ("stills", 40.0, 1.0))]
@@ -99,3 +80,36 @@ def test_a_tiny_survey_records_attacks_and_writes_rows_and_heatmaps(tmp_path):
     assert [r["attack"] for r in saved["rows"]] == ["idlg", "rgap"] and saved["config"]["quick"] is True
     assert (tmp_path / "survey.csv").read_text().splitlines()[0].startswith("model,footage,attack,batch")
     assert (tmp_path / "psnr.png").stat().st_size > 0 and (tmp_path / "time.png").stat().st_size > 0
+
+
+def test_resume_redoes_no_finished_cell_and_reuses_a_killed_runs_recording(tmp_path, monkeypatch):
+    import benchmarks.survey.measure as measure
+
+    tiny = dict(models=("lenet",), footage=("stills",), attacks=("idlg",), batches=(1,), frames=1, size=16)
+    first = survey(tmp_path, quick=True, iterations=2, **tiny)
+    saved = list((tmp_path / "cells").glob("*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["psnr"] == first[0]["psnr"]
+    assert not list((tmp_path / "recordings").iterdir())  # deleted once its attacks were done
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished cell was redone")
+
+    real_record, real_attack = measure.record, measure.run_attack
+    monkeypatch.setattr(measure, "record", must_not_run)
+    monkeypatch.setattr(measure, "run_attack", must_not_run)
+    again = survey(tmp_path, quick=True, iterations=2, resume=True, **tiny)
+    assert again[0]["resumed"] and {**again[0], "resumed": None} == {**first[0], "resumed": None}
+    assert json.loads((tmp_path / "survey.json").read_text())["config"]["cells_resumed"] == 1
+
+    # another budget is another cell; a run killed during its attack leaves a complete recording ...
+    monkeypatch.setattr(measure, "record", real_record)
+    monkeypatch.setattr(measure, "run_attack", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        survey(tmp_path, quick=True, iterations=3, resume=True, **tiny)
+    assert len(list((tmp_path / "recordings").glob("*/done.json"))) == 1
+    # ... which the next --resume attacks without recording again
+    monkeypatch.setattr(measure, "record", must_not_run)
+    monkeypatch.setattr(measure, "run_attack", real_attack)
+    third = survey(tmp_path, quick=True, iterations=3, resume=True, **tiny)
+    assert third[0]["status"] == "measured" and third[0]["iterations"] == 3 and "resumed" not in third[0]
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 2

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from adversary.gradient.local import MAX_LOCAL_STEPS, LocalTraining
+from adversary.gradient.second_order import twice_differentiable
 from adversary.runner.clips import check_clip_update
 from adversary.runner.heads import build_head
 from adversary.runner.meta import HeadKey, ItemMeta, item_meta
@@ -146,8 +147,10 @@ class Models:
         self.built: dict[HeadKey, tuple[SplitModel, dict[str, torch.Tensor]]] = {}
 
     def model(self, key: HeadKey) -> SplitModel:
+        """The split model of `key`, its trained part made twice differentiable (every attack needs it)."""
         if key not in self.built:
             model = build_head(key, self.device, self.weights_path)
+            twice_differentiable(model.tail)  # the attacker's copy only: same values, a double backward
             self.built[key] = (model, {k: v.clone() for k, v in model.tail.state_dict().items()})
         return self.built[key][0]
 

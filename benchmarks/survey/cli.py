@@ -11,20 +11,25 @@ from benchmarks.survey.footage import FOOTAGE
 from benchmarks.survey.measure import SUCCESS_DB, measure
 from benchmarks.survey.plan import ATTACKS, BATCHES, MODELS, SIZE, plan
 from benchmarks.survey.report import heatmap, reasons, summary_table, write_csv
+from benchmarks.survey.store import Store
 
 
-def survey(out: Path, quick: bool = False, json_path: str | None = None, **choices: Any) -> list[dict[str, Any]]:
-    """Plan, measure and write rows (JSON + CSV), both heat-maps and the table; the rows.
+def survey(out: Path, quick: bool = False, json_path: str | None = None, resume: bool = False,
+           **choices: Any) -> list[dict[str, Any]]:
+    """Plan, measure (each finished cell's row saved under out/cells/; with `resume`, cells whose row is there
+    are not redone) and write every planned cell's row (JSON + CSV), both heat-maps and the table; the rows.
     `choices`: plan()'s models, footage, attacks, batches, frames, iterations, size."""
     start = time.perf_counter()
     cells = plan(quick, **choices)
     runs = sum(c.runs for c in cells)
     print(f"survey: {len(cells)} cells, {runs} to measure, {len(cells) - runs} refused", flush=True)
-    rows = measure(cells, choices.get("size", SIZE))
-    seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
+    rows = measure(cells, Store(out, choices.get("size") or SIZE), resume)
+    seconds = time.perf_counter() - start
+    resumed = sum(1 for r in rows if r.get("resumed"))
     config = {"quick": quick, **{k: v for k, v in choices.items() if v is not None}, "success_db": SUCCESS_DB,
-              "wall_seconds": seconds, "psnr_at": "128 px (both upscaled); psnr_native at the model's input size"}
+              "wall_seconds": seconds, "resume": resume, "cells_resumed": resumed,
+              "psnr_at": "128 px (both upscaled); psnr_native at the model's input size"}
     write(json_path or str(out / "survey.json"), rows, config)
     write_csv(out / "survey.csv", rows)
     heatmap(rows, "psnr", out / "psnr.png", "PSNR (dB, 128 px) per cell; n/a: a stated reason (rows)", "dB")
@@ -61,9 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, help="every iterative attack's iterations (default: the budgets)")
     p.add_argument("--size", type=int, default=SIZE, help="input size in px (default 32)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip cells whose row a run with the same --out saved (out/cells/), reuse kept recordings")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    survey(Path(args.out), args.quick, args.json, models=args.models, footage=args.footage, attacks=args.attacks,
-           batches=args.batches, frames=args.frames, iterations=args.iterations, size=args.size)
+    survey(Path(args.out), args.quick, args.json, args.resume, models=args.models, footage=args.footage,
+           attacks=args.attacks, batches=args.batches, frames=args.frames, iterations=args.iterations, size=args.size)

@@ -6,22 +6,26 @@ from pathlib import Path
 
 from benchmarks.common import CloudProcess
 from benchmarks.enhance_dlg import labels_csv
+from benchmarks.survey.plan import message_mb
 
 STREAM = "survey"
 
 
 def record(model: str, size: int, source: Path, work: Path, batch: int, frames: int) -> tuple[Path, Path]:
     """Stream `frames` frames of `source` in fedsgd mode (seeded weights, split none, lr 0.01, frame i
-    class i mod 10) to a recording `splitleak cloud` process; the (recording, truth) folders."""
+    class i mod 10) to a recording `splitleak cloud` process, both at the wire limit the model needs
+    (plan.message_mb); the (recording, truth) folders."""
     from edge.session import EdgeConfig
     from edge.trainer import EdgeTrainer
 
     rec, truth = work / "rec", work / "truth"
     work.mkdir(parents=True, exist_ok=True)
-    with CloudProcess("--threads", "1", "--record", str(rec)) as cloud:
+    limit = message_mb(model, size)  # vit_b_16's state and gradient are over the default 256 MiB
+    with CloudProcess("--threads", "1", "--record", str(rec), "--max-message-mb", str(limit)) as cloud:
         config = EdgeConfig(cloud=cloud.target, source=str(source), model=model, split="none", size=size,
                             mode="fedsgd", frames=frames, batch=batch, stream_id=STREAM, truth=str(truth),
-                            labels=labels_csv(frames, work / "labels.csv"), progress=False)
+                            labels=labels_csv(frames, work / "labels.csv"), progress=False,
+                            max_message_bytes=limit << 20)
         summary = EdgeTrainer(config).run()
     if summary["acked"] * batch < frames:
         raise RuntimeError(f"the cloud acknowledged {summary['acked']} of {frames // batch} updates")

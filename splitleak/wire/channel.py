@@ -12,15 +12,43 @@ import grpc
 from splitleak.errors import SplitleakError
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # a 224x224 fp32 conv1 map is 3.2 MB; leave room for batches
-OPTIONS: Sequence[tuple[str, int]] = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
-)
-CLIENT_OPTIONS: Sequence[tuple[str, int]] = OPTIONS[:2] + (
+# The limit is what a peer can make this process hold for one message: raising it (--max-message-mb, e.g. for
+# vit_b_16's 330 MiB fp32 state in fedsgd) is the operator's explicit choice, never a peer's. gRPC takes an int32.
+MAX_MESSAGE_MB_CEILING = (2**31 - 1) >> 20  # 2047 MiB
+
+
+def message_options(max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[tuple[str, int], ...]:
+    """gRPC's send and receive limits, both `max_bytes`."""
+    return (("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes))
+
+
+NO_REUSEPORT = (("grpc.so_reuseport", 0),)  # a second server on a busy port must fail, not share it
+OPTIONS: Sequence[tuple[str, int]] = message_options() + NO_REUSEPORT
+RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
+CLIENT_OPTIONS: Sequence[tuple[str, int]] = message_options() + RECONNECT_OPTIONS
+
+
+def message_limit(mb: int) -> int:
+    """--max-message-mb in bytes; SplitleakError outside 1..MAX_MESSAGE_MB_CEILING."""
+    if isinstance(mb, bool) or int(mb) != mb or not 1 <= mb <= MAX_MESSAGE_MB_CEILING:
+        raise SplitleakError(f"--max-message-mb must be an integer in [1, {MAX_MESSAGE_MB_CEILING}] MiB, got {mb}")
+    return int(mb) << 20
+
+
+def check_message_bytes(max_bytes: int) -> int:
+    """A message limit in bytes, as gRPC takes it (a positive int32); SplitleakError otherwise."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 1 <= max_bytes < 2**31:
+        raise SplitleakError(f"the message limit must be 1 byte .. {MAX_MESSAGE_MB_CEILING} MiB, got {max_bytes!r}")
+    return max_bytes
+
+
+def over_limit(what: str, nbytes: int, max_bytes: int) -> str:
+    """The one-line reason a message of `nbytes` cannot cross a wire limited to `max_bytes`."""
+    return (f"{what} is {nbytes / 2**20:.3g} MiB, over the message limit of {max_bytes / 2**20:.3g} MiB: "
+            f"raise --max-message-mb on both splitleak edge and splitleak cloud")
 
 
 @dataclass(frozen=True)
@@ -108,16 +136,17 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials(pair, root_certificates=ca, require_client_auth=ca is not None)
 
 
-def open_channel(target: str, tls: TlsFiles = TlsFiles()) -> grpc.Channel:
-    """An insecure channel, or a TLS one when any TLS file is given."""
+def open_channel(target: str, tls: TlsFiles = TlsFiles(), max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.Channel:
+    """An insecure channel, or a TLS one when any TLS file is given; messages up to `max_message_bytes`."""
     check_target(target)
+    options = message_options(max_message_bytes) + RECONNECT_OPTIONS
     if not tls.enabled:
-        return grpc.insecure_channel(target, options=CLIENT_OPTIONS)
+        return grpc.insecure_channel(target, options=options)
     check_tls(tls, server=False)
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca), private_key=_read(tls.key), certificate_chain=_read(tls.cert)
     )
-    return grpc.secure_channel(target, creds, options=CLIENT_OPTIONS)
+    return grpc.secure_channel(target, creds, options=options)
 
 
 def check_target(target: str) -> str:
