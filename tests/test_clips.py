@@ -186,3 +186,17 @@ def test_clip_feature_shapes():
     z = model.head(torch.rand(2, *model.input_shape))
     assert tuple(z.shape) == (2, 1, 10, 64) and bool((z >= 0).all())
     assert np.prod(build_split_model("frameavg", "mean", size=16).head(torch.rand(1, 3, 8, 16, 16)).shape) == 256
+
+
+def test_frameavg_gradient_ignores_frame_order_r3d_does_not(one_thread):
+    """Why frameavg's recovered frames are assigned by best match: a permuted clip has the same gradient."""
+    torch.manual_seed(0)
+    clip, label, order = torch.rand(1, 3, 8, 16, 16), torch.tensor([2]), torch.randperm(8)
+
+    def change(model):
+        net = build_split_model(model, "none", size=16).tail.eval()
+        a, b = learning.gradients(net, clip, label), learning.gradients(net, clip[:, :, order], label)
+        return max(float((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-12)) for k in a)
+
+    assert change("frameavg") < 1e-4
+    assert change("r3d_18") > 1e-2

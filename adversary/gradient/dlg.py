@@ -166,8 +166,10 @@ class DLGConfig:
     # gradient (`output_error`, batch 1), not the dummy's own; dlg optimises its labels and ignores it
     known_error: bool = True
     # raw clips (B, 3, T, H, W) only: the temporal prior's weight (TV over time, in the relative loss's
-    # units) and the start's spread about one shared frame (1: independent frames); see temporal.py
-    lambda_time: float = 0.0
+    # units) and the start's spread about one shared frame (1: independent frames); see temporal.py.
+    # 0.01: idlg on frameavg end to end, one held-out bikes clip at 16 px, 100 steps: 15.5 dB per frame
+    # against 11.3 without (0.1: 14.3)
+    lambda_time: float = 0.01
     start_spread: float = 1.0
     lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
     stop: StopConfig = field(default_factory=StopConfig)

@@ -45,8 +45,10 @@ class IGConfig:
     signed: bool = True  # Adam on the sign of the gradient
     boxed: bool = True  # images clamped to [0, 1] after every step
     # raw clips (B, 3, T, H, W) only: the temporal prior's weight (TV over time, beside lambda_tv's TV
-    # within each frame) and the start's spread about one shared frame (1: independent); see temporal.py
-    lambda_time: float = 0.0
+    # within each frame) and the start's spread about one shared frame (1: independent); see temporal.py.
+    # 0.1: frameavg end to end, one held-out bikes clip at 16 px, 300 steps: 20.2 dB per frame against
+    # 17.0 without (0.01: 19.6, 1: 20.1)
+    lambda_time: float = 0.1
     start_spread: float = 1.0
 
     # Geiping et al. as their code runs it: 24,000 Adam steps of lr 0.1 on the gradient's sign,
