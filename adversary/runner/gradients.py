@@ -25,8 +25,15 @@ from tqdm import tqdm
 
 from adversary.gradient.base import GradientCase, GradientResult
 from adversary.gradient.features import feature_scores
+from adversary.runner.clips import (
+    check_raw_clip_attack,
+    clip_summary,
+    order_clips,
+    sample_seqs,
+    save_clip,
+    update_frames,
+)
 from adversary.runner.gradient_report import gradient_config, gradient_metrics
-from adversary.runner.clips import check_raw_clip_attack, clip_summary, order_clips, save_clip, sample_seqs, update_frames
 from adversary.runner.gradient_truth import Truth, features_name, order_by_truth
 from adversary.runner.heads import check_weights_path
 from adversary.runner.meta import ItemMeta
@@ -120,7 +127,8 @@ class GradientRunner:
         """metrics.json's frames (scored against `truth` PNGs when given) and summary, so far."""
         results = [(o.result, o.update.batch) for o in self.outcomes]
         rows = [r for o in self.outcomes for r in o.rows]
-        frames, summary = gradient_metrics(rows, results, self.seconds, self.out, truth, self.attack.loss_threshold)
+        threshold = self.attack.loss_threshold
+        frames, summary = gradient_metrics(rows, results, self.seconds, self.out, truth, threshold)
         summary.update(clip_summary(frames))  # raw clips: each clip's mean over its frames
         return frames, summary
 
@@ -162,7 +170,7 @@ class GradientRunner:
                                    "attack_success": bool(result.success[order[i]]), "label": int(found[i]),
                                    "label_true": None if labels is None else int(labels[i])}
             if clip:
-                rows += save_clip(self.out, row, inputs[i], truths[i], model, update.stream)  # type: ignore[arg-type]
+                rows += save_clip(self.out, row, inputs[i], truths[i], model, update.stream)
                 continue
             if image:
                 save_png(self.out / frame_name(update.stream, update.seq + i), inputs[i].numpy())
