@@ -10,6 +10,8 @@ stopping at the first success and keeping the best. Images are not clamped while
 they are clamped to [0, 1] on output. Presets: `paper` is the reference code's loop (no line
 search, no early abandoning); `best` (the defaults) adds the strong-Wolfe search and abandons a
 restart whose loss has not halved in 50 steps.
+A raw clip (B, 3, T, H, W) is matched the same way, with the temporal prior (`lambda_time`,
+`start_spread`: adversary/gradient/temporal.py) added to the loss the optimiser sees.
 """
 
 from __future__ import annotations

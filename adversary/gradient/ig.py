@@ -1,6 +1,7 @@
 """Inverting Gradients (Geiping et al., 2020): cosine gradient matching with a TV prior.
 
     min_x  1 - cos(grad(x, y), g) + lambda_tv * TV(x)
+(+ lambda_time * TV over time for a raw clip (B, 3, T, H, W): adversary/gradient/temporal.py)
 Adam (lr 0.1) on x, optionally on the sign of its gradient (the paper's default), the learning
 rate cut by 10 at 3/8, 5/8 and 7/8 of the iterations; images are boxed into [0, 1] after every
 step. Labels are the wire's when the update carried them, else inferred from the last layer
