@@ -108,6 +108,7 @@ def test_raw_clip_update_is_attacked_frame_by_frame(raw_clip_recording, tmp_path
     assert all(r["label"] == 3 for r in rows)  # iDLG's label off the last bias (fedsgd carries none)
     (clip,) = metrics["summary"]["clips"]
     assert clip["frames"] == 8 and clip["psnr"] == pytest.approx(np.mean([r["psnr"] for r in rows]))
+    assert 0 <= clip["order_kept"] <= 1
     assert len(list((tmp_path / "out").glob("edge0_*.png"))) == 8
 
 

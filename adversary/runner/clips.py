@@ -100,18 +100,19 @@ def save_clip(out: Path, row: dict[str, Any], clip: torch.Tensor, truth: np.ndar
 
 def clip_summary(frames: list[dict[str, Any]]) -> dict[str, Any]:
     """Per clip: its frames' mean PSNR / SSIM, and how much of its order the attack kept (the fraction of
-    frames assigned their own recovered position, and the reversed one's): {} without clip rows."""
+    frames assigned their own recovered position, and the reversed one's; None unscored): {} without clip rows."""
     clips: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for f in frames:
         if "clip_seq" in f:
             clips.setdefault((f["stream"], f["clip_seq"]), []).append(f)
     out = []
     for (stream, seq), rows in clips.items():
-        t = len(rows)
+        t, scored = len(rows), all(r["psnr"] is not None for r in rows)  # unscored: no match, no order
+        kept = sum(r["recovered_as"] == r["clip_frame"] for r in rows) / t
+        reversed_ = sum(r["recovered_as"] == t - 1 - r["clip_frame"] for r in rows) / t
         out.append({"stream": stream, "seq": seq, "update": rows[0]["update"], "frames": t,
                     "psnr": _mean([r["psnr"] for r in rows]), "ssim": _mean([r["ssim"] for r in rows]),
-                    "order_kept": sum(r["recovered_as"] == r["clip_frame"] for r in rows) / t,
-                    "order_reversed": sum(r["recovered_as"] == t - 1 - r["clip_frame"] for r in rows) / t})
+                    "order_kept": kept if scored else None, "order_reversed": reversed_ if scored else None})
     if not out:
         return {}
     return {"clips": out, "mean_clip_psnr": _mean([c["psnr"] for c in out]),
