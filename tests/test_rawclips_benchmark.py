@@ -13,6 +13,7 @@ def test_rows_with_and_without_the_prior(monkeypatch, one_thread):
     monkeypatch.setattr(rawclips, "plan", lambda quick: [("frameavg", 2)])
     rows = rawclips.rows(True)
     assert [r["prior"] for r in rows] == ["none", "time 0.1"] and all(KEYS <= set(r) for r in rows)
+    assert [r["attack"] for r in rows] == ["ig:lambda_time=0", "ig:lambda_time=0.1"]
     assert all(r["setting"] == "clip-raw" and len(r["psnr_frames"]) == 8 for r in rows)
     assert rows[0]["options"]["lambda_time"] == 0.0 and "lambda_time" not in rows[1]["options"]
     assert rows[0]["psnr_mean_frame"] > 25  # held-out bikes frames barely move over 8 frames at 16 px

@@ -38,7 +38,13 @@ def plan(quick: bool) -> list[tuple[str, int]]:
 
 
 def priors() -> list[tuple[str, dict[str, Any]]]:
+    """(the row's `prior`, ig's options): without the temporal prior, then at its default weight."""
     return [("none", {"lambda_time": 0.0}), (f"time {IGConfig.lambda_time:g}", {})]
+
+
+def attack_label(options: dict[str, Any]) -> str:
+    """`ig:lambda_time=W`, so the summary table (which has no `prior` column) tells the rows apart."""
+    return f"ig:lambda_time={options.get('lambda_time', IGConfig.lambda_time):g}"
 
 
 def mean_frame_psnr(truth: Path, clip_len: int) -> float:
@@ -73,7 +79,7 @@ def _row(model: str, prior: str, options: dict[str, Any], metrics: dict[str, Any
          baseline: float) -> dict[str, Any]:
     s, frames = metrics["summary"], metrics["frames"]
     per_clip = len(frames) / max(1, len(s["clips"]))
-    return {"setting": SETTING, "model": model, "attack": "ig", "prior": prior, "chain": None, "local_steps": 1,
+    return {"setting": SETTING, "model": model, "attack": attack_label(options), "prior": prior, "chain": None, "local_steps": 1,
             "batch": 1, "feature_cos": None, "psnr": s["mean_psnr"], "ssim": s["mean_ssim"],
             "psnr_min_frame": min(f["psnr"] for f in frames), "psnr_frames": [round(f["psnr"], 2) for f in frames],
             "order_kept": float(np.mean([c["order_kept"] for c in s["clips"]])),
