@@ -10,6 +10,8 @@ stopping at the first success and keeping the best. Images are not clamped while
 they are clamped to [0, 1] on output. Presets: `paper` is the reference code's loop (no line
 search, no early abandoning); `best` (the defaults) adds the strong-Wolfe search and abandons a
 restart whose loss has not halved in 50 steps.
+A raw clip (B, 3, T, H, W) is matched the same way, with the temporal prior (`lambda_time`,
+`start_spread`: adversary/gradient/temporal.py) added to the loss the optimiser sees.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from adversary.gradient.base import (
     output_error,
 )
 from adversary.configs import require
+from adversary.gradient.temporal import check_temporal, spread_start, temporal_variation
 from adversary.registry import register
 
 
@@ -47,11 +50,14 @@ class Run:
     steps: int
 
 
-def dummy_start(case: GradientCase, seed: int, init: str, with_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Seeded start (CPU generator, so every device starts alike): inputs and label logits."""
+def dummy_start(case: GradientCase, seed: int, init: str, with_labels: bool,
+                spread: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Seeded start (CPU generator, so every device starts alike): inputs and label logits; a clip's
+    frames pulled towards their mean frame by `spread` < 1 (adversary/gradient/temporal.py)."""
     gen = torch.Generator().manual_seed(seed)
     shape = (case.batch_size, *case.input_shape)
     x = torch.rand(shape, generator=gen) if init == "uniform" else torch.randn(shape, generator=gen)
+    x = spread_start(x, spread)
     y = torch.randn((case.batch_size, case.num_classes), generator=gen) if with_labels else None
     return x.to(case.device), (None if y is None else y.to(case.device))
 
@@ -60,7 +66,7 @@ def lbfgs_match(case: GradientCase, x0: torch.Tensor, labels: torch.Tensor | Non
                 steps: int, lr: float = 1.0, max_iter: int = 20, history_size: int = 100,
                 line_search: str | None = "strong_wolfe", stop_loss: float = 0.0,
                 patience: int | None = None, min_drop: float = 0.5, scale: float = 1.0, unit: float = 1.0,
-                error: torch.Tensor | None = None) -> Run:
+                error: torch.Tensor | None = None, lambda_time: float = 0.0) -> Run:
     """L2 gradient matching with L-BFGS from x0 (and label logits y0 when labels is None).
 
     Stops after `steps` L-BFGS steps, when the loss is below `stop_loss`, when two steps in
@@ -71,6 +77,8 @@ def lbfgs_match(case: GradientCase, x0: torch.Tensor, labels: torch.Tensor | Non
     the optimiser sees it times `unit` (LOSS_UNIT: clear of torch's absolute tolerances).
     `error`: the output error to hold while matching (`error_gradients`; fixed labels only); the
     returned loss is always the dummy's own gradient's distance, at the labels.
+    `lambda_time`: weight of the temporal prior on a clip input (summed over the batch), in the loss's
+    units (relative, when `scale` is 1 / the squared norm); not part of the returned loss.
     """
     x = x0.clone().requires_grad_(True)
     y = None if y0 is None else y0.clone().requires_grad_(True)
@@ -86,9 +94,12 @@ def lbfgs_match(case: GradientCase, x0: torch.Tensor, labels: torch.Tensor | Non
         opt.zero_grad()
         target = labels if y is None else torch.softmax(y, dim=-1)
         grads = dummy_gradients(case, x, target) if error is None else error_gradients(case, x, error)
-        loss = gradient_distance_l2(grads, true) * (scale * unit)
+        loss = gradient_distance_l2(grads, true) * scale
+        if lambda_time:
+            loss = loss + lambda_time * temporal_variation(x).sum()
+        loss = loss * unit
         for p, g in zip(params, torch.autograd.grad(loss, params)):  # not .backward(): skip d/d(weights)
-            p.grad = g
+            p.grad = g.contiguous()  # a clip model's transposes leave it strided; L-BFGS views it flat
         return loss.detach()
 
     best, stalled, step, history = math.inf, 0, 0, []
@@ -156,6 +167,12 @@ class DLGConfig:
     # fixed labels (idlg): match with the output error held at the one read off the last layer's bias
     # gradient (`output_error`, batch 1), not the dummy's own; dlg optimises its labels and ignores it
     known_error: bool = True
+    # raw clips (B, 3, T, H, W) only: the temporal prior's weight (TV over time, in the relative loss's
+    # units) and the start's spread about one shared frame (1: independent frames); see temporal.py.
+    # 0.01: idlg on frameavg end to end, one held-out bikes clip at 16 px, 100 steps: 15.5 dB per frame
+    # against 11.3 without (0.1: 14.3)
+    lambda_time: float = 0.01
+    start_spread: float = 1.0
     lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
     stop: StopConfig = field(default_factory=StopConfig)
 
@@ -170,6 +187,7 @@ class DLGConfig:
     def check(self) -> None:
         require(self.iterations >= 1 and self.restarts >= 1,
                 f"iterations and restarts must be >= 1 (got {self.iterations}, {self.restarts})")
+        check_temporal(self.lambda_time, self.start_spread)
 
 
 class StopRules:
@@ -216,11 +234,11 @@ class LbfgsGradientAttack(StopRules, GradientInversionAttack):
         error = output_error(case) if c.known_error and labels is not None else None
 
         def start_from(restart: int) -> Run:
-            x0, y0 = dummy_start(case, case.seed + restart, c.init, labels is None)
+            x0, y0 = dummy_start(case, case.seed + restart, c.init, labels is None, c.start_spread)
             return lbfgs_match(case, x0, labels, y0, steps=c.iterations, lr=c.lbfgs.lr, max_iter=c.lbfgs.max_iter,
                                history_size=c.lbfgs.history_size, line_search=c.lbfgs.line_search,
                                stop_loss=c.stop.stop_loss, patience=c.stop.patience or None, scale=scale,
-                               unit=unit, error=error)
+                               unit=unit, error=error, lambda_time=c.lambda_time)
 
         best, losses = best_of_restarts(start_from, c.restarts, c.stop.threshold, loss=lambda run: run.loss)
         found = labels if best.label_logits is None else best.label_logits.argmax(-1)

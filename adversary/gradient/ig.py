@@ -1,6 +1,7 @@
 """Inverting Gradients (Geiping et al., 2020): cosine gradient matching with a TV prior.
 
     min_x  1 - cos(grad(x, y), g) + lambda_tv * TV(x)
+(+ lambda_time * TV over time for a raw clip (B, 3, T, H, W): adversary/gradient/temporal.py)
 Adam (lr 0.1) on x, optionally on the sign of its gradient (the paper's default), the learning
 rate cut by 10 at 3/8, 5/8 and 7/8 of the iterations; images are boxed into [0, 1] after every
 step. Labels are the wire's when the update carried them, else inferred from the last layer
@@ -30,6 +31,7 @@ from adversary.gradient.base import (
     total_variation,
 )
 from adversary.gradient.dlg import label_accuracy
+from adversary.gradient.temporal import check_temporal, spread_start, temporal_variation
 from adversary.registry import register
 
 
@@ -43,6 +45,12 @@ class IGConfig:
     lambda_tv: float = 1e-2
     signed: bool = True  # Adam on the sign of the gradient
     boxed: bool = True  # images clamped to [0, 1] after every step
+    # raw clips (B, 3, T, H, W) only: the temporal prior's weight (TV over time, beside lambda_tv's TV
+    # within each frame) and the start's spread about one shared frame (1: independent); see temporal.py.
+    # 0.1: frameavg end to end, one held-out bikes clip at 16 px, 300 steps: 20.2 dB per frame against
+    # 17.0 without (0.01: 19.6, 1: 20.1)
+    lambda_time: float = 0.1
+    start_spread: float = 1.0
 
     # Geiping et al. as their code runs it: 24,000 Adam steps of lr 0.1 on the gradient's sign,
     # boxed, one restart, TV weight 0.1 (their code takes TV of normalised images, ~4x ours)
@@ -54,6 +62,7 @@ class IGConfig:
                 f"iterations and restarts must be >= 1, got {self.iterations} and {self.restarts}")
         require(self.lr > 0 and self.lambda_tv >= 0, f"lr must be > 0 and lambda_tv >= 0, got {self.lr} and "
                                                       f"{self.lambda_tv}")
+        check_temporal(self.lambda_time, self.start_spread)
 
 
 def milestones(iterations: int) -> list[int]:
@@ -76,15 +85,20 @@ class InvertingGradients(GradientInversionAttack):
     def _objective(self, case: GradientCase, x: torch.Tensor, labels: torch.Tensor,
                    true: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         cos = cosine_distance(dummy_gradients(case, x, labels), true)
-        tv = total_variation(x).mean() if case.is_image and x.dim() == 4 else torch.zeros((), device=x.device)
-        return cos + self.config.lambda_tv * tv, cos
+        tv = torch.zeros((), device=x.device)
+        if case.is_image:  # a clip's TV within each frame: its frames as images
+            tv = total_variation(x.transpose(1, 2).flatten(0, 1) if x.dim() == 5 else x).mean()
+        total = cos + self.config.lambda_tv * tv
+        if self.config.lambda_time:
+            total = total + self.config.lambda_time * temporal_variation(x).mean()
+        return total, cos
 
     def _run(self, case: GradientCase, labels: torch.Tensor, seed: int,
              true: list[torch.Tensor]) -> tuple[torch.Tensor, float, float]:
         gen = torch.Generator().manual_seed(seed)
         shape = (case.batch_size, *case.input_shape)
         x0 = torch.rand(shape, generator=gen) if case.is_image else torch.randn(shape, generator=gen)
-        x = x0.to(case.device).requires_grad_(True)
+        x = spread_start(x0, self.config.start_spread).to(case.device).requires_grad_(True)
         c = self.config
         opt = adam([x], c.lr)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones(c.iterations), gamma=0.1)

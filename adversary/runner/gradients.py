@@ -25,8 +25,15 @@ from tqdm import tqdm
 
 from adversary.gradient.base import GradientCase, GradientResult
 from adversary.gradient.features import feature_scores
+from adversary.runner.clips import (
+    check_raw_clip_attack,
+    clip_summary,
+    order_clips,
+    sample_seqs,
+    save_clip,
+    update_frames,
+)
 from adversary.runner.gradient_report import gradient_config, gradient_metrics
-from adversary.runner.clips import sample_seqs
 from adversary.runner.gradient_truth import Truth, features_name, order_by_truth
 from adversary.runner.heads import check_weights_path
 from adversary.runner.meta import ItemMeta
@@ -120,7 +127,10 @@ class GradientRunner:
         """metrics.json's frames (scored against `truth` PNGs when given) and summary, so far."""
         results = [(o.result, o.update.batch) for o in self.outcomes]
         rows = [r for o in self.outcomes for r in o.rows]
-        return gradient_metrics(rows, results, self.seconds, self.out, truth, self.attack.loss_threshold)
+        threshold = self.attack.loss_threshold
+        frames, summary = gradient_metrics(rows, results, self.seconds, self.out, truth, threshold)
+        summary.update(clip_summary(frames))  # raw clips: each clip's mean over its frames
+        return frames, summary
 
     @staticmethod
     def _elapsed(start: float, device: torch.device) -> float:
@@ -141,9 +151,14 @@ class GradientRunner:
 
     def _save(self, update: ItemMeta, model: SplitModel, result: GradientResult, labels: torch.Tensor | None,
               state: RecordedItem | None, seconds: float, image: bool, norm2: float) -> Outcome:
-        truths = ([self.truth.image(update.stream, update.seq + i) for i in range(update.batch)] if image
-                  else self.truth.features(update, model))
-        order = order_by_truth(result, truths, image)
+        clip = image and model.input_kind == "clip"  # a raw clip: the dummy was the whole clip
+        if clip:
+            truths = [self.truth.sample(update, model, seq) for seq in sample_seqs(update, model)]
+            order = order_clips(result.inputs.detach().float().cpu().numpy(), truths)
+        else:
+            truths = ([self.truth.image(update.stream, update.seq + i) for i in range(update.batch)] if image
+                      else self.truth.features(update, model))
+            order = order_by_truth(result, truths, image)
         inputs = result.inputs.detach().float().cpu()[order]
         found = result.labels.detach().cpu()[order]
         rows = []
@@ -154,6 +169,9 @@ class GradientRunner:
                                    **loss_fields(float(result.loss[order[i]]), norm2, self.attack.relative_loss),
                                    "attack_success": bool(result.success[order[i]]), "label": int(found[i]),
                                    "label_true": None if labels is None else int(labels[i])}
+            if clip:
+                rows += save_clip(self.out, row, inputs[i], truths[i], model, update.stream)
+                continue
             if image:
                 save_png(self.out / frame_name(update.stream, update.seq + i), inputs[i].numpy())
             elif truths[i] is not None:
@@ -221,12 +239,13 @@ def run_gradient_attack(recording: str, name: str, method: Any, out: str, *, tru
     plan = plan_recording(recording, max_frames)
     keys = {u.head for u in plan.updates}
     check_weights_path(keys, weights_path)
+    check_raw_clip_attack(name, method, keys)
     splits = {k.split == "none" for k in keys}
     if len(splits) > 1:
         raise SplitleakError("the recording mixes raw-frame (split none) and feature updates; attack them separately")
     image = splits.pop()
     truths = Truth(truth)
-    wanted = {(u.stream, u.seq + i) for u in plan.updates for i in range(u.batch)}
+    wanted = {(u.stream, seq) for u in plan.updates for seq in update_frames(u)}
     if truth is not None and image and not wanted & truths.frames.keys():
         raise SplitleakError(f"no truth frame in {truth} matches the recording's frames "
                              f"(expected PNGs named like {plan.updates[0].filename})")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adversary.runner.attacks import check_prior
+from adversary.runner.clips import check_raw_clip_attack
 from adversary.runner.gradient_report import gradient_fields
 from adversary.runner.gradient_truth import Truth
 from adversary.runner.gradients import GradientRunner
@@ -71,6 +72,7 @@ class LiveGradients:
             return self._keep_state(meta, item)
         try:
             check_attackable(meta)
+            check_raw_clip_attack(self.runner.attack.name, self.runner.attack, {meta.head})
         except SplitleakError as err:
             return self._skip("not_attackable", item, err)
         keys = [(meta.stream, meta.seq + i) for i in range(meta.batch)]

@@ -12,7 +12,6 @@ import torch
 
 from adversary.gradient.local import MAX_LOCAL_STEPS, LocalTraining
 from adversary.gradient.second_order import twice_differentiable
-from adversary.runner.clips import check_clip_update
 from adversary.runner.heads import build_head
 from adversary.runner.meta import HeadKey, ItemMeta, item_meta
 from splitleak.errors import SplitleakError
@@ -50,7 +49,6 @@ def plan_recording(folder: str, max_frames: int | None) -> Plan:
             plan.states.setdefault((meta.head, meta.round), item.index)
             continue
         check_attackable(meta)
-        check_clip_update(meta)
         plan.updates.append(meta)
         frames += meta.batch
         if max_frames is not None and frames >= max_frames:

@@ -1,5 +1,6 @@
 """The video-leakage paper's clip-feature setting: gradient attacks on a clip classifier over a frozen
-extractor, recorded through the real services and attacked through the CLI's code path.
+extractor, recorded through the real services and attacked through the CLI's code path (then the
+raw-clip setting's rows: rawclips.py).
 
 Held-out clips of the bundled footage (sample:bikes from frame 175, which no model here saw) stream
 through a real edge (fedsgd, batch 1, lr 0.01, clip k labelled k mod 10) into a real loopback cloud
@@ -70,10 +71,13 @@ def record(tmp: Path, model: str, split: str, size: int, clips: int) -> tuple[Pa
 
 
 def rows(quick: bool) -> list[dict[str, Any]]:
+    """The clip-feature rows, then the raw-clip (split none) ones (benchmarks/video_leakage/rawclips.py)."""
+    from benchmarks.video_leakage import rawclips
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: more threads only contend on a shared machine
     try:
-        return _rows(quick)
+        return _rows(quick) + rawclips.rows(quick)
     finally:
         torch.set_num_threads(threads)
 
