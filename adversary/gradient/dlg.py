@@ -85,7 +85,7 @@ def lbfgs_match(case: GradientCase, x0: torch.Tensor, labels: torch.Tensor | Non
         evaluations += 1
         opt.zero_grad()
         target = labels if y is None else torch.softmax(y, dim=-1)
-        grads = dummy_gradients(case, x, target) if error is None else error_gradients(case, x, error)
+        grads = dummy_gradients(case, x, target) if error is None else error_gradients(case, x, error, labels=labels)
         loss = gradient_distance_l2(grads, true) * (scale * unit)
         for p, g in zip(params, torch.autograd.grad(loss, params)):  # not .backward(): skip d/d(weights)
             p.grad = g
