@@ -417,7 +417,9 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
                 "loss": "sum of squared gradient differences (L2)"
                         + (" over the tapped gradient's squared norm" if self.relative_loss else ""),
                 "known_error": "fixed labels: each frame's dummy gradient is taken with the output error held at "
-                               "its last layer's bias gradient (reported loss: its own gradient's)"
+                               "its last layer's bias gradient; a FedAvg update of several local steps: the steps' "
+                               "errors pinned to sum to that bias pseudo-gradient (reported loss: its own "
+                               "gradient's)"
                                if self.config.known_error and not self.joint_labels else None,
                 "iteration": f"{self.config.lbfgs.max_iter} L-BFGS iterations (dlg's step of up to "
                              f"{self.config.lbfgs.max_iter} evaluations)",

@@ -198,7 +198,9 @@ class LbfgsGradientAttack(StopRules, GradientInversionAttack):
                 "loss": "sum of squared gradient differences (L2)"
                         + (" over the tapped gradient's squared norm" if self.relative_loss else ""),
                 "known_error": "fixed labels at batch 1: the dummy's gradient is taken with the output error "
-                               "held at the last layer's bias gradient (reported loss: its own gradient's)"
+                               "held at the last layer's bias gradient; a FedAvg update of several local steps: the "
+                               "steps' errors pinned to sum to that bias pseudo-gradient (reported loss: its own "
+                               "gradient's)"
                                if self.config.known_error and not self.joint_labels else None,
                 "patience_rule": "a restart is abandoned when its loss has not halved over the last "
                                  "`patience` steps (None: never)"}
