@@ -10,6 +10,8 @@ reaches the dummy inputs through all of them) and matches the simulated pseudo-g
 recorded one with its own loss (L2, cosine, relative), as Inverting Gradients does for multi-step
 updates. Matching -delta / lr rather than delta keeps one scale for every E (the loss is L2 on deltas
 times 1 / lr^2), so the success threshold and stopping rules read the same as on a gradient.
+With fixed labels at batch 1 (idlg, idlg-batched) the steps' output errors are pinned to their sum read off
+the wire (`held_errors`, `pinned_pseudo_gradients`), as a one-step update's error is held (base.output_error).
 """
 
 from __future__ import annotations
