@@ -192,6 +192,12 @@ def test_cli_attacks_a_two_step_fedavg_recording(fedavg_recording, tmp_path, cap
     # the bar: 30 dB at the frame's own 16 px on both frames (one round each; measured ~44 and ~55 dB)
     assert [f["psnr_native"] >= 30.0 for f in metrics["frames"]] == [True, True]
     assert [f["round"] for f in metrics["frames"]] == [0, 1] and {f["label"] for f in metrics["frames"]} == {0}
+    # both success rules per frame and in the summary: the attack's relative one and the paper's absolute L2
+    for frame in metrics["frames"]:
+        assert frame["gradient_loss"] == frame["gradient_loss_relative"]
+        assert frame["gradient_loss_l2"] == pytest.approx(frame["gradient_loss_relative"] * frame["gradient_norm"] ** 2,
+                                                          rel=1e-3)
+    assert {"success_rate_loss_l2", "success_rate_loss_relative"} <= set(metrics["summary"])
     (training,) = metrics["config"]["local_training"]
     assert (training["mode"], training["local_steps"], training["updates"]) == ("fedavg", 2, 2)
 

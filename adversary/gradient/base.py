@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adversary.attack import Attack
-from adversary.gradient.local import LocalTraining, unrolled_gradients
+from adversary.gradient.local import LocalTraining, autograd_error_step, pinned_pseudo_gradients, unrolled_gradients
 from adversary.losses import cosine_distance, gradient_distance_l2, total_variation
 from splitleak import learning
 from splitleak.errors import SplitleakError
@@ -195,24 +196,36 @@ def dummy_gradients(case: GradientCase, inputs: torch.Tensor, labels: torch.Tens
 
 
 def error_gradients(case: GradientCase, inputs: torch.Tensor, error: torch.Tensor,
-                    create_graph: bool = True) -> list[torch.Tensor]:
+                    create_graph: bool = True, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Gradients of the case's module at `inputs` (batch 1) when the output error dL/dlogits is held at
-    `error` (C,) instead of the dummy's own softmax(logits) - y: the gradient of <error, logits>."""
+    `error` (C,) instead of the dummy's own softmax(logits) - y: the gradient of <error, logits>.
+    For a FedAvg update of several local steps `error` is the steps' summed error (`output_error`) and
+    `labels` (1,) the frame's class: the pseudo-gradient with the steps' errors pinned to that sum
+    (local.pinned_pseudo_gradients)."""
     params = dict(case.module.named_parameters())
+    if case.local is not None:
+        if labels is None:
+            raise SplitleakError("holding the output error over several local steps needs the frame's label")
+        onehot = F.one_hot(labels.reshape(-1)[:1].long(), case.num_classes).to(inputs.dtype)
+        with torch.enable_grad():
+            start = {n: params[n] for n in case.names}
+            leaves = {n: w.detach().requires_grad_(True) for n, w in start.items()}
+            grads = pinned_pseudo_gradients(autograd_error_step(case.module, inputs, onehot), start, case.local,
+                                            error, own_start=leaves)
+        return [grads[n] if create_graph else grads[n].detach() for n in case.names]
     value = (case.module(inputs) * error).sum()
     return list(torch.autograd.grad(value, [params[n] for n in case.names], create_graph=create_graph))
 
 
 def output_error(case: GradientCase) -> torch.Tensor | None:
     """The output error dL/dlogits = softmax(logits) - onehot(y) of a batch-1 update, read exactly off the
-    last layer's bias gradient (iDLG's / R-GAP's analytic step); None at batch > 1, without that bias, or
-    for a FedAvg update of several local steps.
+    last layer's bias gradient (iDLG's / R-GAP's analytic step); for a FedAvg update of several local steps
+    the sum of the steps' errors (the bias pseudo-gradient); None at batch > 1 or without that bias.
 
     With it the dummy's gradient can be taken with the true error held fixed (`error_gradients`): at a
     saturated model the error's scale 1 - p_y moves exponentially with the dummy's logits, and holding it
-    removes that factor from the landscape; at the true input both gradients agree exactly."""
-    if case.local is not None:  # several local steps: each step's error differs; the bias holds their sum
-        return None
+    removes that factor from the landscape; at the true input both gradients agree exactly (for several
+    steps the errors are pinned to the wire's sum, local.held_errors, exact at the true input too)."""
     _, bias = last_layer_gradients(case)
     return None if bias is None or case.batch_size != 1 else bias
 

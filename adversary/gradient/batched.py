@@ -44,7 +44,7 @@ from adversary.gradient.base import (LOSS_UNIT, GradientCase, GradientInversionA
                                      infer_labels_idlg, output_error)
 from adversary.gradient.dlg import DLGConfig, LbfgsConfig, StopRules, dummy_start, label_accuracy
 from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
-from adversary.gradient.local import LocalTraining, pseudo_gradients
+from adversary.gradient.local import LocalTraining, pinned_pseudo_gradients, pseudo_gradients
 from adversary.registry import register
 from splitleak import learning
 from splitleak.errors import SplitleakError
@@ -165,16 +165,39 @@ def _functional(module: torch.nn.Module, names: list[str], local: LocalTraining 
                 linear: bool = False):
     """frame_grads(trained, x, label) -> dict for torch.func: the gradient at `trained` (with `linear`, of
     <label, logits>: the output error held at `label`), or with `local` the pseudo-gradient of the local
-    training unrolled from `trained` (E torch.func.grad steps; the error is then the dummy's own)."""
+    training unrolled from `trained` (E torch.func.grad steps; with `linear` too, `label` is the one-hot
+    label and the wire's summed output error side by side (2C) and the steps' errors are pinned to that sum,
+    local.pinned_pseudo_gradients)."""
     fixed = {n: p.detach() for n, p in module.named_parameters() if n not in names}
     buffers = dict(module.named_buffers())
 
+    def logits_at(tr: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(module, ({**fixed, **tr}, buffers), (x,))
+
     def frame_grads(trained: dict[str, torch.Tensor], x: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        if local is not None and linear:
+            onehot, total = label[..., : label.shape[-1] // 2], label[0, label.shape[-1] // 2:]
+            return pinned_pseudo_gradients(_error_step(logits_at, x, onehot), trained, local, total)
+
         def loss(tr: dict[str, torch.Tensor]) -> torch.Tensor:
-            return frame_loss(functional_call(module, ({**fixed, **tr}, buffers), (x,)), label, linear)
+            return frame_loss(logits_at(tr, x), label, linear)
         return pseudo_gradients(grad(loss), trained, local)
 
     return frame_grads
+
+
+def _error_step(logits_at, x: torch.Tensor, onehot: torch.Tensor):
+    """local.ErrorStep by torch.func.grad for one frame x (1, ...) of label `onehot` (1, C)."""
+    def step(weights: dict[str, torch.Tensor], error: torch.Tensor | None, with_gradients: bool):
+        def loss(tr: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = logits_at(tr, x)
+            if error is None:  # the dummy's own error, softmax - y, is the cross-entropy's gradient
+                return learning.loss(logits, onehot), (torch.softmax(logits, -1) - onehot)[0]
+            return (logits[0] * error).sum(), error
+        if not with_gradients:
+            return {}, loss(weights)[1]
+        return grad(loss, has_aux=True)(weights)
+    return step
 
 
 def frame_gradients(module: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
@@ -216,7 +239,10 @@ class FrameMatching:
         # nll_loss decomposition that vmap runs in Python on every call
         self.labels = None if labels is None else F.one_hot(labels.long(), case.num_classes).to(torch.float32)
         self.linear = errors is not None and not self.joint
-        if self.linear:
+        self.pinned = self.linear and case.local is not None  # several steps: their errors' sum is held
+        if self.pinned:
+            self.labels = torch.cat([self.labels, errors.to(case.device, torch.float32)], -1)
+        elif self.linear:
             self.labels = errors.to(case.device, torch.float32)
         self.frame_params = case.frame_params
         self._all = torch.arange(case.frames, device=case.device)
@@ -226,6 +252,7 @@ class FrameMatching:
         self._shared = {n: params[n].detach() for n in self.names}
         self.local = case.local
         frame_grads = _functional(case.module, self.names, case.local, self.linear)
+        self._pinned_grads = frame_grads if self.pinned else None  # one frame's, without vmap (_single)
         # per-frame parameter gradients under vmap; the matching loss and its gradient w.r.t. z are
         # taken outside it by plain autograd (frames are independent, so d sum / d z_i = d loss_i / d z_i),
         # about 10% faster than an outer vmap(grad_and_value) level on CPU
@@ -263,7 +290,10 @@ class FrameMatching:
             trained = {n: t.detach().requires_grad_(True) for n, t in source.items()}
             x = zi[: self.n_x].view(1, *self.shape)
             y = torch.softmax(zi[self.n_x:], -1)[None] if self.joint else pick(self.labels)[None]
-            grads = pseudo_gradients(self._autograd_steps(x, y), trained, self.local)
+            if self._pinned_grads is not None:
+                grads = self._pinned_grads(trained, x, y)
+            else:
+                grads = pseudo_gradients(self._autograd_steps(x, y), trained, self.local)
             loss = sum(((g - pick(self.targets[n])) ** 2).sum() for n, g in grads.items()) * pick(self.scale)
             (gz,) = torch.autograd.grad(loss, zi)
         return loss.detach().reshape(1), gz.detach()[None]
@@ -387,7 +417,9 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
                 "loss": "sum of squared gradient differences (L2)"
                         + (" over the tapped gradient's squared norm" if self.relative_loss else ""),
                 "known_error": "fixed labels: each frame's dummy gradient is taken with the output error held at "
-                               "its last layer's bias gradient (reported loss: its own gradient's)"
+                               "its last layer's bias gradient; a FedAvg update of several local steps: the steps' "
+                               "errors pinned to sum to that bias pseudo-gradient (reported loss: its own "
+                               "gradient's)"
                                if self.config.known_error and not self.joint_labels else None,
                 "iteration": f"{self.config.lbfgs.max_iter} L-BFGS iterations (dlg's step of up to "
                              f"{self.config.lbfgs.max_iter} evaluations)",

@@ -93,7 +93,7 @@ def lbfgs_match(case: GradientCase, x0: torch.Tensor, labels: torch.Tensor | Non
         evaluations += 1
         opt.zero_grad()
         target = labels if y is None else torch.softmax(y, dim=-1)
-        grads = dummy_gradients(case, x, target) if error is None else error_gradients(case, x, error)
+        grads = dummy_gradients(case, x, target) if error is None else error_gradients(case, x, error, labels=labels)
         loss = gradient_distance_l2(grads, true) * scale
         if lambda_time:
             loss = loss + lambda_time * temporal_variation(x).sum()
@@ -216,7 +216,9 @@ class LbfgsGradientAttack(StopRules, GradientInversionAttack):
                 "loss": "sum of squared gradient differences (L2)"
                         + (" over the tapped gradient's squared norm" if self.relative_loss else ""),
                 "known_error": "fixed labels at batch 1: the dummy's gradient is taken with the output error "
-                               "held at the last layer's bias gradient (reported loss: its own gradient's)"
+                               "held at the last layer's bias gradient; a FedAvg update of several local steps: the "
+                               "steps' errors pinned to sum to that bias pseudo-gradient (reported loss: its own "
+                               "gradient's)"
                                if self.config.known_error and not self.joint_labels else None,
                 "patience_rule": "a restart is abandoned when its loss has not halved over the last "
                                  "`patience` steps (None: never)"}

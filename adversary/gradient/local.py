@@ -10,6 +10,8 @@ reaches the dummy inputs through all of them) and matches the simulated pseudo-g
 recorded one with its own loss (L2, cosine, relative), as Inverting Gradients does for multi-step
 updates. Matching -delta / lr rather than delta keeps one scale for every E (the loss is L2 on deltas
 times 1 / lr^2), so the success threshold and stopping rules read the same as on a gradient.
+With fixed labels at batch 1 (idlg, idlg-batched) the steps' output errors are pinned to their sum read off
+the wire (`held_errors`, `pinned_pseudo_gradients`), as a one-step update's error is held (base.output_error).
 """
 
 from __future__ import annotations
@@ -76,6 +78,48 @@ def pseudo_gradients(step_gradients: Callable[[Weights], Weights], start: Weight
     return total
 
 
+# step(weights, error, with_gradients): one SGD step's gradients at `weights` with the output error
+# dL/dlogits held at `error` (None: the dummy's own, softmax(logits) - y), and the error it used:
+# (gradients, or {} without with_gradients (a forward pass only), error (C,)); differentiable in the dummy
+ErrorStep = Callable[[Weights, "torch.Tensor | None", bool], tuple[Weights, torch.Tensor]]
+
+
+def held_errors(own: list[torch.Tensor], total: torch.Tensor) -> list[torch.Tensor]:
+    """Each step's output error with their sum pinned to `total` (the last layer's bias pseudo-gradient,
+    sum_k e_k at batch 1): e'_k = e_k + (total - sum_j e_j) / E, the dummy's own errors shifted alike.
+
+    At the true frame sum_j e_j is the wire's total, so e'_k = e_k and the matching is exact; elsewhere the
+    errors' scale is the wire's, not the dummy's (1 - p_y, exponential in its logit margin at a saturated
+    model): what holding the error does for one step (base.output_error), kept exact for E steps."""
+    shift = (total - sum(own)) / len(own)
+    return [e + shift for e in own]
+
+
+def pinned_pseudo_gradients(step: ErrorStep, start: Weights, local: LocalTraining, total_error: torch.Tensor,
+                            own_start: Weights | None = None) -> Weights:
+    """-delta / lr of the local training with the steps' output errors pinned to sum to `total_error`
+    (`held_errors`): a first pass takes the dummy's own errors e_k (E - 1 steps, and the last step's error
+    from a forward pass: `step(weights, None, False)`), the second runs the E steps with e'_k held.
+
+    The held errors are constants of the second pass's weights (functions of the dummy only): under
+    torch.func.grad they are, as captured tensors; by autograd the first pass must start from other leaves
+    of the same values, `own_start` (else the second pass's step differentiates through them too)."""
+    weights, own = dict(start if own_start is None else own_start), []
+    for k in range(local.steps):
+        last = k + 1 == local.steps
+        grads, error = step(weights, None, not last)
+        own.append(error)
+        if not last:
+            weights = {n: weights[n] - local.lr * grads[n] for n in weights}
+    weights, total = dict(start), None
+    for error in held_errors(own, total_error):
+        grads, _ = step(weights, error, True)
+        total = grads if total is None else {n: total[n] + grads[n] for n in total}
+        weights = {n: weights[n] - local.lr * grads[n] for n in weights}
+    assert total is not None
+    return total
+
+
 def autograd_steps(module: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                    create_graph: bool) -> Callable[[Weights], Weights]:
     """step_gradients for `module` by autograd: the loss's gradient w.r.t. the given (named) weights, the
@@ -90,6 +134,27 @@ def autograd_steps(module: torch.nn.Module, inputs: torch.Tensor, labels: torch.
         return dict(zip(weights, grads))
 
     return step_gradients
+
+
+def autograd_error_step(module: torch.nn.Module, inputs: torch.Tensor, onehot: torch.Tensor) -> ErrorStep:
+    """ErrorStep for `module` by autograd on one frame `inputs` (1, ...) of label `onehot` (1, C), with
+    create_graph (differentiable in the inputs)."""
+    params = dict(module.named_parameters())
+    buffers = dict(module.named_buffers())
+
+    def step(weights: Weights, error: torch.Tensor | None, with_gradients: bool) -> tuple[Weights, torch.Tensor]:
+        fixed = {n: p for n, p in params.items() if n not in weights}
+        logits = functional_call(module, ({**fixed, **weights}, buffers), (inputs,))
+        if error is None:  # the dummy's own error: the cross-entropy's gradient w.r.t. the logits
+            value, error = learning.loss(logits, onehot), (torch.softmax(logits, -1) - onehot)[0]
+        else:
+            value = (logits[0] * error).sum()
+        if not with_gradients:
+            return {}, error
+        grads = torch.autograd.grad(value, list(weights.values()), create_graph=True)
+        return dict(zip(weights, grads)), error
+
+    return step
 
 
 def unrolled_gradients(module: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, names: list[str],
@@ -114,5 +179,5 @@ def simulated_delta(module: torch.nn.Module, inputs: torch.Tensor, labels: torch
     return {n: (end[n] - start[n]).detach() for n in names}
 
 
-__all__ = ["LocalTraining", "MAX_LOCAL_STEPS", "autograd_steps", "local_steps", "pseudo_gradients", "simulated_delta",
-           "unrolled_gradients"]
+__all__ = ["ErrorStep", "LocalTraining", "MAX_LOCAL_STEPS", "autograd_error_step", "autograd_steps", "held_errors",
+           "local_steps", "pinned_pseudo_gradients", "pseudo_gradients", "simulated_delta", "unrolled_gradients"]
