@@ -24,8 +24,15 @@ GRADIENT_LABEL = 0  # every input's gradient is taken at this class: pairs diffe
 
 @contextmanager
 def forward_mode_ok() -> Iterator[None]:
-    with sdpa_kernel([SDPBackend.MATH]):
-        yield
+    """Attention through ops with forward-mode rules: the math SDPA kernel, not MultiheadAttention's fused
+    inference path (taken when no parameter needs a gradient, blind to forward-mode dual tensors)."""
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
 
 
 @dataclass
