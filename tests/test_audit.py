@@ -124,3 +124,19 @@ def test_score_rises_with_each_part():
     assert exposure(0.5, 0.5, 100.0, 1000, 20.0)["score"] > base["score"]
     assert exposure(0.5, 0.5, 10.0, 1000, 30.0)["score"] > base["score"]
     assert exposure(1.0, 0.0, 1000.0, 1000, 40.0)["score"] == pytest.approx(1.0)
+
+
+def test_split_and_mode_together_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["audit", "--model", "lenet", "--split", "conv1", "--mode", "fedsgd", "--out", str(tmp_path / "a")])
+    assert done.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_benchmark_correlations_read_score_against_attack_psnr():
+    from benchmarks.audit import correlations
+
+    rows = [{"score": s, "psnr": p, "attack_psnr": p, "time_ratio": r}
+            for s, p, r in ((0.2, 12.0, 0.05), (0.5, 20.0, 0.02), (0.4, 25.0, 0.1), (0.9, 30.0, 0.01))]
+    got = correlations(rows)
+    assert got["spearman"] == pytest.approx(0.8) and got["kendall"] == pytest.approx(2 / 3)
+    assert got["max_time_ratio"] == 0.1 and got["configurations"] == 4
