@@ -105,7 +105,7 @@ def audit_one(cfg: AuditConfig, split: str, frames: torch.Tensor, out: Path | No
     timings["short_attack"] = attack["seconds"]
 
     row.update(exposure(rel.spearman, rel.spread_ratio, spec["stable_rank"], probe.input_dim, attack["psnr"]))
-    row.update({k: v for k, v in rel.summary().items()})
+    row.update(rel.summary())
     row.update(spec)
     row["top_singular_values"] = spectra[0].summary()["top_singular_values"]
     row.update({"attack_psnr": attack["psnr"], "attack": attack["attack"], "attack_iterations": attack["iterations"],
