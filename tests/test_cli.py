@@ -59,7 +59,7 @@ def test_models_lists_split_points(capsys):
 
 
 COMMANDS = ["models", "cloud", "edge", "tap", "attack", "evaluate", "attack-live", "train-victim", "train-prior",
-            "enhance", "train-sr", "report", "run", "demo"]
+            "enhance", "train-sr", "report", "audit", "run", "demo"]
 HELP_WITHOUT_TORCH = """
 import argparse, contextlib, io, sys
 from splitleak.cli.main import build_parser, main
