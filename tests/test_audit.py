@@ -68,6 +68,17 @@ def test_fedsgd_row_has_its_mode_and_rgap_ranks_on_a_bias_free_model(tmp_path, f
     assert row["mode"] == "fedsgd" and "split" not in row
     assert [r["layer"] for r in row["rgap_rank_report"]][0] == "conv1.0"
     assert row["rgap_unique_layers"].endswith(f"/{len(row['rgap_rank_report'])}")
+    assert row["attack"] == "rgap" and row["attack_iterations"] == 0  # the closed form: the cheapest that fits
+
+
+def test_short_gradient_attack_falls_back_to_idlg_batched_where_rgap_cannot_read_the_model(one_thread):
+    from adversary.audit.probe import probe_for
+    from adversary.audit.short_attack import Budget, run_short_attack
+
+    torch.manual_seed(0)
+    probe = probe_for(build_split_model("mobilenet_v3_small", "none", size=16))  # BatchNorm: no rgap
+    out = run_short_attack(probe, torch.rand(1, *probe.input_shape), Budget(gradient_iterations=1, frames=1))
+    assert out["attack"] == "idlg-batched" and out["iterations"] == 1 and np.isfinite(out["psnr"])
 
 
 @pytest.mark.parametrize("args, reason", [

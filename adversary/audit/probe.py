@@ -15,6 +15,7 @@ import torch
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from adversary.gradient.second_order import twice_differentiable
 from splitleak import learning
 from splitleak.models import NONE, SplitModel
 
@@ -99,5 +100,10 @@ class Probe:
 
 
 def probe_for(model: SplitModel) -> Probe:
-    """Gradients where the model is cut at `none` (FedSGD on raw frames), the head's features otherwise."""
-    return Probe(model, GRADIENTS if model.split == NONE else FEATURES)
+    """Gradients where the model is cut at `none` (FedSGD on raw frames), the head's features otherwise.
+    A gradient probe differentiates the gradient again: the audit's own copy of the model is rewritten to
+    layers with a double backward (hardsigmoid, fused attention), the same values."""
+    if model.split != NONE:
+        return Probe(model, FEATURES)
+    twice_differentiable(model.network)
+    return Probe(model, GRADIENTS)

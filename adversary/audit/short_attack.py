@@ -1,8 +1,9 @@
 """A short attack: a fixed small budget of the cheapest attack that fits the map, on a few frames.
 
-Features: white-box direct optimisation (`do`); FedSGD gradients: the batched iDLG engine
-(`idlg-batched`, one start). Both through the registered attacks, as `splitleak attack` runs them;
-PSNR at the frames' own size (adversary.metrics).
+Features: white-box direct optimisation (`do`). FedSGD gradients: R-GAP's closed form where the model is a
+chain it reads (no loop: the cheapest attack there is), else the batched iDLG engine (`idlg-batched`, one
+start). All through the registered attacks, as `splitleak attack` runs them; PSNR at the frames' own size
+(adversary.metrics).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from adversary.audit.probe import FEATURES, GRADIENT_LABEL, Probe
 from adversary.metrics import score
 
-FEATURE_ATTACK, GRADIENT_ATTACK = "do", "idlg-batched"
+FEATURE_ATTACK, GRADIENT_ATTACK, CLOSED_FORM = "do", "idlg-batched", "rgap"
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def run_short_attack(probe: Probe, frames: torch.Tensor, budget: Budget, seed: i
     if probe.kind == FEATURES:
         name, iterations, recon = FEATURE_ATTACK, budget.feature_iterations, _features(probe, x, budget, seed)
     else:
-        name, iterations, recon = GRADIENT_ATTACK, budget.gradient_iterations, _gradients(probe, x, budget, seed)
+        name, iterations, recon = _gradients(probe, x, budget, seed)
     seconds = time.perf_counter() - start
     psnrs = [score(r, t, None)[0] for r, t in zip(recon.cpu().numpy(), x.cpu().numpy())]
     return {"attack": name, "iterations": iterations, "psnr": float(np.mean(psnrs)), "psnr_frames": psnrs,
@@ -54,10 +55,13 @@ def _features(probe: Probe, x: torch.Tensor, budget: Budget, seed: int) -> torch
     return build_attack(FEATURE_ATTACK, iterations=budget.feature_iterations).reconstruct(z, case).images
 
 
-def _gradients(probe: Probe, x: torch.Tensor, budget: Budget, seed: int) -> torch.Tensor:
+def _gradients(probe: Probe, x: torch.Tensor, budget: Budget, seed: int) -> tuple[str, int, torch.Tensor]:
+    """(attack, iterations, recovered frames): rgap where its closed form reads the model, else idlg-batched."""
     from adversary.attacks import build_attack
     from adversary.gradient.base import GradientCase
+    from adversary.gradient.rgap import chain
     from splitleak import learning
+    from splitleak.errors import SplitleakError
 
     model = probe.model
     module = learning.trained_module(model)
@@ -68,5 +72,10 @@ def _gradients(probe: Probe, x: torch.Tensor, budget: Budget, seed: int) -> torc
         grads = {k: v.detach() for k, v in learning.gradients(module, xi[None], label).items()}
         cases.append(GradientCase(module, grads, 1, tuple(model.input_shape), model.num_classes, None, "image",
                                   device=device, seed=seed + 1000 * i))
-    attack = build_attack(GRADIENT_ATTACK, iterations=budget.gradient_iterations, options={"restarts": 1})
-    return torch.cat([r.inputs for r in attack.reconstruct_many(cases)])
+    try:
+        chain(module, tuple(model.input_shape))
+    except SplitleakError:  # a layer R-GAP cannot read (BatchNorm, attention, ...)
+        attack = build_attack(GRADIENT_ATTACK, iterations=budget.gradient_iterations, options={"restarts": 1})
+        return GRADIENT_ATTACK, budget.gradient_iterations, torch.cat([r.inputs for r in attack.reconstruct_many(cases)])
+    rgap = build_attack(CLOSED_FORM)
+    return CLOSED_FORM, 0, torch.cat([rgap.reconstruct(c).inputs for c in cases])
