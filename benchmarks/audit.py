@@ -24,7 +24,7 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 from tqdm import tqdm
 
-from adversary.audit import AuditConfig, audit_one
+from adversary.audit.run import AuditConfig, audit_one
 from adversary.audit.frames import load_frames
 from adversary.audit.short_attack import Budget
 from benchmarks import footage

@@ -3,8 +3,6 @@ measured before attacking, from the feature (gradient) map's geometry and a shor
 
 One small module per measure: `distance` (input vs feature distance over pairs of controlled similarity),
 `invertibility` (randomised Jacobian spectrum), `short_attack` (a small budget of the cheapest attack),
-`score` (one number from the parts), `report` (audit.json, audit.csv, audit.png); `run` ties them together.
+`score` (one number from the parts), `report` (audit.json, audit.csv, audit.png); `run` ties them together
+(`adversary.audit.run`: AuditConfig, audit_one, run_audit).
 """
-from adversary.audit.run import AuditConfig, audit_one, run_audit
-
-__all__ = ["AuditConfig", "audit_one", "run_audit"]

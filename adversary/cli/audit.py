@@ -41,7 +41,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     from dataclasses import replace
 
-    from adversary.audit import AuditConfig, run_audit
+    from adversary.audit.run import AuditConfig, run_audit
     from adversary.audit.short_attack import Budget
 
     apply_threads(args)
