@@ -28,7 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="frames read from the source for the pairs (default 12, at least 4)")
     audit.add_argument("--rank", type=int_in(1, 512), default=16, help="top-k singular values estimated (default 16)")
     audit.add_argument("--attack-iterations", type=positive_int,
-                       help="the short attack's budget (default: do 60 iterations, idlg-batched 5 L-BFGS steps; rgap, where it reads the model, has none)")
+                       help="the short attack's budget (default: do 60 iterations, idlg-batched 5 L-BFGS "
+                            "steps; rgap, where it reads the model, has none)")
     audit.add_argument("--out", default="runs/audit", metavar="DIR", help="output folder (default runs/audit)")
     audit.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     audit.add_argument("--quiet", action="store_true", help="no progress bar")
