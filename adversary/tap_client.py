@@ -10,7 +10,7 @@ import grpc
 from splitleak.errors import SplitleakError
 from splitleak.recording import RecordedItem, RecordingWriter
 from splitleak.v1 import splitleak_pb2 as pb
-from splitleak.wire.channel import TlsFiles, auth_metadata, open_channel
+from splitleak.wire.channel import MAX_MESSAGE_BYTES, TlsFiles, auth_metadata, open_channel
 from splitleak.wire.diagnose import why_unreachable
 from splitleak.wire.tapitems import from_tap_item, meta_dict
 
@@ -22,9 +22,9 @@ class TapRecorder:
 
     def __init__(self, cloud: str, folder: str, *, tls: TlsFiles = TlsFiles(), token: str | None = None,
                  stream_ids: tuple[str, ...] = (), queue_size: int = 0, limit: int | None = None,
-                 on_item: Callable[[], None] = lambda: None):
-        self.channel = open_channel(cloud, tls)
-        self.cloud, self.tls = cloud, tls
+                 on_item: Callable[[], None] = lambda: None, max_message_bytes: int = MAX_MESSAGE_BYTES):
+        self.channel = open_channel(cloud, tls, max_message_bytes)  # a vit_b_16 update is over the default
+        self.cloud, self.tls, self.max_message_bytes = cloud, tls, max_message_bytes
         self.request = pb.TapRequest(stream_ids=list(stream_ids), queue_size=queue_size)
         self.metadata = auth_metadata(token)
         self.writer = RecordingWriter(folder, {"cloud": cloud, "stream_ids": list(stream_ids), "via": "tap"})
@@ -54,6 +54,10 @@ class TapRecorder:
                 if self.limit is not None and self.writer.count >= self.limit:
                     break
         except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not self._stopped.is_set():
+                raise SplitleakError(f"tap on {self.cloud}: an item is over the tap's message limit of "
+                                     f"{self.max_message_bytes / 2**20:g} MiB: raise --max-message-mb "
+                                     f"(as the cloud's)") from None
             if not self._stopped.is_set() and err.code() != grpc.StatusCode.CANCELLED:
                 raise SplitleakError(f"tap on {self.cloud} failed: {err.code().name}: {err.details()}") from None
         finally:

@@ -69,3 +69,33 @@ def test_under_a_raised_limit_every_update_is_answered(start_cloud, state_bytes)
     cloud = start_cloud(max_message_bytes=limit)
     summary = train(cloud.port, max_message_bytes=limit)
     assert summary["sent"] == summary["acked"] == 2 and cloud.learning.updates == 2
+
+
+def test_a_tap_item_over_the_taps_limit_is_one_line_naming_the_option(start_cloud, tmp_path, capsys):
+    """The tap's receive limit is the adversary's (--max-message-mb on tap / attack-live): a vit_b_16 update is
+    over the default; an item over it ends the tap with one line, not a gRPC dump."""
+    import threading
+
+    from adversary.tap_client import TapRecorder
+
+    assert main(["tap", "--cloud", "127.0.0.1:1", "--record", str(tmp_path / "t"), "--max-message-mb", "4096"]) == 2
+    assert main(["attack-live", "--cloud", "127.0.0.1:1", "--attack", "dlg", "--out", str(tmp_path / "a"),
+                 "--max-message-mb", "4096"]) == 2
+    assert "--max-message-mb" in capsys.readouterr().err
+    cloud = start_cloud()
+    recorder = TapRecorder(f"127.0.0.1:{cloud.port}", str(tmp_path / "tap"), max_message_bytes=8 * KIB)
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _run_catching(recorder, failure), daemon=True)
+    thread.start()
+    assert recorder.subscribed.wait(10)
+    train(cloud.port, frames=1)  # lenet's fedsgd update: ~60 KiB
+    thread.join(20)
+    assert not thread.is_alive() and len(failure) == 1
+    assert isinstance(failure[0], SplitleakError) and "raise --max-message-mb" in str(failure[0])
+
+
+def _run_catching(recorder, failure: list) -> None:
+    try:
+        recorder.run()
+    except BaseException as err:  # noqa: BLE001  (checked by the test)
+        failure.append(err)

@@ -46,6 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--token", help="the cloud's tap token")
     live.add_argument("--stream", action="append", default=[], help="only this stream id (repeatable)")
     live.add_argument("--queue", type=positive_int, default=1024, help="server-side queue for this subscriber")
+    live.add_argument("--max-message-mb", type=positive_int, default=256, help="largest gRPC message in MiB the tap receives (default 256); match the cloud's")
     live.add_argument("--iterations", type=positive_int, help="optimisation / training steps (default: the attack's)")
     live.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     live.add_argument("--weights", metavar="PATH", help="the head's state dict, if the stream names a file tag")
@@ -79,7 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_attack_live(args: argparse.Namespace) -> int:
-    from splitleak.wire.channel import check_target
+    from splitleak.wire.channel import check_target, message_limit
 
     tls = tls_files(args)  # before torch loads: a bad file is one line, never gRPC's abort
     check_target(args.cloud)
@@ -95,7 +96,7 @@ def run_attack_live(args: argparse.Namespace) -> int:
                         tls=tls, stream_ids=tuple(args.stream), max_frames=args.max_frames,
                         queue_size=args.queue, iterations=args.iterations, seed=args.seed, weights_path=args.weights,
                         options=options, prior=args.prior, progress=not args.quiet, preset=args.preset,
-                        config_file=args.config)
+                        config_file=args.config, max_message_bytes=message_limit(args.max_message_mb))
     attack = LiveAttack(config)
     signal.signal(signal.SIGTERM, lambda *_: attack.stop())
     metrics = attack.run()

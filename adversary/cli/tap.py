@@ -18,15 +18,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tap.add_argument("--stream", action="append", default=[], help="only this stream id (repeatable)")
     tap.add_argument("--limit", type=positive_int, help="stop after N items")
     tap.add_argument("--queue", type=positive_int, default=1024, help="server-side queue for this subscriber")
+    tap.add_argument("--max-message-mb", type=positive_int, default=256, help="largest gRPC message in MiB the tap receives (default 256); match the cloud's")
     add_tls(tap, server=False)
     tap.set_defaults(run=run_tap)
 
 
 def run_tap(args: argparse.Namespace) -> int:
-    from splitleak.wire.channel import check_target
+    from splitleak.wire.channel import check_target, message_limit
 
     tls = tls_files(args)  # a bad file is one line, never gRPC's abort
     check_target(args.cloud)
+    max_message_bytes = message_limit(args.max_message_mb)
     check_output_dir(args.record, "--record")
     from tqdm import tqdm
 
@@ -40,7 +42,8 @@ def run_tap(args: argparse.Namespace) -> int:
         bars[0].update(1)
 
     recorder = TapRecorder(args.cloud, args.record, tls=tls, token=args.token,
-                           stream_ids=tuple(args.stream), queue_size=args.queue, limit=args.limit, on_item=on_item)
+                           stream_ids=tuple(args.stream), queue_size=args.queue, limit=args.limit, on_item=on_item,
+                           max_message_bytes=max_message_bytes)
     signal.signal(signal.SIGTERM, lambda *_: recorder.stop())
     try:
         count = recorder.run()

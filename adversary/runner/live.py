@@ -69,7 +69,8 @@ class _FeedingTap(TapRecorder):
 
     def __init__(self, config: LiveConfig, sink: Callable[[Queued], None], kinds: frozenset[str]) -> None:
         super().__init__(config.cloud, str(Path(config.out) / TAP_FOLDER), tls=config.tls, token=config.token,
-                         stream_ids=config.stream_ids, queue_size=config.queue_size)
+                         stream_ids=config.stream_ids, queue_size=config.queue_size,
+                         max_message_bytes=config.max_message_bytes)
         self.sink, self.kinds, self.max_frames, self.frames = sink, kinds, config.max_frames, 0
         self.ignored = 0  # recorded, but not for this attack (frames for a gradient attack, updates for a feature one)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from splitleak.wire.channel import TlsFiles
+from splitleak.wire.channel import MAX_MESSAGE_BYTES, TlsFiles
 
 
 @dataclass
@@ -26,6 +26,7 @@ class LiveConfig:
     stream_ids: tuple[str, ...] = ()
     max_frames: int | None = None
     queue_size: int = 1024
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # the tap's receive limit (--max-message-mb)
     iterations: int | None = None
     seed: int = 0
     weights_path: str | None = None
