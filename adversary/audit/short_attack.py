@@ -59,9 +59,8 @@ def _gradients(probe: Probe, x: torch.Tensor, budget: Budget, seed: int) -> tupl
     """(attack, iterations, recovered frames): rgap where its closed form reads the model, else idlg-batched."""
     from adversary.attacks import build_attack
     from adversary.gradient.base import GradientCase
-    from adversary.gradient.rgap import chain
+    from adversary.gradient.rgap import unreadable
     from splitleak import learning
-    from splitleak.errors import SplitleakError
 
     model = probe.model
     module = learning.trained_module(model)
@@ -72,9 +71,7 @@ def _gradients(probe: Probe, x: torch.Tensor, budget: Budget, seed: int) -> tupl
         grads = {k: v.detach() for k, v in learning.gradients(module, xi[None], label).items()}
         cases.append(GradientCase(module, grads, 1, tuple(model.input_shape), model.num_classes, None, "image",
                                   device=device, seed=seed + 1000 * i))
-    try:
-        chain(module, tuple(model.input_shape))
-    except SplitleakError:  # a layer R-GAP cannot read (BatchNorm, attention, ...)
+    if unreadable(module, tuple(model.input_shape)):  # a layer R-GAP cannot read (BatchNorm, attention, ...)
         attack = build_attack(GRADIENT_ATTACK, iterations=budget.gradient_iterations, options={"restarts": 1})
         return GRADIENT_ATTACK, budget.gradient_iterations, torch.cat([r.inputs for r in attack.reconstruct_many(cases)])
     rgap = build_attack(CLOSED_FORM)

@@ -92,6 +92,15 @@ def chain(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
     return ops
 
 
+def unreadable(module: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+    """Why R-GAP's closed form cannot read `module` (its chain's one-line reason); None where it can."""
+    try:
+        chain(module, input_shape)
+    except SplitleakError as err:
+        return str(err)
+    return None
+
+
 def _device(module: nn.Module) -> torch.device:
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")

@@ -101,16 +101,16 @@ def attack_refusal(model: str, attack: str, batch: int, size: int = SIZE) -> str
     if attack != "rgap":
         return None
     from adversary.gradient.base import GradientCase
-    from adversary.gradient.rgap import RGAP, chain
+    from adversary.gradient.rgap import RGAP, unreadable
 
     module, shape, classes = _module(model, size)
     try:
         if batch != 1:  # rgap checks the batch before it reads any gradient
             RGAP().reconstruct(GradientCase(module, {}, batch, shape, classes))
-        chain(module, shape)
     except SplitleakError as err:
         return f"rgap: {err}"
-    return None
+    why = unreadable(module, shape)
+    return f"rgap: {why}" if why else None
 
 
 def plan(quick: bool, models: tuple[str, ...] = MODELS, footage: tuple[str, ...] | None = None,
