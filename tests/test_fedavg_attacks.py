@@ -198,6 +198,9 @@ def test_cli_attacks_a_two_step_fedavg_recording(fedavg_recording, tmp_path, cap
         assert frame["gradient_loss_l2"] == pytest.approx(frame["gradient_loss_relative"] * frame["gradient_norm"] ** 2,
                                                           rel=1e-3)
     assert {"success_rate_loss_l2", "success_rate_loss_relative"} <= set(metrics["summary"])
+    # each frame's own success rule: these early rounds' rounding floors (~1e-11) leave it at 1e-8
+    assert [f["loss_threshold"] for f in metrics["frames"]] == pytest.approx([1e-8, 1e-8])
+    assert metrics["summary"]["raised_loss_thresholds"] == 0
     (training,) = metrics["config"]["local_training"]
     assert (training["mode"], training["local_steps"], training["updates"]) == ("fedavg", 2, 2)
 

@@ -11,6 +11,7 @@ on the dummy batch (adversary/gradient/local.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,7 +25,8 @@ from adversary.losses import cosine_distance, gradient_distance_l2, total_variat
 from splitleak import learning
 from splitleak.errors import SplitleakError
 
-__all__ = ["GradientCase", "GradientResult", "GradientInversionAttack", "LOSS_UNIT", "adam", "best_of_restarts",
+__all__ = ["FLOOR_MARGIN", "GradientCase", "GradientResult", "GradientInversionAttack", "LOSS_UNIT", "adam",
+           "best_of_restarts", "check_floors",
            "cosine_distance", "dummy_gradients", "error_gradients", "gradient_distance_l2", "infer_labels_idlg",
            "last_layer_gradients", "last_layer_names", "output_error", "total_variation"]
 
@@ -34,6 +36,9 @@ INPUT_KINDS = ("image", "features")
 # constants that bind near relative losses of 1e-10, where an unsaturated frame is still gaining decibels
 # (frame 0 of the saturated stream: 27.1 dB at unit 1, 45.5 dB at 1e4). Every reported loss is in relative units.
 LOSS_UNIT = 1e6
+# A frame succeeds below max(the attack's threshold, FLOOR_MARGIN x its update's rounding floor): the truth sits
+# at ~1x its floor (local.rounding_floor), so the margin admits a dummy within a few floors of it.
+FLOOR_MARGIN = 10.0
 
 
 @dataclass
@@ -47,6 +52,8 @@ class GradientCase:
     `local`: the FedAvg local training behind the update when it took several steps; then `gradients`
     hold the update's delta over -lr (the pseudo-gradient). None: a gradient (fedsgd, or one step,
     whose delta over -lr is its gradient): the attacks' fast path, exactly as on fedsgd.
+    `rounding_floor`: the relative gradient loss the true batch itself leaves, from the float32 rounding of a
+    FedAvg delta (local.rounding_floor; 0 for a gradient): the success rule never asks for less.
     """
 
     module: nn.Module
@@ -60,10 +67,12 @@ class GradientCase:
     seed: int = 0
     grants: frozenset[str] = frozenset({"gradients", "model_weights", "model_architecture", "batch_size"})
     local: LocalTraining | None = None
+    rounding_floor: float = 0.0
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
         self._check_local()
+        check_floors([self.rounding_floor])
         if self.input_kind not in INPUT_KINDS:
             raise SplitleakError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
@@ -89,6 +98,10 @@ class GradientCase:
             raise SplitleakError(f"local must be a LocalTraining or None, got {type(self.local).__name__}")
         if self.local is not None and self.local.steps == 1:
             self.local = None  # one step: the pseudo-gradient is the gradient (fast path)
+
+    def rounding_floors(self) -> torch.Tensor:
+        """Per frame (here one update: shape (1,)), the relative loss the wire's rounding leaves at the truth."""
+        return torch.tensor([float(self.rounding_floor)], device=self.device)
 
     @property
     def local_steps(self) -> int:
@@ -144,6 +157,17 @@ class GradientInversionAttack(Attack):
     # local training; a closed-form attack (R-GAP) reads one gradient and sets it False
     unrolls_local_steps: ClassVar[bool] = True
 
+    def success_thresholds(self, case: GradientCase) -> torch.Tensor | None:
+        """Per frame of `case` (N,), the loss below which it counts as recovered, in the loss's own units:
+        `loss_threshold`, raised to FLOOR_MARGIN x the update's rounding floor where that is higher (a FedAvg
+        delta's float32 rounding: no dummy can match it more closely than the truth does). None without a rule."""
+        if self.loss_threshold is None:
+            return None
+        floors = case.rounding_floors() * FLOOR_MARGIN
+        if not self.relative_loss:  # an absolute L2 loss: the floor in the update's own units
+            floors = floors * case.gradient_norm2()
+        return floors.clamp_min(self.loss_threshold)
+
     def check_access(self, case: Any) -> None:
         super().check_access(case)
         steps = getattr(case, "local_steps", 1)
@@ -154,6 +178,13 @@ class GradientInversionAttack(Attack):
     def reconstruct(self, case: GradientCase) -> GradientResult:
         """Recover the batch behind `case.gradients`."""
         raise NotImplementedError
+
+
+def check_floors(floors: Any) -> None:
+    """SplitleakError unless every rounding floor is a finite number >= 0."""
+    for f in floors:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f < 0:
+            raise SplitleakError(f"a rounding floor must be a finite number >= 0, got {f!r}")
 
 
 def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -40,7 +40,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
 from adversary.configs import require
-from adversary.gradient.base import (LOSS_UNIT, GradientCase, GradientInversionAttack, GradientResult,
+from adversary.gradient.base import (LOSS_UNIT, GradientCase, GradientInversionAttack, GradientResult, check_floors,
                                      infer_labels_idlg, output_error)
 from adversary.gradient.dlg import DLGConfig, LbfgsConfig, StopRules, dummy_start, label_accuracy
 from adversary.gradient.lbfgs_batched import LBFGSOptions, minimize
@@ -62,6 +62,7 @@ class BatchedGradientCase(GradientCase):
 
     frame_params: dict[str, torch.Tensor] | None = None
     frame_seeds: tuple[int, ...] | None = None
+    frame_floors: tuple[float, ...] | None = None  # each frame's rounding_floor (None: every frame's is 0)
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -89,6 +90,10 @@ class BatchedGradientCase(GradientCase):
             self.frame_seeds = tuple(int(s) for s in self.frame_seeds)
             if len(self.frame_seeds) != n:
                 raise SplitleakError(f"{len(self.frame_seeds)} frame seeds for {n} frames")
+        if self.frame_floors is not None:
+            check_floors(self.frame_floors)
+            if len(self.frame_floors) != n:
+                raise SplitleakError(f"{len(self.frame_floors)} rounding floors for {n} frames")
 
     @staticmethod
     def _check(what: str, tensors: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], n: int) -> None:
@@ -102,6 +107,12 @@ class BatchedGradientCase(GradientCase):
     def gradient_norm2(self) -> torch.Tensor:
         """Each frame's tapped gradient's squared L2 norm, (N,) (each frame is its own update)."""
         return sum(g.double().pow(2).flatten(1).sum(1) for g in self.gradients.values()).float()  # type: ignore[union-attr]
+
+    def rounding_floors(self) -> torch.Tensor:
+        """Each frame's rounding floor, (N,)."""
+        if self.frame_floors is None:
+            return torch.zeros(self.frames, device=self.device)
+        return torch.tensor(self.frame_floors, device=self.device)
 
     @property
     def frames(self) -> int:
@@ -122,7 +133,8 @@ class BatchedGradientCase(GradientCase):
                         p.copy_(self.frame_params[name][i])
         return GradientCase(module, {k: v[i] for k, v in self.gradients.items()}, 1, self.input_shape,
                             self.num_classes, None if self.labels is None else self.labels[i:i + 1],
-                            self.input_kind, self.device, self.frame_seed(i), self.grants, self.local)
+                            self.input_kind, self.device, self.frame_seed(i), self.grants, self.local,
+                            0.0 if self.frame_floors is None else self.frame_floors[i])
 
     @classmethod
     def from_cases(cls, cases: list[GradientCase], weights: list[dict[str, torch.Tensor]] | None = None
@@ -152,7 +164,8 @@ class BatchedGradientCase(GradientCase):
             frame_params = {n: torch.stack([p[n].detach() for p in per]) for n in first.names}
         return cls(first.module, {n: torch.stack([c.gradients[n] for c in cases]) for n in first.names}, 1,
                    first.input_shape, first.num_classes, labels, first.input_kind, first.device, first.seed,
-                   first.grants, first.local, frame_params=frame_params, frame_seeds=tuple(c.seed for c in cases))
+                   first.grants, first.local, frame_params=frame_params, frame_seeds=tuple(c.seed for c in cases),
+                   frame_floors=tuple(float(c.rounding_floor) for c in cases))
 
 
 def frame_loss(logits: torch.Tensor, label: torch.Tensor, linear: bool) -> torch.Tensor:
@@ -466,8 +479,11 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
             if done != bar.n:
                 bar.update(done - bar.n)
 
+        thresholds = self.success_thresholds(case)
+        assert thresholds is not None  # StopRules: always a rule
+        options = replace(self.options(), row_thresholds=thresholds * unit)
         try:
-            out = minimize(objective, init, n, self.options(), progress)
+            out = minimize(objective, init, n, options, progress)
         finally:
             bar.close()
         x = out.z[:, : objective.n_x].reshape(n, *case.input_shape)
@@ -475,7 +491,7 @@ class BatchedLbfgsAttack(StopRules, GradientInversionAttack):
         loss = out.loss / unit
         if errors is not None:  # the reported loss is the dummy's own gradient's distance, at the labels
             loss = FrameMatching(case, labels, relative)(out.z, torch.arange(n, device=out.z.device))[0]
-        success = loss < self.config.stop.threshold
+        success = loss < thresholds
         extra: dict[str, Any] = {"restarts_used": out.starts.tolist(), "iterations": out.iterations.tolist(),
                                  "evaluations": out.evaluations.tolist(), "batched_calls": out.calls,
                                  "seconds": time.perf_counter() - start, "frames": n}

@@ -242,7 +242,8 @@ class LbfgsGradientAttack(StopRules, GradientInversionAttack):
                                stop_loss=c.stop.stop_loss, patience=c.stop.patience or None, scale=scale,
                                unit=unit, error=error, lambda_time=c.lambda_time)
 
-        best, losses = best_of_restarts(start_from, c.restarts, c.stop.threshold, loss=lambda run: run.loss)
+        threshold = float(self.success_thresholds(case)[0])  # type: ignore[index]  # StopRules: always a rule
+        best, losses = best_of_restarts(start_from, c.restarts, threshold, loss=lambda run: run.loss)
         found = labels if best.label_logits is None else best.label_logits.argmax(-1)
         inputs = torch.nan_to_num(best.inputs)  # a run that blew up everywhere leaves NaNs
         inputs = inputs.clamp(0, 1) if case.is_image else inputs
@@ -253,7 +254,7 @@ class LbfgsGradientAttack(StopRules, GradientInversionAttack):
         if case.labels is not None:
             extra["label_accuracy"] = label_accuracy(found, case.labels)
         return GradientResult(inputs.detach(), found.detach().to(torch.long), torch.full((b,), best.loss),
-                              torch.full((b,), best.loss < c.stop.threshold), extra)
+                              torch.full((b,), best.loss < threshold), extra)
 
 
 def label_accuracy(found: torch.Tensor, truth: torch.Tensor) -> float:

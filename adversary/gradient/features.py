@@ -185,8 +185,9 @@ class FeatureVectorInversion(GradientInversionAttack):
         start = time.perf_counter()
         labels = case.labels if case.labels is not None else infer_labels_idlg(case)
         true = [case.gradients[n] for n in case.names]
+        threshold = float(self.success_thresholds(case)[0])  # type: ignore[index]  # always a rule
         best, losses = best_of_restarts(lambda r: self._run(case, labels, case.seed + r, true),
-                                        self.config.restarts, self.config.threshold)
+                                        self.config.restarts, threshold)
         x, loss, steps, kicks = best
         b = case.batch_size
         extra: dict[str, Any] = {"restart_losses": losses, "steps": steps, "stagnation_kicks": kicks,
@@ -195,4 +196,4 @@ class FeatureVectorInversion(GradientInversionAttack):
         if case.labels is not None:
             extra["label_accuracy"] = label_accuracy(labels, case.labels)
         return GradientResult(x, labels.detach().to(torch.long), torch.full((b,), loss),
-                              torch.full((b,), loss < self.config.threshold), extra)
+                              torch.full((b,), loss < threshold), extra)

@@ -90,6 +90,7 @@ class LBFGSOptions:
     check_every: int | None = None
     max_rows: int | None = None
     sync_free: bool | None = None
+    row_thresholds: torch.Tensor | None = None  # per problem (N,): its own threshold, in place of `threshold`
 
     def __post_init__(self) -> None:
         require(self.line_search in LINE_SEARCHES,
@@ -109,6 +110,13 @@ class LBFGSOptions:
     @property
     def stop_below(self) -> float:
         return self.threshold if self.stop is None else self.stop
+
+    def reached(self, best: torch.Tensor, problems: torch.Tensor | None = None) -> torch.Tensor:
+        """Whether each problem's best loss (`best`, of `problems`; None: all) is below its threshold."""
+        if self.row_thresholds is None:
+            return best < self.threshold
+        limit = self.row_thresholds.to(best.device, best.dtype)
+        return best < (limit if problems is None else limit[problems])
 
 
 @dataclass
@@ -286,7 +294,7 @@ def minimize(objective: Objective, init: Init, n: int, options: LBFGSOptions,
                 break
         _iterate(live, out, objective, options)
         iteration += 1
-    converged = out.best_f < options.threshold
+    converged = options.reached(out.best_f)
     return LBFGSResult(out.best_z, out.best_f, converged, out.iters, out.evals, out.starts, out.calls)
 
 
@@ -482,7 +490,7 @@ def _restart_or_finish(live: _Live, out: _Frames, objective: Objective, init: In
     """Rows whose start ended (diverged, stalled, out of iterations): finished if they succeeded or
     have no start left, else a new start from `init` (at a read-back: it synchronises)."""
     frames = live.frame[ended]
-    left = (out.starts[frames] <= options.restarts) & ~(out.best_f[frames] < options.threshold)
+    left = (out.starts[frames] <= options.restarts) & ~options.reached(out.best_f[frames], frames)
     out.done[frames[~left]] = True
     if not bool(left.any()):
         return

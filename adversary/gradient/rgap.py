@@ -355,7 +355,7 @@ class RGAP(GradientInversionAttack):
             loss = gradient_distance_l2(dummy_gradients(case, x, labels, create_graph=False),
                                         case.gradients).detach().reshape(1)
         unique = all(r["unique"] for r in report)
-        success = (loss < self.config.threshold) & unique
+        success = (loss < self.success_thresholds(case)) & unique  # type: ignore[operator]
         return GradientResult(x, labels, loss, success, {"rank_report": report, "unique": unique})
 
     @staticmethod

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from adversary.evaluate import base_config, summarise
-from adversary.gradient.base import GradientResult
+from adversary.gradient.base import FLOOR_MARGIN, GradientResult
 from adversary.runner.meta import HeadKey, ItemMeta
 from adversary.runner.output import EMPTY_SCORES, EVAL_SIZE, attack_fields, head_groups, score_frames, single_head
 from adversary.runner.updates import Plan
@@ -27,8 +27,8 @@ def gradient_metrics(rows: Rows, results: list[tuple[GradientResult, int]], seco
     scores = score_frames(keys, out, truth)[0] if truth is not None else {}
     frames = []
     for r in rows:
-        row = {**EMPTY_SCORES, **r, **scores.get((r["stream"], r["seq"]), {})}
-        checks = [] if threshold is None else [row["gradient_loss"] < threshold]
+        row = {**EMPTY_SCORES, "loss_threshold": threshold, **r, **scores.get((r["stream"], r["seq"]), {})}
+        checks = [] if row["loss_threshold"] is None else [row["gradient_loss"] < row["loss_threshold"]]
         if row["psnr"] is not None:
             checks.append(row["psnr"] >= SUCCESS_DB)
         row["success"] = all(checks) if checks else None
@@ -37,12 +37,14 @@ def gradient_metrics(rows: Rows, results: list[tuple[GradientResult, int]], seco
     summary = summarise(frames, SUCCESS_DB, seconds, ("", "_native"))
     summary["success_rate_psnr"] = summary["success_rate"]
     summary["success_rate"] = _rate([f["success"] for f in frames])
+    limits = [f["loss_threshold"] for f in frames]  # per frame: a FedAvg delta's rule sits over its rounding floor
     summary["success_rate_loss"] = (None if threshold is None
-                                    else _rate([f["gradient_loss"] < threshold for f in frames]))
+                                    else _rate([f["gradient_loss"] < t for f, t in zip(frames, limits)]))
+    summary["raised_loss_thresholds"] = sum(t is not None and threshold is not None and t > threshold for t in limits)
     for rule in ("l2", "relative"):  # both readings of the loss rule, whatever the attack optimised
         values = [f.get(f"gradient_loss_{rule}") for f in frames]
         summary[f"success_rate_loss_{rule}"] = (None if threshold is None or None in values
-                                                else _rate([v < threshold for v in values]))
+                                                else _rate([v < t for v, t in zip(values, limits)]))
     known = [(r.extra["label_accuracy"], b) for r, b in results if r.extra.get("label_accuracy") is not None]
     summary["label_accuracy"] = sum(a * b for a, b in known) / sum(b for _, b in known) if known else None
     summary["frames"], summary["updates"] = len(frames), len(results)
@@ -65,7 +67,9 @@ def gradient_fields(name: str, method: Any, seed: int, device: str, updates: lis
     the threat model, and the updates attacked (per model, per round)."""
     threshold = method.loss_threshold
     reading = " over the tapped gradient's squared norm" if method.relative_loss else ""
-    loss_rule = f"gradient loss{reading} < {threshold:g}" if threshold is not None else None
+    loss_rule = (f"gradient loss{reading} < {threshold:g} (a FedAvg delta's: < max({threshold:g}, "
+                 f"{FLOOR_MARGIN:g} x its float32 rounding floor), each frame's in its loss_threshold)"
+                 if threshold is not None else None)
     criterion = " and ".join(x for x in (loss_rule, f"PSNR at {EVAL_SIZE}px >= {SUCCESS_DB:g} dB where the truth "
                                                     f"is given") if x)
     counts: dict[HeadKey, int] = {}

@@ -38,7 +38,8 @@ from adversary.runner.gradient_truth import Truth, features_name, order_by_truth
 from adversary.runner.heads import check_weights_path
 from adversary.runner.meta import ItemMeta
 from adversary.runner.output import finish, recording_output
-from adversary.runner.updates import Models, Plan, local_training, plan_recording, wire_gradients, wire_labels
+from adversary.runner.updates import (Models, Plan, local_training, plan_recording, update_floor, wire_gradients,
+                                      wire_labels)
 from splitleak.errors import SplitleakError
 from splitleak.learning import LABELS
 from splitleak.models import SplitModel, feature_shape
@@ -115,9 +116,11 @@ class GradientRunner:
         shape = tuple(model.input_shape) if image else feature_shape(k.model, k.split, size=k.size,
                                                                     num_classes=k.num_classes)
         labels = wire_labels(update, item, model.num_classes)
-        case = GradientCase(module, wire_gradients(update, module, item), update.batch, shape, model.num_classes,
+        gradients = wire_gradients(update, module, item)
+        case = GradientCase(module, gradients, update.batch, shape, model.num_classes,
                             labels, "image" if image else "features", torch.device(self.device),
-                            self.seed + update.index, local=local_training(update))
+                            self.seed + update.index, local=local_training(update),
+                            rounding_floor=update_floor(update, module, gradients))
         self.attack.check_access(case)
         weights = ({n: p.detach().clone() for n, p in module.named_parameters() if n in case.gradients}
                    if self.batched else {})
@@ -144,13 +147,16 @@ class GradientRunner:
         frames = sum(p.update.batch for p in prepared)
         for p, result in zip(prepared, results):
             share = seconds * p.update.batch / frames
+            threshold = self.attack.success_thresholds(p.case)  # the rule this update was held to
             self.outcomes.append(self._save(p.update, p.model, result, p.labels, p.state, share, p.image,
-                                            float(p.case.gradient_norm2())))
+                                            float(p.case.gradient_norm2()),
+                                            None if threshold is None else float(threshold[0])))
             if self.bar is not None:
                 self.bar.update(p.update.batch)
 
     def _save(self, update: ItemMeta, model: SplitModel, result: GradientResult, labels: torch.Tensor | None,
-              state: RecordedItem | None, seconds: float, image: bool, norm2: float) -> Outcome:
+              state: RecordedItem | None, seconds: float, image: bool, norm2: float,
+              threshold: float | None) -> Outcome:
         clip = image and model.input_kind == "clip"  # a raw clip: the dummy was the whole clip
         if clip:
             truths = [self.truth.sample(update, model, seq) for seq in sample_seqs(update, model)]
@@ -167,6 +173,7 @@ class GradientRunner:
             row: dict[str, Any] = {"stream": update.stream, "seq": seqs[i], "update": update.index,
                                    "round": update.round, "state": "recorded" if state is not None else "initial",
                                    **loss_fields(float(result.loss[order[i]]), norm2, self.attack.relative_loss),
+                                   "loss_threshold": threshold,
                                    "attack_success": bool(result.success[order[i]]), "label": int(found[i]),
                                    "label_true": None if labels is None else int(labels[i])}
             if clip:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from adversary.gradient.local import MAX_LOCAL_STEPS, LocalTraining
+from adversary.gradient.local import MAX_LOCAL_STEPS, LocalTraining, rounding_floor
 from adversary.gradient.second_order import twice_differentiable
 from adversary.runner.heads import build_head
 from adversary.runner.meta import HeadKey, ItemMeta, item_meta
@@ -82,6 +82,16 @@ def local_training(update: ItemMeta) -> LocalTraining | None:
         return None
     assert update.lr is not None, "check_attackable refuses a fedavg update without a learning rate"
     return LocalTraining(update.local_steps, update.lr)
+
+
+def update_floor(update: ItemMeta, module: torch.nn.Module, pseudo: dict[str, torch.Tensor]) -> float:
+    """The relative loss a FedAvg delta's float32 rounding leaves at the truth (local.rounding_floor) from the
+    round's weights in `module` and the update's pseudo-gradient; 0 for a gradient (fedsgd)."""
+    if update.mode != "fedavg":
+        return 0.0
+    assert update.lr is not None, "check_attackable refuses a fedavg update without a learning rate"
+    weights = dict(module.named_parameters())
+    return rounding_floor({n: weights[n] for n in pseudo}, pseudo, update.local_steps, update.lr)
 
 
 def check_state(update: ItemMeta, module: torch.nn.Module, state: RecordedItem) -> None:
