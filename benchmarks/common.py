@@ -74,6 +74,22 @@ class CloudProcess:
             self.proc.kill()
 
 
+def record_training(work: Path, cloud_args: tuple[str, ...] = (), **edge: Any) -> tuple[Path, Path]:
+    """Train through a real edge (EdgeTrainer with `edge`'s EdgeConfig fields) against a recording
+    `splitleak cloud` process (`cloud_args` added); the (recording, truth) folders under `work`."""
+    from edge.session import EdgeConfig
+    from edge.trainer import EdgeTrainer
+
+    rec, truth = work / "rec", work / "truth"
+    work.mkdir(parents=True, exist_ok=True)
+    with CloudProcess("--threads", "1", "--record", str(rec), *cloud_args) as cloud:
+        summary = EdgeTrainer(EdgeConfig(cloud=cloud.target, truth=str(truth), progress=False, **edge)).run()
+    batch, frames = edge.get("batch", 1), edge["frames"]
+    if summary["acked"] * batch < frames:
+        raise RuntimeError(f"the cloud acknowledged {summary['acked']} of {frames // batch} updates")
+    return rec, truth
+
+
 def timed(fn, repeat: int) -> float:
     """Best-of-3 mean seconds per call over `repeat` calls (noisy shared machine)."""
     best = float("inf")

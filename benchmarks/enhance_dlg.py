@@ -27,7 +27,7 @@ import adversary.gradient  # noqa: F401  (registers the gradient attacks)
 from adversary.gradient.base import GradientCase
 from adversary.registry import get_attack
 from adversary.runner.updates import Models, plan_recording, wire_gradients, wire_labels
-from benchmarks.common import CloudProcess
+from benchmarks.common import record_training
 from splitleak.recording import RecordingReader
 from splitleak.video import to_model_input
 
@@ -68,19 +68,13 @@ def labels_csv(frames: int, path: Path) -> str:
 
 def record(images: list[np.ndarray], window: list[int], label: int, work: Path, rec: Recording) -> Path:
     """Stream the window's frames (fedsgd, lenet, 32x32) to a recording cloud; the recording's folder."""
-    from edge.session import EdgeConfig
-    from edge.trainer import EdgeTrainer
-
     folder = work / "source"
     folder.mkdir(parents=True)
     for i, idx in enumerate(window):  # lossless PNGs of High; the edge's area resize makes Low from them
         cv2.imwrite(str(folder / f"{i:05d}.png"), cv2.cvtColor(high_frame(images[idx]), cv2.COLOR_RGB2BGR))
-    with CloudProcess("--threads", "1", "--record", str(work / "rec")) as cloud:
-        EdgeTrainer(EdgeConfig(cloud=cloud.target, source=str(folder), model="lenet", split="none", size=LOW,
-                               mode="fedsgd", frames=len(window), label=label, lr=rec.lr, stream_id=STREAM,
-                               labels=labels_csv(len(window), work / "labels.csv") if rec.labels == "cycle" else None,
-                               truth=str(work / "truth"), progress=False)).run()
-    return work / "rec"
+    labels = labels_csv(len(window), work / "labels.csv") if rec.labels == "cycle" else None
+    return record_training(work, source=str(folder), model="lenet", split="none", size=LOW, mode="fedsgd",
+                           frames=len(window), label=label, lr=rec.lr, stream_id=STREAM, labels=labels)[0]
 
 
 def recorded_cases(recording: Path, seed: int = 0) -> list[GradientCase]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.common import CloudProcess
+from benchmarks.common import record_training
 from benchmarks.enhance_dlg import labels_csv
 from benchmarks.survey.plan import message_mb
 
@@ -15,18 +15,8 @@ def record(model: str, size: int, source: Path, work: Path, batch: int, frames: 
     """Stream `frames` frames of `source` in fedsgd mode (seeded weights, split none, lr 0.01, frame i
     class i mod 10) to a recording `splitleak cloud` process, both at the wire limit the model needs
     (plan.message_mb); the (recording, truth) folders."""
-    from edge.session import EdgeConfig
-    from edge.trainer import EdgeTrainer
-
-    rec, truth = work / "rec", work / "truth"
-    work.mkdir(parents=True, exist_ok=True)
     limit = message_mb(model, size)  # vit_b_16's state and gradient are over the default 256 MiB
-    with CloudProcess("--threads", "1", "--record", str(rec), "--max-message-mb", str(limit)) as cloud:
-        config = EdgeConfig(cloud=cloud.target, source=str(source), model=model, split="none", size=size,
-                            mode="fedsgd", frames=frames, batch=batch, stream_id=STREAM, truth=str(truth),
-                            labels=labels_csv(frames, work / "labels.csv"), progress=False,
-                            max_message_bytes=limit << 20)
-        summary = EdgeTrainer(config).run()
-    if summary["acked"] * batch < frames:
-        raise RuntimeError(f"the cloud acknowledged {summary['acked']} of {frames // batch} updates")
-    return rec, truth
+    work.mkdir(parents=True, exist_ok=True)
+    return record_training(work, ("--max-message-mb", str(limit)), source=str(source), model=model, split="none",
+                           size=size, mode="fedsgd", frames=frames, batch=batch, stream_id=STREAM,
+                           labels=labels_csv(frames, work / "labels.csv"), max_message_bytes=limit << 20)

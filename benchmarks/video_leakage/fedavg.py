@@ -25,7 +25,7 @@ from typing import Any
 
 import cv2
 from adversary.runner.run import run_attack
-from benchmarks.common import CloudProcess, parser, print_table, write
+from benchmarks.common import parser, print_table, record_training, write
 from benchmarks.enhance_dlg import labels_csv
 from benchmarks.footage import CLIP, attacker_frames, clip_frames, held_out_start
 from splitleak.video import open_source
@@ -94,19 +94,10 @@ def record(source: Path, work: Path, local_steps: int, batch: int, frames: int,
     """Stream `frames` frames in fedavg mode (the edge's defaults otherwise: every frame class 0; labels
     "cycle": frame i class i mod 10, which keeps the model from saturating) to a recording cloud process;
     the (recording, truth) folders."""
-    from edge.session import EdgeConfig
-    from edge.trainer import EdgeTrainer
-
-    rec, truth = work / "rec", work / "truth"
     work.mkdir(parents=True, exist_ok=True)
     csv = labels_csv(frames, work / "labels.csv") if labels == "cycle" else None
-    with CloudProcess("--threads", "1", "--record", str(rec)) as cloud:
-        summary = EdgeTrainer(EdgeConfig(cloud=cloud.target, source=str(source), model=MODEL, split="none", size=SIZE,
-                                         mode="fedavg", frames=frames, batch=batch, local_steps=local_steps,
-                                         stream_id=STREAM, truth=str(truth), labels=csv, progress=False)).run()
-    if summary["acked"] * batch < frames:
-        raise SystemExit(f"the cloud acknowledged {summary['acked']} of {frames // batch} updates")
-    return rec, truth
+    return record_training(work, source=str(source), model=MODEL, split="none", size=SIZE, mode="fedavg",
+                           frames=frames, batch=batch, local_steps=local_steps, stream_id=STREAM, labels=csv)
 
 
 def attack_row(cell: Cell, rec: Path, truth: Path, out: Path, first: int, labels: str) -> dict[str, Any]:
