@@ -74,15 +74,15 @@ def plan(quick: bool, steps: tuple[int, ...] | None = None, batches: tuple[int, 
     return cells
 
 
-def write_source(folder: Path, count: int) -> tuple[Path, int]:
-    """`count` held-out frames of CLIP as lossless PNGs at the clip's own resolution (the edge resizes them
+def write_source(folder: Path, count: int, clip: str = CLIP) -> tuple[Path, int]:
+    """`count` held-out frames of `clip` as lossless PNGs at the clip's own resolution (the edge resizes them
     as it resizes any source); the clip index of the first."""
-    total = clip_frames(CLIP)
+    total = clip_frames(clip)
     start = held_out_start(total)
     if start < attacker_frames(total) or start + count > total:
-        raise SystemExit(f"{CLIP} has {total} frames; cannot take {count} held-out frames from {start}")
+        raise SystemExit(f"{clip} has {total} frames; cannot take {count} held-out frames from {start}")
     folder.mkdir(parents=True, exist_ok=True)
-    with open_source(CLIP) as src:
+    with open_source(clip) as src:
         for f in src:
             if start <= f.index < start + count:
                 cv2.imwrite(str(folder / f"{f.index:05d}.png"), cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR))
@@ -100,7 +100,8 @@ def record(source: Path, work: Path, local_steps: int, batch: int, frames: int,
                            frames=frames, batch=batch, local_steps=local_steps, stream_id=STREAM, labels=csv)
 
 
-def attack_row(cell: Cell, rec: Path, truth: Path, out: Path, first: int, labels: str) -> dict[str, Any]:
+def attack_row(cell: Cell, rec: Path, truth: Path, out: Path, first: int, labels: str,
+               clip: str = CLIP) -> dict[str, Any]:
     """Attack the recording as `splitleak attack` does and summarise it as one row."""
     metrics = run_attack(str(rec), cell.attack, str(out), truth=str(truth), iterations=cell.iterations,
                          options=dict(cell.options), progress=False, seed=0)
@@ -116,26 +117,26 @@ def attack_row(cell: Cell, rec: Path, truth: Path, out: Path, first: int, labels
             "psnr_per_frame": [round(p, 2) for p in psnrs],
             "update_norms": [round(norms[k], 4) for k in sorted(norms)],
             "label_accuracy": summary.get("label_accuracy"), "lr": metrics["config"]["local_training"][0]["lr"],
-            "iterations": cell.iterations, "options": dict(cell.options), "source": CLIP, "first_frame": first,
+            "iterations": cell.iterations, "options": dict(cell.options), "source": clip, "first_frame": first,
             "labels": labels}
 
 
 def rows(quick: bool, steps: tuple[int, ...] | None = None, batches: tuple[int, ...] | None = None,
          attacks: tuple[str, ...] | None = None, frames: int | None = None, labels: str = "one",
-         iterations: int | None = None, restarts: int | None = None) -> list[dict[str, Any]]:
+         iterations: int | None = None, restarts: int | None = None, clip: str = CLIP) -> list[dict[str, Any]]:
     """Measure every cell of `plan`: one recording per (local steps, batch), each of its attacks on it."""
     cells = plan(quick, steps, batches, attacks, frames, iterations, restarts)
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fedavg-bench-") as tmp:
         work = Path(tmp)
-        source, first = write_source(work / "source", max(c.frames for c in cells))
+        source, first = write_source(work / "source", max(c.frames for c in cells), clip)
         recordings: dict[tuple[int, int, int], tuple[Path, Path]] = {}
         for i, cell in enumerate(cells):
             key = (cell.local_steps, cell.batch, cell.frames)
             if key not in recordings:
                 folder = work / f"e{cell.local_steps}-b{cell.batch}-n{cell.frames}"
                 recordings[key] = record(source, folder, *key, labels=labels)
-            row = attack_row(cell, *recordings[key], work / f"out{i}", first, labels)
+            row = attack_row(cell, *recordings[key], work / f"out{i}", first, labels, clip)
             print(f"fedavg E={cell.local_steps} B={cell.batch} {cell.attack}: {row['psnr']:.1f} dB, "
                   f"{row['success']:.0%} >= {SUCCESS_DB:g} dB, {row['seconds_per_frame']:.1f} s/frame", flush=True)
             out.append(row)
@@ -159,14 +160,16 @@ def main() -> None:
     p.add_argument("--iterations", type=int, help="every attack's iterations (default: the CLI's; --quick 30, ig 200)")
     p.add_argument("--restarts", type=int, help="the L-BFGS attacks' starts (default: the CLI's 10; --quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    p.add_argument("--clip", default=CLIP, help=f"the footage, its held-out frames (default {CLIP}; e.g. "
+                                                 "sample:carphone, footage nothing was tuned on)")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     found = rows(args.quick, args.steps, args.batches, args.attacks, args.frames, args.labels, args.iterations,
-                 args.restarts)
+                 args.restarts, args.clip)
     print_table(found, COLUMNS)
-    write(args.json, found, {"quick": args.quick, "model": MODEL, "size": SIZE, "source": CLIP,
+    write(args.json, found, {"quick": args.quick, "model": MODEL, "size": SIZE, "source": args.clip,
                              "success_db": SUCCESS_DB, "labels": args.labels, "iterations": args.iterations,
                              "restarts": args.restarts})
 
