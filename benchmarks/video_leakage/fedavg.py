@@ -116,7 +116,8 @@ def attack_row(cell: Cell, rec: Path, truth: Path, out: Path, first: int, labels
             "frames": len(frames), "psnr_native": summary.get("mean_psnr_native"),
             "psnr_per_frame": [round(p, 2) for p in psnrs],
             "update_norms": [round(norms[k], 4) for k in sorted(norms)],
-            "label_accuracy": summary.get("label_accuracy"), "lr": metrics["config"]["local_training"][0]["lr"],
+            "label_accuracy": summary.get("label_accuracy"),
+            "raised_loss_thresholds": summary.get("raised_loss_thresholds"), "lr": metrics["config"]["local_training"][0]["lr"],
             "iterations": cell.iterations, "options": dict(cell.options), "source": clip, "first_frame": first,
             "labels": labels}
 
