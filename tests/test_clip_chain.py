@@ -18,19 +18,23 @@ T = get_spec("clipnet").clip_len  # the edge trains on clips of the spec's lengt
 FVI = ["--option", "fvi.preset=clip", "--option", "fvi.restarts=1", "--option", "fvi.iterations=20"]
 
 
-@pytest.fixture(scope="module")
-def clip_fedsgd(tmp_path_factory):
-    """clipnet at 16 px cut at pool ((1, 10, 64) per clip): one fedsgd update of one clip, label 2."""
-    folder = tmp_path_factory.mktemp("clipchain")
+def record_fedsgd(folder, model, split, frames):
+    """One fedsgd update of one clip at 16 px, label 2, recorded by a real loopback cloud: (recording, truth)."""
     server = CloudServer(CloudConfig(listen="127.0.0.1:0", record=str(folder / "rec")))
     try:
-        config = EdgeConfig(cloud=f"127.0.0.1:{server.port}", source="synthetic:40x40", model="clipnet", size=16,
-                            split="pool", mode="fedsgd", frames=T, label=2, lr=0.01, truth=str(folder / "truth"),
-                            progress=False)
+        config = EdgeConfig(cloud=f"127.0.0.1:{server.port}", source="synthetic:40x40", model=model, size=16,
+                            split=split, mode="fedsgd", frames=frames, label=2, lr=0.01,
+                            truth=str(folder / "truth"), progress=False)
         EdgeTrainer(config).run()
     finally:
         server.stop(1)
     return folder / "rec", folder / "truth"
+
+
+@pytest.fixture(scope="module")
+def clip_fedsgd(tmp_path_factory):
+    """clipnet cut at pool ((1, 10, 64) per clip)."""
+    return record_fedsgd(tmp_path_factory.mktemp("clipchain"), "clipnet", "pool", T)
 
 
 def test_fvi_then_do_inverts_the_clip_frame_by_frame(clip_fedsgd, tmp_path, capsys, one_thread):
@@ -62,3 +66,16 @@ def test_image_only_feature_attacks_refuse_clip_features_up_front(clip_fedsgd, t
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "clipnet takes clips: only 'do' inverts clip features" in err
     assert not (tmp_path / "out").exists()  # refused before any stage ran
+
+
+def test_frameavg_clip_features_invert_too(tmp_path, capsys, one_thread):
+    """frameavg at `mean` (the mean of per-frame 2D features): the same chain, one PNG per frame of its clip."""
+    frames = get_spec("frameavg").clip_len
+    rec, truth = record_fedsgd(tmp_path, "frameavg", "mean", frames)
+    out = tmp_path / "chain"
+    code = main(["attack", "--recording", str(rec), "--chain", "fvi,do", "--out", str(out), "--truth", str(truth),
+                 "--option", "fvi.optimizer=lbfgs", "--option", "fvi.iterations=20", "--option", "do.iterations=2"])
+    assert code == 0, capsys.readouterr().err
+    _, inverted = json.loads((out / "chain.json").read_text())["stages"]
+    assert inverted["scores"]["frames"] == frames and math.isfinite(inverted["scores"]["mean_psnr"])
+    assert sorted(p.name for p in (out / "2-do").glob("edge0_*.png")) == [frame_name("edge0", t) for t in range(frames)]
