@@ -39,6 +39,14 @@ def frames_recording(folder: Path) -> None:
             writer.append("frame", frame_meta(seq), {"features": features()})
 
 
+def clip_frames_recording(folder: Path) -> None:
+    """One clip's features, as a chain's hand-over writes them (clipnet/pool, the clip's length)."""
+    meta = {**frame_meta(0), "model_id": "clipnet", "split_point": "pool", "clip_len": 20}
+    with RecordingWriter(folder, {}) as writer:
+        writer.append("frame", meta, {"features": np.zeros((1, *feature_shape("clipnet", "pool", size=SIZE)),
+                                                           np.float32)})
+
+
 def update_recording(folder: Path) -> None:
     meta = {"frame": {**frame_meta(0), "split_point": "none"}, "mode": "fedsgd", "round": 0, "batch_size": 1,
             "learning_rate": 0.1, "local_steps": 1, "param_names": ["classifier.weight"], "codec": {"name": "fp32"}}
@@ -124,7 +132,10 @@ CASES = [
     ("stream_huge", frames_recording, meta("stream_id", "s" * 10_000), "do", "bad stream_id"),
     ("model_unknown", frames_recording, meta("model_id", "alexnet"), "do", "unknown model"),
     ("model_is_a_list", frames_recording, meta("model_id", ["lenet"]), "do", "bad model_id"),
-    ("model_takes_clips", frames_recording, meta("model_id", "r3d_18"), "do", "takes clips"),
+    ("clips_to_an_image_attack", clip_frames_recording, lambda folder: None, "db",
+     "clipnet takes clips: only 'do' inverts clip features"),
+    ("clip_len_not_the_heads", clip_frames_recording, meta("clip_len", 10), "do", "bad clip_len 10"),
+    ("clip_len_huge", clip_frames_recording, meta("clip_len", 10**9), "do", "bad clip_len"),
     ("split_unknown", frames_recording, meta("split_point", "layer9"), "do", "unknown split point"),
     ("weights_url", frames_recording, meta("weights", "https://example.com/w.pt"), "do", "bad weights tag"),
     ("weights_seed_huge", frames_recording, meta("weights", "seed:99999999999999999999"), "do", "bad weights tag"),
@@ -170,9 +181,9 @@ def test_crafted_recording_fails_in_one_line(tmp_path, capsys, make, tamper, att
 
 def test_the_untouched_recordings_pass_the_checks(tmp_path, capsys):
     """The cases' starting points are valid: they fail only where the model would be built."""
-    for make, attack in ((frames_recording, "do"), (update_recording, "dlg")):
-        rec = tmp_path / attack
+    for make, attack in ((frames_recording, "do"), (update_recording, "dlg"), (clip_frames_recording, "do")):
+        rec, out = tmp_path / make.__name__, tmp_path / f"out-{make.__name__}"
         make(rec)
         with pytest.raises(AssertionError, match="a model was built"):
-            main(["attack", "--recording", str(rec), "--attack", attack, "--out", str(tmp_path / f"out-{attack}"),
+            main(["attack", "--recording", str(rec), "--attack", attack, "--out", str(out),
                   "--iterations", "1", "--device", "cpu"])

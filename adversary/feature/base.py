@@ -67,6 +67,7 @@ class FeatureInversionAttack(Attack):
 
     family: ClassVar[str] = "feature"
     access: ClassVar[frozenset[str]] = frozenset({"features"})
+    inverts_clips: ClassVar[bool] = False  # takes a clip head's features (the dummy a whole clip (3, T, H, W))
 
     def reconstruct(self, features: torch.Tensor, case: WhiteBoxCase) -> FeatureResult:
         """Images for features (B, *feature_shape), with their feature loss."""

@@ -5,7 +5,8 @@ Find x in [0, 1] with F1(x) close to the tapped z:
     min_x  mean((F1(x) - z)^2) / mean(z^2) + lambda_tv * TV(x)
 x = sigmoid(w) keeps pixels in range; Adam on w with a cosine-decayed learning rate. A batch
 of frames is one optimisation whose loss is the sum of per-frame losses, so frames do not
-interfere. Feature entries that are not finite are left out of the loss.
+interfere. Feature entries that are not finite are left out of the loss. Through a clip head
+the dummy is the whole clip (3, T, H, W), TV taken over each frame's rows and columns.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class DirectOptimisation(FeatureInversionAttack):
     """Optimise the input pixels so the head's output matches the tapped features."""
 
     name: ClassVar[str] = "do"
+    inverts_clips: ClassVar[bool] = True  # the pixels descended are the case's input, an image or a clip
     access: ClassVar[frozenset[str]] = frozenset({"features", "head_weights", "head_architecture"})
     Config = DOConfig
 

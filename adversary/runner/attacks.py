@@ -40,8 +40,8 @@ def load_prior_for(attack: Any, prior: str | None, device: str) -> Any:
 
 @dataclass
 class Inverted:
-    """What a feature attack made of one batch: images (B, 3, H, W), per-frame feature loss, seconds,
-    and what the run chose (the result's info)."""
+    """What a feature attack made of one batch: images (B, 3, H, W) or clips (B, 3, T, H, W), per-item
+    feature loss, seconds, and what the run chose (the result's info)."""
 
     images: torch.Tensor
     loss: list[float] | None

@@ -16,7 +16,9 @@ from typing import Any, Mapping
 
 from adversary.runner.chain_spec import ENHANCE, ENHANCED, FEATURES, FRAMES, GRADIENTS, Stage, assign_options, check_order, \
     parse_chain
+from adversary.runner.clip_features import check_clip_attack
 from adversary.runner.enhanced import EnhanceRequest
+from adversary.runner.meta import HeadKey
 from adversary.runner.output import recording_output
 from splitleak.errors import SplitleakError
 from splitleak.recording import RecordingReader, write_json
@@ -52,11 +54,11 @@ def plan_chain(text: str, run: ChainRun, options: list[tuple[str, str]] | None =
     returns the stages and whether the recording's updates are raw frames (split none)."""
     stages = parse_chain(text)
     assign_options(stages, options or [], tree)
-    first, image_updates = recording_kind(run.recording, run.max_frames)
+    first, image_updates, heads = recording_kind(run.recording, run.max_frames)
     check_order(stages, first, image_updates)
     for i, stage in enumerate(stages, 1):
         if stage.family != ENHANCE:
-            _check_attack(i, stage)
+            _check_attack(i, stage, heads)
     _check_prior(stages, run.prior)
     enhances = [s for s in stages if s.family == ENHANCE]
     if run.enhance is not None:
@@ -70,9 +72,10 @@ def plan_chain(text: str, run: ChainRun, options: list[tuple[str, str]] | None =
     return stages, image_updates
 
 
-def recording_kind(recording: str, max_frames: int | None) -> tuple[str, bool]:
-    """What the recording gives the first stage (its updates, else its frames), metadata only, and
-    whether its updates are raw frames; SplitleakError for a recording with neither."""
+def recording_kind(recording: str, max_frames: int | None) -> tuple[str, bool, set[HeadKey]]:
+    """What the recording gives the first stage (its updates, else its frames), metadata only, whether
+    its updates are raw frames, and its heads; SplitleakError for a recording with neither."""
+    from adversary.runner.features import index_recording
     from adversary.runner.updates import plan_recording
 
     if not Path(recording).is_dir():
@@ -80,17 +83,20 @@ def recording_kind(recording: str, max_frames: int | None) -> tuple[str, bool]:
     kinds = {item.kind for item in RecordingReader(recording)}
     if "update" in kinds:
         plan = plan_recording(recording, max_frames)  # refuses updates no attack takes (split mode, a malformed fedavg)
-        return GRADIENTS, all(u.head.split == "none" for u in plan.updates)
+        return GRADIENTS, all(u.head.split == "none" for u in plan.updates), {u.head for u in plan.updates}
     if "frame" in kinds:
-        return FEATURES, False
+        return FEATURES, False, index_recording(recording, max_frames).heads
     raise SplitleakError(f"recording {recording} holds no gradient updates and no feature frames")
 
 
-def _check_attack(index: int, stage: Stage) -> None:
-    """Build the stage's attack now: a bad option or preset fails before anything runs."""
+def _check_attack(index: int, stage: Stage, heads: set[HeadKey]) -> None:
+    """Build the stage's attack now: a bad option or preset, or a feature attack that cannot invert the
+    recording's clip features, fails before anything runs."""
     from adversary.runner.attacks import make_attack
 
     try:
+        if stage.family == "feature":
+            check_clip_attack(stage.name, heads)
         make_attack(stage.name, None, stage.options, stage.preset)
     except SplitleakError as err:
         raise SplitleakError(f"chain stage {index} {stage.name!r}: {err}") from None

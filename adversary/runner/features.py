@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from adversary.evaluate import base_config, summarise, truth_index
 from adversary.runner.attacks import load_prior_for
+from adversary.runner.clip_features import check_clip_attack, frame_keys
 from adversary.runner.heads import check_weights_path
 from adversary.runner.inversion import Frame, FrameInverter, check_features, read_frame
 from adversary.runner.meta import HeadKey, ItemMeta, item_meta
@@ -112,6 +113,7 @@ def run_feature_attack(recording: str, name: str, method: Any, out: str, *, trut
     if batch_size < 1:
         raise SplitleakError(f"batch_size must be >= 1, got {batch_size}")
     index = index_recording(recording, max_frames)
+    check_clip_attack(name, index.heads)
     check_weights_path(index.heads, weights_path)
     if truth is not None and not {(f.stream, f.seq) for f in index.frames} & truth_index(truth).keys():
         raise SplitleakError(f"no truth frame in {truth} matches the recording's frames "
@@ -126,7 +128,7 @@ def run_feature_attack(recording: str, name: str, method: Any, out: str, *, trut
         for frame in iter_frames(recording, index.frames):
             batcher.add(frame)
         batcher.finish()
-    keys = [(f.stream, f.seq) for f in index.frames]
+    keys = [k for f in index.frames for k in frame_keys(f)]  # a clip's item: each of its frames
     scores, extra = score_frames(keys, out_dir, truth) if truth is not None else ({}, {})
     frames = image_rows(keys, scores, inverter.feature_loss)
     summary = summarise(frames, THRESHOLD_DB, inverter.seconds, ("", "_native"))

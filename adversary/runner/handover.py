@@ -1,7 +1,8 @@
 """Features recovered from gradients -> a recording of feature frames, as the cloud would have tapped them.
 
 The gradient runner writes one `STREAM_SEQ.features.safetensors` per update (sample i is frame
-seq + i). The hand-over writes each sample as a "frame" item (the head's FrameMeta, fp32 codec,
+seq + i, or a clip model's clip of clip_len frames from seq + i * clip_len, whose item then also
+carries `clip_len`). The hand-over writes each sample as a "frame" item (the head's FrameMeta, fp32 codec,
 tensor `features` (1, *shape)) into a real recording, frames ordered by stream and seq so that a
 multi-frame attack sees each stream in order; the feature runner then reads it unchanged. With the
 truth, each frame's recovered features are scored against the head run on its truth PNG.
@@ -25,11 +26,13 @@ from splitleak.errors import SplitleakError
 from splitleak.recording import RecordingWriter
 
 
-def frame_meta(stream: str, seq: int, head: HeadKey) -> dict[str, Any]:
-    """A tapped frame's metadata (FrameMeta's wire names, as the cloud's recorder writes them)."""
-    return {"stream_id": stream, "seq": seq, "model_id": head.model, "split_point": head.split,
+def frame_meta(stream: str, seq: int, head: HeadKey, clip_len: int = 1) -> dict[str, Any]:
+    """A tapped frame's metadata (FrameMeta's wire names, as the cloud's recorder writes them); a clip's
+    item (clip_len > 1) also names its length, which the feature runner checks against the head's."""
+    meta = {"stream_id": stream, "seq": seq, "model_id": head.model, "split_point": head.split,
             "weights": head.weights, "input_size": head.size, "num_classes": head.num_classes,
             "classifier": head.classifier, "codec": {"name": "fp32"}}
+    return {**meta, "clip_len": clip_len} if clip_len > 1 else meta
 
 
 def features_to_recording(recording: str, features_dir: Path, out: Path, *, truth: str | None, device: str,
@@ -37,20 +40,26 @@ def features_to_recording(recording: str, features_dir: Path, out: Path, *, trut
     """Write the features recovered from `recording`'s updates (in `features_dir`) as a recording at `out`;
     returns the frames written and, with `truth`, their scores (cosine, relative error) and means."""
     updates = plan_recording(recording, max_frames).updates
-    samples = sorted(((u, i) for u in updates for i in range(u.batch)), key=lambda s: (s[0].stream, s[0].seq + s[1]))
+    samples = sorted(((u, i) for u in updates for i in range(u.batch)), key=lambda s: (s[0].stream, _seq(*s)))
     truths, heads = Truth(truth), {}
     rows: list[dict[str, Any]] = []
     with RecordingWriter(out, {"chain_handover": str(features_dir), "from_recording": str(recording)}) as writer:
         for update, i in samples:
             z = _recovered(features_dir, update)[i]
-            writer.append("frame", frame_meta(update.stream, update.seq + i, update.head), {"features": z[None]})
-            row: dict[str, Any] = {"stream": update.stream, "seq": update.seq + i}
+            seq = _seq(update, i)
+            writer.append("frame", frame_meta(update.stream, seq, update.head, update.clip_len), {"features": z[None]})
+            row: dict[str, Any] = {"stream": update.stream, "seq": seq}
             if truth is not None:
                 if update.head not in heads:
                     heads[update.head] = build_head(update.head, device, weights_path)
                 row.update(_scores(z, truths.features(update, heads[update.head])[i]))
             rows.append(row)
     return {"recording": str(out), "frames": rows, "summary": _means(rows)}
+
+
+def _seq(update: ItemMeta, i: int) -> int:
+    """The first frame of the update's sample i (a clip model's samples are clips of clip_len frames)."""
+    return update.seq + i * update.clip_len
 
 
 def _recovered(folder: Path, update: ItemMeta) -> np.ndarray:

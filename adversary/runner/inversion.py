@@ -1,5 +1,6 @@
 """Invert batches of tapped frames with a feature attack: one case per head, PNGs written at once.
-Shared by the recording path and the live tap."""
+Shared by the recording path and the live tap. A clip model's item is a clip: its T frames are
+written as T PNGs (adversary.runner.clip_features)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import torch
 
 from adversary.feature.blackbox import make_case
 from adversary.runner.attacks import reconstruct_features
+from adversary.runner.clip_features import check_clip_attack, frame_images
 from adversary.runner.heads import build_head
 from adversary.runner.meta import HeadKey, ItemMeta
 from splitleak.errors import SplitleakError
 from splitleak.models import feature_shape
 from splitleak.recording import RecordedItem
-from splitleak.video import save_png
+from splitleak.video import frame_name, save_png
 
 Key = tuple[str, int]
 
@@ -78,6 +80,7 @@ class FrameInverter:
 
     def case(self, key: HeadKey) -> Any:
         if key not in self.cases:
+            check_clip_attack(self.attack.name, [key])
             model = build_head(key, self.device, self.weights_path)
             tag = f"{key.model}-{key.split}-{key.size}-{key.weights}" if self.tag_cases else ""
             case = make_case(self.attack, model.head, tuple(model.input_shape), self.device, self.seed,
@@ -93,7 +96,8 @@ class FrameInverter:
         self.seconds += out.seconds
         self.run_info = out.info
         for i, (frame, x) in enumerate(zip(frames, out.images.float().cpu().numpy())):
-            save_png(self.out / frame.meta.filename, x)
+            for key, image in frame_images(frame.meta, x):  # one image, or each frame of a clip
+                save_png(self.out / frame_name(*key), image)
+                if out.loss is not None:
+                    self.feature_loss[key] = out.loss[i]
             self.done.append(frame)
-            if out.loss is not None:
-                self.feature_loss[frame.key] = out.loss[i]

@@ -9,6 +9,7 @@ from typing import Any
 
 from adversary.evaluate import base_config, summarise
 from adversary.runner.attacks import load_prior_for
+from adversary.runner.clip_features import frame_keys
 from adversary.runner.features import THRESHOLD_DB
 from adversary.runner.inversion import Frame, FrameInverter, read_frame
 from adversary.runner.live_config import LiveConfig
@@ -71,7 +72,7 @@ class LiveFeatures:
     def finish(self) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
         """metrics.json's frames, summary, and this path's config fields."""
         c, done = self.config, self.inverter.done
-        keys = sorted(f.key for f in done)
+        keys = sorted(k for f in done for k in frame_keys(f.meta))
         truth, extra = live_truth(c.truth)
         scores: dict[tuple[str, int], dict[str, Any]] = {}
         if truth is not None and keys:

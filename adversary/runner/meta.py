@@ -45,7 +45,8 @@ class HeadKey:
 @dataclass(frozen=True)
 class ItemMeta:
     """One recorded item's metadata, checked. `stream` is spelled as PNG names spell it; the
-    learning fields (mode .. local_steps) are an update's, `round` also a state's."""
+    learning fields (mode .. local_steps) are an update's, `round` also a state's. `clip_len`: the frames
+    a sample stands for (a clip model's clip length, its spec's: the head is rebuilt for it; else 1)."""
 
     index: int
     kind: str
@@ -59,6 +60,7 @@ class ItemMeta:
     param_names: tuple[str, ...] = ()
     lr: float | None = None
     local_steps: int = 0
+    clip_len: int = 1
 
     @property
     def filename(self) -> str:
@@ -70,10 +72,7 @@ def item_meta(item: RecordedItem) -> ItemMeta:
     index, kind, meta = item.index, item.kind, item.meta
     try:
         if kind == "frame":
-            spec = get_spec(_text(meta, "model_id", MAX_TEXT))
-            if spec.input_kind != "image":  # (a clip model's updates are attacked, its frames not)
-                raise SplitleakError(f"{spec.name} takes clips; the feature attacks invert images' features only")
-            return ItemMeta(index, kind, *_frame(meta), codec=_codec(meta))
+            return ItemMeta(index, kind, *_frame(meta), codec=_codec(meta), clip_len=_clip_len(meta))
         if kind == "update":
             return _update(index, meta)
         if kind == "state":
@@ -90,7 +89,8 @@ def _update(index: int, meta: dict[str, Any]) -> ItemMeta:
     batch = _uint(meta, "batch_size", 1, MAX_BATCH, low=1)
     return ItemMeta(index, "update", *_frame(frame), codec=_codec(meta),
                     mode=_text(meta, "mode", 32), round=_uint(meta, "round", 0, U32), batch=batch,
-                    param_names=_names(meta), lr=_rate(meta), local_steps=_uint(meta, "local_steps", 0, U32))
+                    param_names=_names(meta), lr=_rate(meta), local_steps=_uint(meta, "local_steps", 0, U32),
+                    clip_len=_clip_len(frame))
 
 
 def _frame(meta: dict[str, Any]) -> tuple[str, int, HeadKey]:
@@ -98,6 +98,18 @@ def _frame(meta: dict[str, Any]) -> tuple[str, int, HeadKey]:
     if not stream:
         raise SplitleakError("empty stream id")
     return sanitise_stream(stream), _uint(meta, "seq", 0, U64), _head(meta)
+
+
+def _clip_len(meta: dict[str, Any]) -> int:
+    """A clip model's clip length (optional field `clip_len`, 0: the spec's), which must be its spec's:
+    the runners rebuild the head for that length; 1 for an image model."""
+    spec = get_spec(_text(meta, "model_id", MAX_TEXT))
+    if spec.input_kind != "clip" or spec.clip_len is None:
+        return 1
+    value = _uint(meta, "clip_len", 0, MAX_BATCH) or spec.clip_len
+    if value != spec.clip_len:
+        raise SplitleakError(f"bad clip_len {value}: {spec.name}'s head takes clips of {spec.clip_len} frames")
+    return value
 
 
 def _head(meta: dict[str, Any]) -> HeadKey:

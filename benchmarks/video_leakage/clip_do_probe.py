@@ -1,5 +1,5 @@
-"""Probe for a clip-feature chain (`fvi,do` with a 3D head, not built): DO through clipnet's frozen
-r3d_18 head on the TRUE features of held-out frames of the bundled clip, the best such a chain could do.
+"""Probe for the clip-feature chain (`fvi,do` with a 3D head; the chain itself: clip_chain.py): DO through
+clipnet's frozen r3d_18 head on the TRUE features of held-out frames of the bundled clip, the chain's ceiling.
 
     python -m benchmarks.video_leakage.clip_do_probe [--size 32] [--steps 300] [--split pool|extract]
 

@@ -1,0 +1,79 @@
+"""The clip-feature chain measured: `splitleak attack --chain fvi,do` on clipnet's fedsgd gradient of one
+clip of held-out frames of the bundled clip (benchmarks.footage: frames 200..219 of sample:bikes, T = 20,
+clipnet's clip length), recorded through a real loopback cloud and edge at 32 px, split `pool`.
+
+    python -m benchmarks.video_leakage.clip_chain [--fvi-fast] [--do-iterations N]
+
+fvi and do run at the CLI's defaults unless told (`--fvi-fast`: L-BFGS, 50 iterations, relative match).
+Prints the chain's feature cosine, do's mean PSNR / SSIM (at 128 px as chain.json scores frames, and at
+the truth's 32 px), and a uniform gray clip's PSNR at 32 px beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adversary.metrics import psnr
+from benchmarks import footage
+from benchmarks.video_leakage.chains import held_out_folder
+from splitleak.models import get_spec
+from splitleak.video import load_png
+
+SIZE, SPLIT = 32, "pool"
+FVI_FAST = [("fvi.optimizer", "lbfgs"), ("fvi.iterations", "50"), ("fvi.match.relative", "true")]
+
+
+def record(folder: Path, frames: int) -> tuple[Path, Path]:
+    """clipnet/pool fedsgd on the held-out frames through a real loopback cloud: (recording, truth)."""
+    from cloud.server import CloudConfig, CloudServer
+    from edge.session import EdgeConfig
+    from edge.trainer import EdgeTrainer
+
+    source = held_out_folder(folder, frames)
+    server = CloudServer(CloudConfig(listen="127.0.0.1:0", record=str(folder / "rec")))
+    try:
+        EdgeTrainer(EdgeConfig(cloud=f"127.0.0.1:{server.port}", source=str(source), model="clipnet", size=SIZE,
+                               split=SPLIT, mode="fedsgd", frames=frames, label=0, truth=str(folder / "truth"),
+                               progress=False)).run()
+    finally:
+        server.stop(1)
+    return folder / "rec", folder / "truth"
+
+
+def gray_psnr(truth: Path) -> float:
+    """A uniform gray clip's mean PSNR against the truth frames."""
+    frames = [load_png(p) for p in sorted(truth.glob("*.png"))]
+    return float(np.mean([psnr(np.full_like(x, 0.5), x) for x in frames]))
+
+
+def main() -> None:
+    from adversary.runner.chain import ChainRun, run_chain
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fvi-fast", action="store_true", help="fvi L-BFGS 50 iterations, relative match")
+    p.add_argument("--do-iterations", type=int, default=None, help="do's iterations (default: its own)")
+    args = p.parse_args()
+    torch.set_num_threads(1)  # a shared machine; quality, not time, is what this measures
+    options = (FVI_FAST if args.fvi_fast else []) + \
+        ([("do.iterations", str(args.do_iterations))] if args.do_iterations else [])
+    with tempfile.TemporaryDirectory(prefix="clipchain-") as work:
+        rec, truth = record(Path(work), get_spec("clipnet").clip_len or 1)
+        chain = run_chain("fvi,do", ChainRun(str(rec), str(Path(work) / "chain"), truth=str(truth),
+                                             progress=False), options)
+        fvi, do = (s["scores"] for s in chain["stages"])
+        print(json.dumps({"frames": footage.held_out(get_spec("clipnet").clip_len or 1, SIZE)[0][::19],
+                          "options": dict(options), "feature_cosine": fvi["mean_feature_cosine"],
+                          "feature_rel_error": fvi["mean_feature_rel_error"], "fvi_seconds": fvi.get("seconds"),
+                          "do_mean_psnr": do["mean_psnr"], "do_mean_ssim": do["mean_ssim"],
+                          "do_mean_psnr_native": do["mean_psnr_native"], "do_mean_ssim_native": do["mean_ssim_native"],
+                          "do_seconds": do.get("seconds"), "gray_psnr": gray_psnr(truth)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
