@@ -10,6 +10,7 @@ adds resnet18's own tail (layer4 + fc trained over frozen layer3) as the classif
 
     rows(quick=True)   layer2 and layer3, 2 frames, fvi L-BFGS 20, tiny dmb (a few minutes on a CPU)
     rows(quick=False)  4 frames, fvi at its defaults, dmb 50 steps (docs/chains.md's table), and the own-tail row
+Both end with the clip-feature chain's row (clip_chain.py: fvi,do through clipnet's frozen 3D head).
 """
 
 from __future__ import annotations
@@ -125,5 +126,8 @@ def rows(quick: bool, cache: str = "runs/feature_inversion_cache", prior: str | 
     if prior is None:
         unet, vae, decoder = b.prior_steps
         prior = str(footage.cached_prior(Path(cache), SIZE, unet, vae, 8, decoder_steps=decoder)[0])
+    from benchmarks.video_leakage import clip_chain
+
     with tempfile.TemporaryDirectory(prefix="chains-") as work:
-        return [chain_row(Path(work) / f"{c.split}-{c.classifier or 'own'}", c, b, Path(prior)) for c in b.cases]
+        found = [chain_row(Path(work) / f"{c.split}-{c.classifier or 'own'}", c, b, Path(prior)) for c in b.cases]
+        return found + [clip_chain.row(quick, Path(work) / "clipnet")]  # the clip-feature chain: fvi, then do

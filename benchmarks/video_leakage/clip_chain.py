@@ -52,9 +52,31 @@ def gray_psnr(truth: Path) -> float:
     return float(np.mean([psnr(np.full_like(x, 0.5), x) for x in frames]))
 
 
-def main() -> None:
+def measure(work: Path, options: list[tuple[str, str]]) -> dict:
+    """Record one clip, run `fvi,do` on it with `options`: the chain's scores and a gray clip's PSNR."""
     from adversary.runner.chain import ChainRun, run_chain
 
+    rec, truth = record(work, get_spec("clipnet").clip_len or 1)
+    chain = run_chain("fvi,do", ChainRun(str(rec), str(work / "chain"), truth=str(truth), progress=False), options)
+    fvi, do = (s["scores"] for s in chain["stages"])
+    return {"fvi": fvi, "do": do, "gray_psnr": gray_psnr(truth)}
+
+
+def row(quick: bool, work: Path) -> dict:
+    """The video-leakage benchmark's row (benchmarks/video_leakage/chains.py collects it): the CLI's defaults,
+    or with `quick` fvi L-BFGS 50 and do 100 iterations. `gray_psnr_native`: a uniform gray clip at 32 px."""
+    options = FVI_FAST + [("do.iterations", "100")] if quick else []
+    m = measure(work, options)
+    fvi, do, frames = m["fvi"], m["do"], get_spec("clipnet").clip_len or 1
+    seconds = (fvi.get("seconds") or 0.0) + (do.get("seconds") or 0.0)
+    return {"setting": "clip-features", "model": f"clipnet/{SPLIT}@{SIZE}", "attack": None, "chain": "fvi,do",
+            "local_steps": 1, "batch": 1, "feature_cos": fvi["mean_feature_cosine"],
+            "feature_rel_error": fvi["mean_feature_rel_error"], "psnr": do["mean_psnr"], "ssim": do["mean_ssim"],
+            "psnr_native": do["mean_psnr_native"], "gray_psnr_native": m["gray_psnr"],
+            "seconds_per_frame": seconds / frames, "frames": frames, "options": dict(options)}
+
+
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fvi-fast", action="store_true", help="fvi L-BFGS 50 iterations, relative match")
     p.add_argument("--do-iterations", type=int, default=None, help="do's iterations (default: its own)")
@@ -63,17 +85,14 @@ def main() -> None:
     options = (FVI_FAST if args.fvi_fast else []) + \
         ([("do.iterations", str(args.do_iterations))] if args.do_iterations else [])
     with tempfile.TemporaryDirectory(prefix="clipchain-") as work:
-        rec, truth = record(Path(work), get_spec("clipnet").clip_len or 1)
-        chain = run_chain("fvi,do", ChainRun(str(rec), str(Path(work) / "chain"), truth=str(truth),
-                                             progress=False), options)
-        fvi, do = (s["scores"] for s in chain["stages"])
+        m = measure(Path(work), options)
+        fvi, do = m["fvi"], m["do"]
         print(json.dumps({"frames": footage.held_out(get_spec("clipnet").clip_len or 1, SIZE)[0][::19],
                           "options": dict(options), "feature_cosine": fvi["mean_feature_cosine"],
                           "feature_rel_error": fvi["mean_feature_rel_error"], "fvi_seconds": fvi.get("seconds"),
                           "do_mean_psnr": do["mean_psnr"], "do_mean_ssim": do["mean_ssim"],
                           "do_mean_psnr_native": do["mean_psnr_native"], "do_mean_ssim_native": do["mean_ssim_native"],
-                          "do_seconds": do.get("seconds"), "gray_psnr": gray_psnr(truth)}, indent=1))
-
+                          "do_seconds": do.get("seconds"), "gray_psnr": m["gray_psnr"]}, indent=1))
 
 if __name__ == "__main__":
     main()
