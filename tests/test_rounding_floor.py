@@ -5,6 +5,8 @@ reproduce; a success threshold below it makes every start fail and every restart
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from adversary.gradient import GradientCase, gradient_distance_l2
 from adversary.gradient.base import FLOOR_MARGIN
 from adversary.gradient.batched import BatchedGradientCase
 from adversary.gradient.local import rounding_floor, unrolled_gradients
+from adversary.runner.updates import update_floor
 from splitleak.errors import SplitleakError
 from tests.test_fedavg_attacks import SIZE, fedavg_case
 
@@ -66,6 +69,17 @@ def test_a_frame_held_to_its_floor_stops_restarting():
     assert bool(result.success[0]) and result.extra["restarts_used"] == [1]
     unheld = attack.reconstruct(BatchedGradientCase.from_cases([case]))
     assert not bool(unheld.success[0]) and unheld.extra["restarts_used"] == [2]
+
+
+def test_the_runner_floors_fedavg_updates_only_and_refuses_weights_at_float32s_limit():
+    case, _ = fedavg_case(2, lr=1e-4)
+    fedavg = SimpleNamespace(index=7, mode="fedavg", lr=1e-4, local_steps=2)
+    assert update_floor(fedavg, case.module, case.gradients) == pytest.approx(floor_of(case))
+    assert update_floor(SimpleNamespace(index=7, mode="fedsgd"), case.module, case.gradients) == 0.0
+    with torch.no_grad():  # a hostile recording's round state: finite, but its spacing is not
+        next(iter(case.module.parameters())).view(-1)[0] = torch.finfo(torch.float32).max
+    with pytest.raises(SplitleakError, match="recording item 7: .*float32's limit"):
+        update_floor(fedavg, case.module, case.gradients)
 
 
 @pytest.mark.parametrize("floor", [-1.0, float("nan"), float("inf"), True])

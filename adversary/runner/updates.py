@@ -5,6 +5,7 @@ A FedAvg delta is handed to the attacks as its pseudo-gradient -delta / lr with 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,7 +92,11 @@ def update_floor(update: ItemMeta, module: torch.nn.Module, pseudo: dict[str, to
         return 0.0
     assert update.lr is not None, "check_attackable refuses a fedavg update without a learning rate"
     weights = dict(module.named_parameters())
-    return rounding_floor({n: weights[n] for n in pseudo}, pseudo, update.local_steps, update.lr)
+    floor = rounding_floor({n: weights[n] for n in pseudo}, pseudo, update.local_steps, update.lr)
+    if not math.isfinite(floor):  # weights at float32's limit: an untrusted recording's, not an edge's
+        raise SplitleakError(f"recording item {update.index}: the round's weights reach float32's limit, so its "
+                             f"fedavg delta's rounding is unbounded")
+    return floor
 
 
 def check_state(update: ItemMeta, module: torch.nn.Module, state: RecordedItem) -> None:
