@@ -39,14 +39,19 @@ def test_flower_updates_are_the_services_updates_and_leak_the_same_frames(start_
     frames = np.stack([to_model_input(f.image, SIZE) for f in open_source(SOURCE, frames=FRAMES)])
     for i, x in enumerate(frames):
         save_png(tmp_path / "truth" / frame_name("edge0", i), x)
-    task = FramesTask(frames, np.zeros(FRAMES, np.int64), "edge0")
+    # frame i class i: a model trained on one label saturates (at lr 0.1 from round 1 on) and its later
+    # gradients leak little, which would leave both recordings' frames at the attack's start
+    task = FramesTask(frames, np.arange(FRAMES, dtype=np.int64), "edge0")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join(f"{i},{i + 1},{i}\n" for i in range(FRAMES)))
     strategy = run_frames_simulation(task, TrainSettings(lr=LR, local_steps=1, batch_size=1), rounds=FRAMES,
                                      clients=1, record=tmp_path / "flower")
     assert strategy.recorded == FRAMES and strategy.refused == 0
 
     cloud = start_cloud(record=str(tmp_path / "ours"))
     EdgeTrainer(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", source=SOURCE, model="lenet", split="none", size=SIZE,
-                           mode="fedavg", frames=FRAMES, lr=LR, local_steps=1, label=0, progress=False)).run()
+                           mode="fedavg", frames=FRAMES, lr=LR, local_steps=1, labels=str(labels),
+                           progress=False)).run()
     cloud.stop(1)
 
     flower, ours = updates(tmp_path / "flower"), updates(tmp_path / "ours")
@@ -64,8 +69,11 @@ def test_flower_updates_are_the_services_updates_and_leak_the_same_frames(start_
     scores = {}
     for name in ("flower", "ours"):
         metrics = run_attack(str(tmp_path / name), "idlg-batched", str(tmp_path / f"{name}-out"),
-                             truth=str(tmp_path / "truth"), iterations=2, progress=False)
+                             truth=str(tmp_path / "truth"), iterations=100, options={"restarts": 1},
+                             progress=False)
         scores[name] = [f["psnr"] for f in metrics["frames"]]
     assert len(scores["flower"]) == FRAMES
     print(f"PSNR per frame: flower {np.round(scores['flower'], 2)}, ours {np.round(scores['ours'], 2)}")  # pytest -s
     assert np.allclose(scores["flower"], scores["ours"], atol=0.5), scores
+    # and they are recoveries, not two attacks stuck at their start (~8 dB): measured 47.9, 30.6, 17.7 dB
+    assert scores["ours"][0] >= 30.0, scores
