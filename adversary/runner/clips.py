@@ -20,9 +20,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from adversary.metrics import psnr
+from adversary.runner.clip_features import takes_clips
 from adversary.runner.meta import HeadKey, ItemMeta
 from splitleak.errors import SplitleakError
-from splitleak.models import NONE, SplitModel, get_spec
+from splitleak.models import NONE, SplitModel
 from splitleak.video import frame_name, save_png
 
 # models whose gradient does not change when a clip's frames are permuted (a mean over frames)
@@ -31,7 +32,7 @@ ORDER_FREE = frozenset({"frameavg"})
 
 def is_raw_clip(key: HeadKey) -> bool:
     """Whether updates of `key` are of a clip model trained on raw clips (the dummy is a clip)."""
-    return get_spec(key.model).input_kind == "clip" and key.split == NONE
+    return takes_clips(key) and key.split == NONE
 
 
 def check_raw_clip_attack(name: str, method: Any, keys: set[HeadKey]) -> None:
@@ -47,15 +48,15 @@ def frames_per_sample(model: SplitModel) -> int:
     return model.clip_len if model.input_kind == "clip" and model.clip_len else 1
 
 
-def sample_seqs(update: ItemMeta, model: SplitModel) -> list[int]:
-    """The first frame's sequence number of each sample of the update's batch."""
-    step = frames_per_sample(model)
-    return [update.seq + i * step for i in range(update.batch)]
+def sample_seqs(update: ItemMeta) -> list[int]:
+    """The first frame's sequence number of each sample of the update's batch (a clip model's sample is a
+    clip of `update.clip_len` frames, its spec's: meta.item_meta checks it)."""
+    return [update.seq + i * update.clip_len for i in range(update.batch)]
 
 
 def update_frames(update: ItemMeta) -> list[int]:
     """Sequence numbers of every frame an update trained on (a raw clip's: all its frames)."""
-    step = (get_spec(update.head.model).clip_len or 1) if is_raw_clip(update.head) else 1
+    step = update.clip_len if is_raw_clip(update.head) else 1
     return [update.seq + i for i in range(update.batch * step)]
 
 

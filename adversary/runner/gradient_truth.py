@@ -48,7 +48,7 @@ class Truth:
             z = load_file(str(path))["features"].astype(np.float32)
             return [z[i] for i in range(update.batch)] if len(z) == update.batch else [None] * update.batch
         out: list[np.ndarray | None] = []
-        for seq in sample_seqs(update, model):
+        for seq in sample_seqs(update):
             x = self.sample(update, model, seq)
             if x is None:
                 out.append(None)

@@ -159,7 +159,7 @@ class GradientRunner:
               threshold: float | None) -> Outcome:
         clip = image and model.input_kind == "clip"  # a raw clip: the dummy was the whole clip
         if clip:
-            truths = [self.truth.sample(update, model, seq) for seq in sample_seqs(update, model)]
+            truths = [self.truth.sample(update, model, seq) for seq in sample_seqs(update)]
             order = order_clips(result.inputs.detach().float().cpu().numpy(), truths)
         else:
             truths = ([self.truth.image(update.stream, update.seq + i) for i in range(update.batch)] if image
@@ -168,7 +168,7 @@ class GradientRunner:
         inputs = result.inputs.detach().float().cpu()[order]
         found = result.labels.detach().cpu()[order]
         rows = []
-        seqs = sample_seqs(update, model)  # a clip model's sample is a clip: seq is its first frame
+        seqs = sample_seqs(update)  # a clip model's sample is a clip: seq is its first frame
         for i in range(update.batch):
             row: dict[str, Any] = {"stream": update.stream, "seq": seqs[i], "update": update.index,
                                    "round": update.round, "state": "recorded" if state is not None else "initial",

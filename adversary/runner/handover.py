@@ -18,6 +18,7 @@ import torch
 from safetensors.numpy import load_file
 
 from adversary.gradient.features import feature_scores
+from adversary.runner.clips import sample_seqs
 from adversary.runner.gradient_truth import Truth, features_name
 from adversary.runner.heads import build_head
 from adversary.runner.meta import HeadKey, ItemMeta
@@ -40,13 +41,13 @@ def features_to_recording(recording: str, features_dir: Path, out: Path, *, trut
     """Write the features recovered from `recording`'s updates (in `features_dir`) as a recording at `out`;
     returns the frames written and, with `truth`, their scores (cosine, relative error) and means."""
     updates = plan_recording(recording, max_frames).updates
-    samples = sorted(((u, i) for u in updates for i in range(u.batch)), key=lambda s: (s[0].stream, _seq(*s)))
+    samples = sorted(((u, i, seq) for u in updates for i, seq in enumerate(sample_seqs(u))),
+                     key=lambda s: (s[0].stream, s[2]))
     truths, heads = Truth(truth), {}
     rows: list[dict[str, Any]] = []
     with RecordingWriter(out, {"chain_handover": str(features_dir), "from_recording": str(recording)}) as writer:
-        for update, i in samples:
+        for update, i, seq in samples:
             z = _recovered(features_dir, update)[i]
-            seq = _seq(update, i)
             writer.append("frame", frame_meta(update.stream, seq, update.head, update.clip_len), {"features": z[None]})
             row: dict[str, Any] = {"stream": update.stream, "seq": seq}
             if truth is not None:
@@ -55,11 +56,6 @@ def features_to_recording(recording: str, features_dir: Path, out: Path, *, trut
                 row.update(_scores(z, truths.features(update, heads[update.head])[i]))
             rows.append(row)
     return {"recording": str(out), "frames": rows, "summary": _means(rows)}
-
-
-def _seq(update: ItemMeta, i: int) -> int:
-    """The first frame of the update's sample i (a clip model's samples are clips of clip_len frames)."""
-    return update.seq + i * update.clip_len
 
 
 def _recovered(folder: Path, update: ItemMeta) -> np.ndarray:
