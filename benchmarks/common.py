@@ -90,6 +90,22 @@ def record_training(work: Path, cloud_args: tuple[str, ...] = (), **edge: Any) -
     return rec, truth
 
 
+def record_in_process(rec: Path, **edge: Any) -> None:
+    """Stream through a real edge (EdgeConfig fields `edge`; mode "infer": the streamer, else the trainer)
+    into a recording cloud server in this process, on an ephemeral loopback port; the recording goes to `rec`."""
+    from cloud.server import CloudConfig, CloudServer
+    from edge.session import EdgeConfig
+    from edge.streamer import EdgeStreamer
+    from edge.trainer import EdgeTrainer
+
+    server = CloudServer(CloudConfig(listen="127.0.0.1:0", record=str(rec)))
+    try:
+        config = EdgeConfig(cloud=f"127.0.0.1:{server.port}", progress=False, **edge)
+        (EdgeStreamer if config.mode == "infer" else EdgeTrainer)(config).run()
+    finally:
+        server.stop(1)
+
+
 def timed(fn, repeat: int) -> float:
     """Best-of-3 mean seconds per call over `repeat` calls (noisy shared machine)."""
     best = float("inf")

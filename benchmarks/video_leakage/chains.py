@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import footage
+from benchmarks.common import record_in_process
 from splitleak.video import save_png
 
 SIZE = 64
@@ -62,20 +63,9 @@ def budget(quick: bool) -> Budget:
 
 def record(folder: Path, source: Path, case: Case, mode: str, frames: int) -> Path:
     """What the cloud's recorder writes for resnet18/`split` (+ classifier) in `mode` on `source`'s frames."""
-    from cloud.server import CloudConfig, CloudServer
-    from edge.session import EdgeConfig
-    from edge.streamer import EdgeStreamer
-    from edge.trainer import EdgeTrainer
-
     rec = folder / f"rec-{mode}"
-    server = CloudServer(CloudConfig(listen="127.0.0.1:0", record=str(rec)))
-    try:
-        config = EdgeConfig(cloud=f"127.0.0.1:{server.port}", source=str(source), model="resnet18", size=SIZE,
-                            split=case.split, mode=mode, frames=frames, truth=str(folder / f"truth-{mode}"),
-                            classifier=case.classifier, progress=False)
-        (EdgeStreamer if mode == "infer" else EdgeTrainer)(config).run()
-    finally:
-        server.stop(1)
+    record_in_process(rec, source=str(source), model="resnet18", size=SIZE, split=case.split, mode=mode,
+                      frames=frames, truth=str(folder / f"truth-{mode}"), classifier=case.classifier)
     return rec
 
 

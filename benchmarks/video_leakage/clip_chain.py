@@ -21,6 +21,7 @@ import torch
 
 from adversary.metrics import psnr
 from benchmarks import footage
+from benchmarks.common import record_in_process
 from benchmarks.video_leakage.chains import held_out_folder
 from splitleak.models import get_spec
 from splitleak.video import load_png
@@ -31,18 +32,9 @@ FVI_FAST = [("fvi.optimizer", "lbfgs"), ("fvi.iterations", "50"), ("fvi.match.re
 
 def record(folder: Path, frames: int) -> tuple[Path, Path]:
     """clipnet/pool fedsgd on the held-out frames through a real loopback cloud: (recording, truth)."""
-    from cloud.server import CloudConfig, CloudServer
-    from edge.session import EdgeConfig
-    from edge.trainer import EdgeTrainer
-
     source = held_out_folder(folder, frames)
-    server = CloudServer(CloudConfig(listen="127.0.0.1:0", record=str(folder / "rec")))
-    try:
-        EdgeTrainer(EdgeConfig(cloud=f"127.0.0.1:{server.port}", source=str(source), model="clipnet", size=SIZE,
-                               split=SPLIT, mode="fedsgd", frames=frames, label=0, truth=str(folder / "truth"),
-                               progress=False)).run()
-    finally:
-        server.stop(1)
+    record_in_process(folder / "rec", source=str(source), model="clipnet", size=SIZE, split=SPLIT, mode="fedsgd",
+                      frames=frames, label=0, truth=str(folder / "truth"))
     return folder / "rec", folder / "truth"
 
 

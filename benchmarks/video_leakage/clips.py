@@ -20,6 +20,7 @@ import cv2
 import torch
 
 from adversary.runner.run import run_attack
+from benchmarks.common import record_in_process
 from benchmarks.footage import CLIP, attacker_frames, clip_frames
 from splitleak.models import get_spec
 from splitleak.video import open_source
@@ -50,23 +51,14 @@ def held_out_folder(folder: Path, frames: int) -> Path:
 
 def record(tmp: Path, model: str, split: str, size: int, clips: int) -> tuple[Path, Path]:
     """Train `clips` clips through the edge into a recording cloud; (recording, truth)."""
-    from cloud.server import CloudConfig, CloudServer
-    from edge.session import EdgeConfig
-    from edge.trainer import EdgeTrainer
-
     clip_len = get_spec(model).clip_len or 1
     frames = clips * clip_len
     source = held_out_folder(tmp / f"{model}-frames", frames)
     labels = tmp / f"{model}-labels.csv"
     labels.write_text("".join(f"{k * clip_len},{(k + 1) * clip_len},{k % CLASSES}\n" for k in range(clips)))
     rec, truth = tmp / f"{model}-rec", tmp / f"{model}-truth"
-    cloud = CloudServer(CloudConfig(listen="127.0.0.1:0", record=str(rec)))
-    try:
-        EdgeTrainer(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", source=str(source), model=model, split=split,
-                               size=size, frames=frames, mode="fedsgd", lr=LR, labels=str(labels),
-                               num_classes=CLASSES, truth=str(truth), progress=False)).run()
-    finally:
-        cloud.stop(1)
+    record_in_process(rec, source=str(source), model=model, split=split, size=size, frames=frames, mode="fedsgd",
+                      lr=LR, labels=str(labels), num_classes=CLASSES, truth=str(truth))
     return rec, truth
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from adversary.runner.run import run_attack
-from benchmarks.common import CloudProcess, parser, print_table, write
+from benchmarks.common import parser, print_table, record_training, write
 
 SOURCE, MODEL, SIZE = "sample:bikes", "lenet", 32
 ATTACKS = ("idlg", "idlg-batched")
@@ -28,14 +28,8 @@ FRAMES = {True: 4, False: 10}
 
 def record(folder: Path, frames: int) -> tuple[Path, Path]:
     """The default single-label fedsgd stream through a real cloud process: (recording, truth folder)."""
-    from edge.session import EdgeConfig
-    from edge.trainer import EdgeTrainer
-
-    rec, truth = folder / "rec", folder / "truth"
-    with CloudProcess("--record", str(rec)) as cloud:
-        EdgeTrainer(EdgeConfig(cloud=cloud.target, source=SOURCE, model=MODEL, split="none", size=SIZE,
-                               frames=frames, mode="fedsgd", truth=str(truth), progress=False)).run()
-    return rec, truth
+    return record_training(folder, source=SOURCE, model=MODEL, split="none", size=SIZE, frames=frames,
+                           mode="fedsgd")
 
 
 def frame_rows(attack: str, metrics: dict[str, Any]) -> list[dict[str, Any]]:
