@@ -9,6 +9,7 @@ import threading
 from splitleak.checks import check_output_dir
 from splitleak.cli.common import (
     add_device,
+    add_message_limit,
     add_threads,
     add_tls,
     apply_threads,
@@ -45,10 +46,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="fetch torchvision weights an edge names (tv:NAME) at request time (default: only cached)")
     cloud.add_argument("--build-timeout", type=positive_seconds, default=60.0,
                        help="seconds a request waits for its model to be built (default 60)")
-    cloud.add_argument("--max-message-mb", type=positive_int, default=256,
-                       help="largest gRPC message in MiB, either way (default 256): what one peer's message may "
-                       "make the cloud hold; raise it on cloud and edges for models whose fedsgd state is larger "
-                       "(vit_b_16: 330 MiB fp32)")
+    add_message_limit(cloud, ", either way", ": what one peer's message may make the cloud hold; raise it on "
+                      "cloud and edges for models whose fedsgd state is larger (vit_b_16: 330 MiB fp32)")
     add_device(cloud)
     add_threads(cloud)
     add_tls(cloud, server=True)

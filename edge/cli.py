@@ -7,6 +7,7 @@ import json
 from splitleak.checks import MAX_CLASSES, check_output_dir, check_output_file
 from splitleak.cli.common import (
     add_device,
+    add_message_limit,
     add_threads,
     add_tls,
     apply_threads,
@@ -77,8 +78,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     edge.add_argument("--retry-for", type=seconds, default=30.0,
                       help="give up after the cloud is unreachable this long (s)")
     edge.add_argument("--quiet", action="store_true", help="no progress bar")
-    edge.add_argument("--max-message-mb", type=positive_int, default=256,
-                      help="largest gRPC message in MiB, either way (default 256); match the cloud's")
+    add_message_limit(edge, ", either way", "; match the cloud's")
     add_device(edge)
     add_threads(edge)
     add_tls(edge, server=False)

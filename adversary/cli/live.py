@@ -9,6 +9,7 @@ from adversary.cli.attack import add_config_options
 from splitleak.checks import check_output_dir, check_output_file
 from splitleak.cli.common import (
     add_device,
+    add_message_limit,
     add_threads,
     add_tls,
     apply_threads,
@@ -46,7 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--token", help="the cloud's tap token")
     live.add_argument("--stream", action="append", default=[], help="only this stream id (repeatable)")
     live.add_argument("--queue", type=positive_int, default=1024, help="server-side queue for this subscriber")
-    live.add_argument("--max-message-mb", type=positive_int, default=256, help="largest gRPC message in MiB the tap receives (default 256); match the cloud's")
+    add_message_limit(live, " the tap receives", "; match the cloud's")
     live.add_argument("--iterations", type=positive_int, help="optimisation / training steps (default: the attack's)")
     live.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     live.add_argument("--weights", metavar="PATH", help="the head's state dict, if the stream names a file tag")

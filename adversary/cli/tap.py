@@ -6,7 +6,7 @@ import signal
 import sys
 
 from splitleak.checks import check_output_dir
-from splitleak.cli.common import add_tls, positive_int, tls_files
+from splitleak.cli.common import add_message_limit, add_tls, positive_int, tls_files
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tap.add_argument("--stream", action="append", default=[], help="only this stream id (repeatable)")
     tap.add_argument("--limit", type=positive_int, help="stop after N items")
     tap.add_argument("--queue", type=positive_int, default=1024, help="server-side queue for this subscriber")
-    tap.add_argument("--max-message-mb", type=positive_int, default=256, help="largest gRPC message in MiB the tap receives (default 256); match the cloud's")
+    add_message_limit(tap, " the tap receives", "; match the cloud's")
     add_tls(tap, server=False)
     tap.set_defaults(run=run_tap)
 

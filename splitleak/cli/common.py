@@ -113,3 +113,10 @@ seed = int_in(0, MAX_SEED)
 seconds = float_in(0.0, unit=" (seconds)")
 positive_seconds = float_in(0.0, above=True, unit=" (seconds)")
 learning_rate = float_in(0.0, 100.0, above=True)  # the cloud refuses updates with lr > 100
+
+
+def add_message_limit(parser: argparse.ArgumentParser, scope: str, advice: str) -> None:
+    """--max-message-mb (default 256, the wire's): the largest gRPC message in MiB `scope`, then `advice`;
+    splitleak.wire.channel.message_limit turns it into bytes."""
+    parser.add_argument("--max-message-mb", type=positive_int, default=256,
+                        help=f"largest gRPC message in MiB{scope} (default 256){advice}")
