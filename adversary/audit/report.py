@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
+
+from splitleak.recording import write_json
 
 CSV_COLUMNS = ["model", "split", "mode", "score", "distance_part", "invertibility_part", "attack_part", "spearman",
                "spread_ratio", "r2", "effective_rank", "condition", "stable_rank", "stable_rank_share",
@@ -19,7 +20,7 @@ def label(row: dict[str, Any]) -> str:
 def write_outputs(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "audit.json", "csv": out / "audit.csv", "png": out / "audit.png"}
-    paths["json"].write_text(json.dumps({"rows": rows, "config": config}, indent=2))
+    write_json(paths["json"], {"rows": rows, "config": config})  # atomic, as every other output's JSON
     with paths["csv"].open("w", newline="") as f:
         writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
